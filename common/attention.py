@@ -1,0 +1,58 @@
+"""Grouped-query attention over a KV cache: PyTorch SDPA or ExecuTorch's llama custom ops."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.config import ModelConfig
+from common.kv_cache import KVCache, start_position
+from common.layers import RMSNorm
+from common.rope import apply_rope
+
+
+class Attention(nn.Module):
+    """Module names follow HF (`q_proj`, `k_norm`, ...) so HF state dicts load unchanged."""
+
+    def __init__(self, cfg: ModelConfig, max_context_len: int, use_custom_ops: bool = False):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.use_custom_ops = use_custom_ops
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.kv_cache = KVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        input_pos: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """x: [B, S, dim]; cos/sin: [S, head_dim]; mask: [S, max_context_len] additive (SDPA path)."""
+        bsz, seq_len, _ = x.shape
+        q = self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k_all, v_all = self.kv_cache.update(input_pos, k, v, self.use_custom_ops)
+        if self.use_custom_ops:
+            start = start_position(input_pos, seq_len, self.kv_cache.max_context_len)
+            out = torch.ops.llama.custom_sdpa(q, k_all, v_all, start, None, 0, True)
+        else:
+            rep = self.n_heads // self.n_kv_heads
+            q = q.transpose(1, 2)
+            k_all = k_all.transpose(1, 2).repeat_interleave(rep, dim=1)
+            v_all = v_all.transpose(1, 2).repeat_interleave(rep, dim=1)
+            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask).transpose(1, 2)
+        return self.o_proj(out.reshape(bsz, seq_len, -1))

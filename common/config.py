@@ -1,0 +1,94 @@
+"""Model configuration shared by every text model in the zoo, read from HF config.json or GGUF."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3 style frequency scaling (rope_type "llama3")."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    hidden_dim: int
+    head_dim: int
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    tie_embeddings: bool = False
+    qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3)
+    attention_bias: bool = False
+    max_position_embeddings: int = 8192
+    bos_id: int | None = None
+    eos_ids: tuple[int, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "ModelConfig":
+        """Build from the dict of an HF `config.json` (Llama / Qwen3 families)."""
+        try:
+            n_heads = hf["num_attention_heads"]
+            dim = hf["hidden_size"]
+            rs = hf.get("rope_scaling") or (hf.get("rope_parameters") or {})
+            scaling = None
+            if rs.get("rope_type", rs.get("type")) == "llama3":
+                scaling = RopeScaling(
+                    factor=rs["factor"],
+                    low_freq_factor=rs["low_freq_factor"],
+                    high_freq_factor=rs["high_freq_factor"],
+                    original_max_position_embeddings=rs["original_max_position_embeddings"],
+                )
+            theta = hf.get("rope_theta", rs.get("rope_theta", 10000.0))
+            eos = hf.get("eos_token_id")
+            eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
+            return cls(
+                vocab_size=hf["vocab_size"],
+                dim=dim,
+                n_layers=hf["num_hidden_layers"],
+                n_heads=n_heads,
+                n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+                hidden_dim=hf["intermediate_size"],
+                head_dim=hf.get("head_dim") or dim // n_heads,
+                norm_eps=hf.get("rms_norm_eps", 1e-5),
+                rope_theta=float(theta),
+                rope_scaling=scaling,
+                tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                qk_norm="qwen3" in str(hf.get("model_type", "")),
+                attention_bias=bool(hf.get("attention_bias", False)),
+                max_position_embeddings=hf.get("max_position_embeddings", 8192),
+                bos_id=hf.get("bos_token_id"),
+                eos_ids=eos_ids,
+            )
+        except KeyError as e:
+            raise UserError(f"config.json is missing required key {e.args[0]!r}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        if d.get("rope_scaling"):
+            d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
+        d["eos_ids"] = tuple(d.get("eos_ids", ()))
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
