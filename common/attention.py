@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import ModelConfig
-from common.kv_cache import KVCache, start_position
+from common.kv_cache import KVCache
 from common.layers import RMSNorm
 from common.rope import apply_rope
 
@@ -32,12 +32,12 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        input_pos: torch.Tensor,
+        start: int,
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """x: [B, S, dim]; cos/sin: [S, head_dim]; mask: [S, max_context_len] additive (SDPA path)."""
+        """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, head_dim]; mask: [S, max_context_len] additive (SDPA path)."""
         bsz, seq_len, _ = x.shape
         q = self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
@@ -45,9 +45,8 @@ class Attention(nn.Module):
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        k_all, v_all = self.kv_cache.update(input_pos, k, v, self.use_custom_ops)
+        k_all, v_all = self.kv_cache.update(start, k, v, self.use_custom_ops)
         if self.use_custom_ops:
-            start = start_position(input_pos, seq_len, self.kv_cache.max_context_len)
             out = torch.ops.llama.custom_sdpa(q, k_all, v_all, start, None, 0, True)
         else:
             rep = self.n_heads // self.n_kv_heads

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common import gguf_loader
 from common.config import ModelConfig
 from common.errors import UserError
-from common import gguf_loader
 
 QUANT_KEY = "zoo_quantization"  # config.json entry written by quantize_and_save
 
@@ -64,7 +64,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, cfg: ModelConfig) ->
 
     path = os.fspath(path)
     tie = {"model.embed_tokens.weight": ("lm_head.weight", False)} if cfg.tie_embeddings else None
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
 
     def checked(fqn: str, t: torch.Tensor) -> torch.Tensor:
         if fqn not in expected:

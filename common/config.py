@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
@@ -41,7 +39,7 @@ class ModelConfig:
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "ModelConfig":
+    def from_hf(cls, hf: dict[str, Any]) -> ModelConfig:
         """Build from the dict of an HF `config.json` (Llama / Qwen3 families)."""
         try:
             n_heads = hf["num_attention_heads"]
@@ -58,6 +56,8 @@ class ModelConfig:
             theta = hf.get("rope_theta", rs.get("rope_theta", 10000.0))
             eos = hf.get("eos_token_id")
             eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
+            if hf.get("model_type") not in (None, "llama", "qwen3"):
+                raise UserError(f"config.json: model_type {hf.get('model_type')!r} is not a llama/qwen3 checkpoint")
             return cls(
                 vocab_size=hf["vocab_size"],
                 dim=dim,
@@ -79,16 +79,28 @@ class ModelConfig:
         except KeyError as e:
             raise UserError(f"config.json is missing required key {e.args[0]!r}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        d = dict(d)
-        if d.get("rope_scaling"):
-            d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
-        d["eos_ids"] = tuple(d.get("eos_ids", ()))
-        return cls(**d)
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def to_hf(self) -> dict[str, Any]:
+        """An HF `config.json` dict that `from_hf` (and transformers) read back to this config."""
+        model_type = "qwen3" if self.qk_norm else "llama"
+        d = {
+            "architectures": ["Qwen3ForCausalLM" if self.qk_norm else "LlamaForCausalLM"],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.dim,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "intermediate_size": self.hidden_dim,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta,
+            "tie_word_embeddings": self.tie_embeddings,
+            "attention_bias": self.attention_bias,
+            "max_position_embeddings": self.max_position_embeddings,
+            "bos_token_id": self.bos_id,
+            "eos_token_id": list(self.eos_ids),
+            "hidden_act": "silu",
+        }
+        if self.rope_scaling:
+            d["rope_scaling"] = {"rope_type": "llama3", **dataclasses.asdict(self.rope_scaling)}
+        return d

@@ -35,11 +35,10 @@ class KVCache(nn.Module):
         self.register_buffer("v_cache", torch.zeros(self.shape, dtype=self.dtype), persistent=False)
 
     def update(
-        self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_custom_ops: bool = False
+        self, start: int, k: torch.Tensor, v: torch.Tensor, use_custom_ops: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v ([B, S, H, D]) at input_pos[0]; return the whole caches."""
+        """Write k, v ([B, S, H, D]) at position `start` (see start_position); return the whole caches."""
         seq_len = k.size(1)
-        start = start_position(input_pos, seq_len, self.max_context_len)
         if use_custom_ops:
             torch.ops.llama.update_cache(k, self.k_cache, start)
             torch.ops.llama.update_cache(v, self.v_cache, start)

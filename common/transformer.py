@@ -24,8 +24,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x, input_pos, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), input_pos, cos, sin, mask)
+    def forward(self, x, start, cos, sin, mask):
+        x = x + self.self_attn(self.input_layernorm(x), start, cos, sin, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -79,7 +79,7 @@ class Transformer(nn.Module):
         mask = None if self.use_custom_ops else self.causal_mask.narrow(0, start, seq_len)
         x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
-            x = layer(x, input_pos, cos, sin, mask)
+            x = layer(x, start, cos, sin, mask)
         x = self.model.norm(x)
         if self.last_logits_only:
             x = x[:, -1:, :]

@@ -1,0 +1,184 @@
+"""The three CLIs every model package exposes (quantize_and_save, export, inference), parameterized by ModelSpec."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+from common.errors import UserError
+from common.spec import ModelSpec
+
+DEFAULT_PROMPT = "The capital of France is"
+
+
+def _quiet() -> None:
+    """Hide import-time noise from torchao/torch (missing CUDA kernels, deprecations) in CLI output."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a CLI body: a UserError becomes one line on stderr and exit status 2."""
+    _quiet()
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
+    from common.quant import GROUP_SIZES, LINEAR_RECIPES
+
+    p.add_argument("--quantize", "--recipe", dest="quantize", default=default, choices=LINEAR_RECIPES,
+                   help="linear-layer recipe: 8da4w = int8 dynamic activations + int4 grouped weights")
+    p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES, help="8da4w weight group size")
+    p.add_argument("--embedding-bits", type=int, choices=(4, 8), default=None,
+                   help="also quantize the embedding table (quantized_decomposed embedding ops)")
+
+
+def _recipe(args):
+    from common.quant import QuantRecipe
+
+    return QuantRecipe(args.quantize, args.group_size, args.embedding_bits)
+
+
+def _checkpoint_help(spec: ModelSpec) -> str:
+    bundled = " (default: the bundled SmolLM2-135M-Instruct GGUF)" if spec.default_checkpoint else ""
+    return f"HF checkpoint dir, GGUF file, or quantize_and_save dir{bundled}"
+
+
+def quantize_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
+    def main(argv: list[str] | None = None) -> int:
+        p = argparse.ArgumentParser(prog=f"python -m models.{spec.name}.quantize_and_save",
+                                    description=f"Quantize a {spec.title} checkpoint with torchao and save it as safetensors.")
+        p.add_argument("--checkpoint", help=_checkpoint_help(spec))
+        _add_recipe_args(p, "8da4w")
+        p.add_argument("--output", required=True, help="output directory")
+        args = p.parse_args(argv)
+        from common.io import human_size
+        from common.pipeline import quantize_and_save, resolve_checkpoint
+
+        t0 = time.perf_counter()
+        ckpt = resolve_checkpoint(spec, args.checkpoint)
+        out = quantize_and_save(spec, ckpt, args.output, _recipe(args))
+        print(f"quantized {ckpt} with {_recipe(args).name} in {time.perf_counter() - t0:.1f}s")
+        print(f"wrote {out}/ (config.json, model.safetensors, tokenizer) — {human_size(out)}")
+        return 0
+
+    return main
+
+
+def export_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
+    def main(argv: list[str] | None = None) -> int:
+        p = argparse.ArgumentParser(prog=f"python -m models.{spec.name}.export",
+                                    description=f"Export {spec.title} to an ExecuTorch .pte (zoo contract).")
+        p.add_argument("--checkpoint", help=_checkpoint_help(spec))
+        _add_recipe_args(p, "8da4w")
+        p.add_argument("--backend", default="xnnpack", choices=("xnnpack", "portable"))
+        p.add_argument("--max-seq-len", type=int, default=128, help="most tokens per forward call (prefill chunk)")
+        p.add_argument("--max-context-len", type=int, default=2048, help="KV-cache length")
+        p.add_argument("--custom-ops", action=argparse.BooleanOptionalAction, default=True,
+                       help="use ExecuTorch's llama::custom_sdpa/update_cache (faster; not in the C++ SDK of the pip "
+                            "wheel, so pass --no-custom-ops for the C++ runner)")
+        p.add_argument("--tokenizer", help="tokenizer source if the checkpoint has none (HF dir, tokenizer.json, GGUF)")
+        p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
+        args = p.parse_args(argv)
+        from common.export import format_summary
+        from common.io import human_size
+        from common.pipeline import export_model, resolve_checkpoint
+
+        t0 = time.perf_counter()
+        ckpt = resolve_checkpoint(spec, args.checkpoint)
+        summary, _ = export_model(spec, ckpt, args.output, _recipe(args), args.backend, args.max_seq_len,
+                                  args.max_context_len, args.custom_ops, args.tokenizer)
+        print(f"exported {ckpt} ({_recipe(args).name}, {args.backend}, max_seq_len {args.max_seq_len}, "
+              f"context {args.max_context_len}) in {time.perf_counter() - t0:.1f}s")
+        print(format_summary(summary))
+        print(f"wrote {summary.path} — {human_size(summary.path)}")
+        print(f"wrote {os.path.join(os.path.dirname(os.path.abspath(args.output)), 'tokenizer.json')}")
+        return 0
+
+    return main
+
+
+def inference_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
+    def main(argv: list[str] | None = None) -> int:
+        p = argparse.ArgumentParser(prog=f"python -m models.{spec.name}.inference",
+                                    description=f"Generate text with {spec.title} from a checkpoint (eager) or a .pte.")
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--checkpoint", help=_checkpoint_help(spec) + "; runs the eager model")
+        src.add_argument("--pte", help="exported .pte (tokenizer.json is read from beside it)")
+        p.add_argument("--tokenizer", help="tokenizer.json / HF dir / GGUF (default: beside the .pte or the checkpoint)")
+        p.add_argument("--prompt", default=DEFAULT_PROMPT)
+        p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+        p.add_argument("--system", help="system message (with --chat)")
+        p.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
+                       help="passed to chat templates that support it (Qwen3)")
+        p.add_argument("--max-new-tokens", type=int, default=64)
+        p.add_argument("--max-context-len", type=int, default=2048, help="eager KV-cache length (--checkpoint)")
+        p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+        p.add_argument("--top-p", type=float, default=1.0)
+        p.add_argument("--top-k", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0)
+        args = p.parse_args(argv)
+        from common.runtime import generate
+        from common.sampler import Sampler, SamplerConfig
+        from common.tokenizer import StreamDecoder
+
+        model, tokenizer, source = open_model(spec, args)
+        ids = encode_prompt(tokenizer, args.prompt, args.chat, args.system, args.enable_thinking)
+        sampler = Sampler(SamplerConfig(args.temperature, args.top_k, args.top_p, args.seed))
+        stream = StreamDecoder(tokenizer)
+
+        def emit(token: int) -> None:
+            if token not in model.eos_ids:
+                print(stream.push(token), end="", flush=True)
+
+        if not args.chat:
+            print(args.prompt, end="", flush=True)
+        gen = generate(model, ids, sampler, args.max_new_tokens, emit, source=source)
+        print(stream.flush() if hasattr(stream, "flush") else "")
+        print(f"\n[{source}] load {model.load_s * 1000:.0f} ms | prefill {gen.prompt_len} tok at {gen.prefill_tps:.1f} tok/s"
+              f" | decode {len(gen.tokens)} tok at {gen.decode_tps:.1f} tok/s", file=sys.stderr)
+        return 0
+
+    return main
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool, system: str | None = None, enable_thinking: bool | None = None):
+    """Token ids for a raw prompt, or for a one-turn chat rendered with the model's template."""
+    if not chat:
+        return tokenizer.encode(prompt)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **extra), add_bos=False)
+
+
+def open_model(spec: ModelSpec, args):
+    """(model, tokenizer, source label) for --pte or --checkpoint."""
+    from common.runtime import EagerModel, PteModel
+    from common.tokenizer import load_tokenizer
+
+    if args.pte:
+        model = PteModel(args.pte)
+        tok_path = args.tokenizer or os.path.join(os.path.dirname(os.path.abspath(args.pte)), "tokenizer.json")
+        return model, load_tokenizer(tok_path), os.path.basename(args.pte)
+    from common.pipeline import load_model, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(spec, args.checkpoint)
+    tokenizer = load_tokenizer(args.tokenizer or ckpt)
+    t0 = time.perf_counter()
+    transformer, cfg, _ = load_model(spec, ckpt, max_context_len=args.max_context_len)
+    model = EagerModel(transformer, tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids)))
+    model.load_s = time.perf_counter() - t0
+    return model, tokenizer, f"eager {os.path.basename(ckpt.rstrip('/'))}"

@@ -1,0 +1,121 @@
+"""Export a zoo model to an ExecuTorch `.pte` following the zoo contract.
+
+forward(tokens [1, S] int64, input_pos [1] int64) -> logits, KV caches as mutable buffers,
+plus the constant methods ExecuTorch's LLM runners read (`get_max_seq_len`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from common.config import ModelConfig
+from common.errors import UserError
+from common.io import atomic_path
+
+BACKENDS = ("xnnpack", "portable")
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: Path
+    delegated_ops: int
+    portable_ops: Counter  # non-delegated op name -> count
+    operators: tuple[str, ...]  # operators the runtime must provide
+
+
+def contract_metadata(cfg: ModelConfig, max_seq_len: int, max_context_len: int, eos_ids: tuple[int, ...]) -> dict:
+    """Constant methods of the `.pte` contract (names are the ones ExecuTorch's LLM runners read)."""
+    return {
+        "get_max_seq_len": max_seq_len,
+        "get_max_context_len": max_context_len,
+        "get_bos_id": cfg.bos_id if cfg.bos_id is not None else -1,
+        "get_eos_ids": list(eos_ids),
+        "get_vocab_size": cfg.vocab_size,
+        "get_n_layers": cfg.n_layers,
+        "use_kv_cache": True,
+        "enable_dynamic_shape": True,
+    }
+
+
+def runtime_operator_names() -> set[str]:
+    """Operators with kernels in the pip runtime (portable + optimized + quantized + custom ops once imported)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama:: kernels
+    import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed:: kernels
+    from executorch.extension.pybindings import portable_lib
+
+    return set(portable_lib._get_operator_names())
+
+
+def program_operators(program) -> tuple[str, ...]:
+    """Names ('ns::op[.overload]') of the non-delegated operators an ExecuTorch program calls."""
+    names = set()
+    for plan in program.execution_plan:
+        for op in plan.operators:
+            names.add(f"{op.name}.{op.overload}" if op.overload else op.name)
+    return tuple(sorted(names))
+
+
+def export_pte(
+    model: nn.Module,
+    output: str | os.PathLike,
+    metadata: dict,
+    backend: str = "xnnpack",
+    max_seq_len: int = 128,
+) -> ExportSummary:
+    """torch.export -> to_edge_transform_and_lower -> to_executorch, written atomically to `output`."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+    from torch.export import Dim
+
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    max_context_len = metadata["get_max_context_len"]
+    if not 1 <= max_seq_len <= max_context_len:
+        raise UserError(f"--max-seq-len {max_seq_len}: expected 1..--max-context-len ({max_context_len})")
+
+    example = (torch.zeros((1, 2), dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    dynamic = {"tokens": {1: Dim("seq_len", min=1, max=max_seq_len)}, "input_pos": None}
+    with torch.no_grad():
+        ep = torch.export.export(model, example, dynamic_shapes=dynamic, strict=False)
+        edge = to_edge_transform_and_lower(
+            ep,
+            partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],
+            compile_config=EdgeCompileConfig(_check_ir_validity=False),
+            constant_methods=metadata,
+        )
+    info = get_delegation_info(edge.exported_program().graph_module)
+    portable = Counter({name: row.non_delegated for name, row in info.delegation_by_operator.items() if row.non_delegated})
+    et = edge.to_executorch(
+        ExecutorchBackendConfig(
+            extract_delegate_segments=True,
+            do_quant_fusion_and_const_prop=True,
+            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+        )
+    )
+    ops = program_operators(et.executorch_program)
+    missing = [op for op in ops if op.split(".")[0] not in {o.split(".")[0] for o in runtime_operator_names()}]
+    if missing:
+        raise UserError(f"export would need operators the ExecuTorch runtime lacks: {', '.join(missing)}")
+    with atomic_path(output) as tmp:
+        with open(tmp, "wb") as f:
+            et.write_to_file(f)
+    return ExportSummary(Path(output), info.num_delegated_nodes, portable, ops)
+
+
+def format_summary(summary: ExportSummary) -> str:
+    """Delegation summary: how many ops the backend took, and which ran on portable kernels."""
+    rows = ", ".join(f"{name} x{n}" for name, n in summary.portable_ops.most_common())
+    return (
+        f"delegated ops: {summary.delegated_ops}; non-delegated (portable/custom kernels): "
+        f"{sum(summary.portable_ops.values())}" + (f" [{rows}]" if rows else "")
+    )

@@ -1,0 +1,134 @@
+"""Run a zoo model: an exported `.pte` through ExecuTorch's Python runtime, or the eager model.
+
+Both expose the same `forward(tokens, start) -> last-position logits`, so one `generate` loop
+(chunked prefill, decode, stop on EOS) serves both and their tokens can be compared.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from common.errors import UserError
+from common.sampler import Sampler
+
+PTE_MAGIC_OFFSET, PTE_MAGIC = 4, b"ET"  # flatbuffer file identifier "ETxx" at bytes 4..8
+
+
+class PteModel:
+    """A `.pte` that follows the zoo contract, loaded with `executorch.runtime`."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such .pte file")
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[PTE_MAGIC_OFFSET : PTE_MAGIC_OFFSET + 2] != PTE_MAGIC:
+            raise UserError(f"{path}: not an ExecuTorch program (no 'ET' file identifier)")
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama:: kernels for this process
+        import executorch.kernels.quantized  # noqa: F401  quantized_decomposed:: kernels
+        from executorch.runtime import Runtime
+
+        t0 = time.perf_counter()
+        try:
+            self.program = Runtime.get().load_program(path)
+            self.method = self.program.load_method("forward")
+        except Exception as e:  # the runtime reports corrupt files as RuntimeError with an error code
+            raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
+        self.load_s = time.perf_counter() - t0
+        self.path = path
+        names = self.program.method_names
+        missing = {"get_max_seq_len", "get_max_context_len", "get_eos_ids"} - set(names)
+        if missing:
+            raise UserError(f"{path}: not a zoo LLM program (missing constant methods {sorted(missing)})")
+        self.max_seq_len = self._const("get_max_seq_len")
+        self.max_context_len = self._const("get_max_context_len")
+        self.eos_ids = tuple(int(t) for t in self.program.load_method("get_eos_ids").execute([]))
+
+    def _const(self, name: str) -> int:
+        return int(self.program.load_method(name).execute([])[0])
+
+    def forward(self, tokens: list[int], start: int) -> torch.Tensor:
+        out = self.method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
+        return out[0][0, -1]
+
+
+class EagerModel:
+    """The eager `Transformer` behind the same interface as PteModel."""
+
+    def __init__(self, model: torch.nn.Module, eos_ids: tuple[int, ...], max_seq_len: int | None = None):
+        self.model = model
+        self.max_context_len = model.max_context_len
+        self.max_seq_len = max_seq_len or model.max_context_len
+        self.eos_ids = eos_ids
+        self.load_s = 0.0
+
+    @torch.no_grad()
+    def forward(self, tokens: list[int], start: int) -> torch.Tensor:
+        return self.model(torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long))[0, -1]
+
+
+@dataclass
+class Generation:
+    tokens: list[int] = field(default_factory=list)  # generated tokens (stop token included if hit)
+    prompt_len: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    logits: list[torch.Tensor] = field(default_factory=list)  # per step, when keep_logits
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_len / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        n = len(self.tokens) - 1  # the first token comes from prefill
+        return n / self.decode_s if self.decode_s and n > 0 else 0.0
+
+
+def check_context(prompt_len: int, max_context_len: int, source: str) -> None:
+    if prompt_len >= max_context_len:
+        raise UserError(
+            f"prompt is {prompt_len} tokens but {source} holds a context of {max_context_len} "
+            f"(shorten the prompt or export with a larger --max-context-len)"
+        )
+
+
+def generate(
+    model: PteModel | EagerModel,
+    prompt: list[int],
+    sampler: Sampler,
+    max_new_tokens: int,
+    on_token: Callable[[int], None] | None = None,
+    keep_logits: bool = False,
+    source: str = "the model",
+) -> Generation:
+    """Chunked prefill (max_seq_len per call), then decode until EOS, max_new_tokens or the context end."""
+    if not prompt:
+        raise UserError("the prompt is empty")
+    check_context(len(prompt), model.max_context_len, source)
+    gen = Generation(prompt_len=len(prompt))
+    t0 = time.perf_counter()
+    for i in range(0, len(prompt), model.max_seq_len):
+        logits = model.forward(prompt[i : i + model.max_seq_len], i)
+    gen.prefill_s = time.perf_counter() - t0
+    pos = len(prompt)
+    t0 = time.perf_counter()
+    while True:
+        if keep_logits:
+            gen.logits.append(logits.clone())
+        token = sampler(logits)
+        gen.tokens.append(token)
+        if on_token:
+            on_token(token)
+        if token in model.eos_ids or len(gen.tokens) >= max_new_tokens or pos >= model.max_context_len:
+            break
+        logits = model.forward([token], pos)
+        pos += 1
+    gen.decode_s = time.perf_counter() - t0
+    return gen

@@ -1,0 +1,9 @@
+"""`python -m models.llama3.export --help`"""
+
+import sys
+
+from common.cli import export_main, run_cli
+from models.llama3.model import SPEC
+
+if __name__ == "__main__":
+    sys.exit(run_cli(export_main(SPEC)))
