@@ -37,7 +37,7 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, head_dim]; mask: [S, max_context_len] additive (SDPA path)."""
+        """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, 1, head_dim]; mask: [S, max_context_len] additive (SDPA path)."""
         bsz, seq_len, _ = x.shape
         q = self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)

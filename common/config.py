@@ -46,7 +46,12 @@ class ModelConfig:
             dim = hf["hidden_size"]
             rs = hf.get("rope_scaling") or (hf.get("rope_parameters") or {})
             scaling = None
-            if rs.get("rope_type", rs.get("type")) == "llama3":
+            rope_type = rs.get("rope_type", rs.get("type"))
+            if rope_type not in (None, "default", "llama3"):  # e.g. Qwen3's optional YaRN
+                raise UserError(f"config.json: rope_type {rope_type!r} is not supported (default or llama3)")
+            if hf.get("use_sliding_window") or any(t != "full_attention" for t in hf.get("layer_types") or ()):
+                raise UserError("config.json: sliding-window attention layers are not supported")
+            if rope_type == "llama3":
                 scaling = RopeScaling(
                     factor=rs["factor"],
                     low_freq_factor=rs["low_freq_factor"],

@@ -132,8 +132,10 @@ def dequantize(tensor) -> torch.Tensor:
     import gguf
 
     shape = tuple(reversed([int(d) for d in tensor.shape]))
-    values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(shape)
+    values = np.ascontiguousarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+    if not values.flags.writeable:  # F32 tensors come back as views of the read-only memory map
+        values = values.copy()
+    return torch.from_numpy(values).reshape(shape)
 
 
 def iter_gguf_dequantized(path: str) -> Iterator[tuple[str, torch.Tensor]]:

