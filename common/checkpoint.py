@@ -50,6 +50,9 @@ def read_config(path: str | os.PathLike) -> tuple[ModelConfig, dict | None]:
         if emb is None:
             raise UserError(f"{path}: GGUF has no token_embd.weight tensor")
         cfg = replace(cfg, vocab_size=int(emb.shape[1]), tie_embeddings="output.weight" not in names)
+        if "rope_freqs.weight" in names:
+            factors = gguf_loader.dequantize(names["rope_freqs.weight"]).flatten().tolist()
+            cfg = replace(cfg, rope_freq_factors=tuple(factors))
         return cfg, None
     try:
         hf = json.loads((Path(path) / "config.json").read_text())

@@ -31,6 +31,8 @@ class ModelConfig:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     rope_scaling: RopeScaling | None = None
+    # llama.cpp's `rope_freqs.weight` (Llama 3.1+ GGUFs): per-pair divisors of the inverse frequencies
+    rope_freq_factors: tuple[float, ...] | None = None
     tie_embeddings: bool = False
     qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3)
     attention_bias: bool = False
@@ -74,6 +76,7 @@ class ModelConfig:
                 norm_eps=hf.get("rms_norm_eps", 1e-5),
                 rope_theta=float(theta),
                 rope_scaling=scaling,
+                rope_freq_factors=tuple(hf["rope_freq_factors"]) if hf.get("rope_freq_factors") else None,
                 tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
                 qk_norm="qwen3" in str(hf.get("model_type", "")),
                 attention_bias=bool(hf.get("attention_bias", False)),
@@ -106,6 +109,8 @@ class ModelConfig:
             "eos_token_id": list(self.eos_ids),
             "hidden_act": "silu",
         }
+        if self.rope_freq_factors:
+            d["rope_freq_factors"] = list(self.rope_freq_factors)  # not an HF key; read back by from_hf
         if self.rope_scaling:
             d["rope_scaling"] = {"rope_type": "llama3", **dataclasses.asdict(self.rope_scaling)}
         return d

@@ -89,6 +89,7 @@ def export_model(
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
+    check_architecture(spec, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
     tokenizer = load_tokenizer(tokenizer_path or checkpoint)
     model, cfg = prepare_quantized(
         spec, checkpoint, recipe, max_context_len=max_context_len, use_custom_ops=use_custom_ops, last_logits_only=True
@@ -104,6 +105,7 @@ def quantize_and_save(spec: ModelSpec, checkpoint: str, output: str, recipe: Qua
     from safetensors.torch import save_file
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
+    check_architecture(spec, checkpoint)
     tokenizer = load_tokenizer(checkpoint)
     model, cfg, saved = load_model(spec, checkpoint, max_context_len=1)
     if saved is not None:

@@ -9,9 +9,13 @@ import torch
 from common.config import RopeScaling
 
 
-def inv_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None = None) -> torch.Tensor:
-    """Inverse frequencies [head_dim // 2], scaled as in Llama 3.1 when `scaling` is given."""
+def inv_frequencies(
+    head_dim: int, theta: float, scaling: RopeScaling | None = None, freq_factors: tuple[float, ...] | None = None
+) -> torch.Tensor:
+    """Inverse frequencies [head_dim // 2], scaled as in Llama 3.1 (HF `scaling`, or llama.cpp's `freq_factors`)."""
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    if freq_factors is not None:
+        return inv / torch.tensor(freq_factors, dtype=torch.float32)
     if scaling is None:
         return inv
     low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor

@@ -243,4 +243,6 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise UserError(f"{p}: no such file or directory (expected a GGUF file, tokenizer.json or tokenizer directory)")
     with open(p, "rb") as f:
         is_gguf = f.read(4) == _GGUF_MAGIC
+    if p.suffix == ".gguf" and not is_gguf:
+        raise UserError(f"{p}: not a GGUF file (bad magic)")
     return _from_gguf(p) if is_gguf else _from_json(p)

@@ -63,7 +63,7 @@ class Transformer(nn.Module):
     def init_buffers(self, caches: bool = True) -> None:
         """(Re)create the runtime buffers: RoPE tables, causal mask and (with `caches`) the KV caches."""
         cfg, n = self.cfg, self.max_context_len
-        cos, sin = rope_tables(n, inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling))
+        cos, sin = rope_tables(n, inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg.rope_freq_factors))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.register_buffer("causal_mask", torch.full((n, n), float("-inf")).triu(1), persistent=False)

@@ -215,12 +215,14 @@ def write_gguf(
     qtype=None,
     permute_qk: bool | None = None,
     split: str = QWEN2_SPLIT,
+    rope_freqs: torch.Tensor | None = None,
 ) -> Path:
     """Write `model` (an HF causal LM) as a GGUF of `arch` ("llama" | "qwen3"), as llama.cpp would.
 
     tokenizer: a `common.tokenizer.Tokenizer` to embed (None: a GGUF without tokenizer metadata).
     qtype: a `gguf.GGMLQuantizationType` for the 2-D weights whose rows fit its blocks (default F32);
     norms stay F32. permute_qk: default True for llama (llama.cpp's layout), False otherwise.
+    rope_freqs: llama.cpp's `rope_freqs.weight` (Llama 3.1 scaling as per-pair frequency divisors).
     """
     import gguf
 
@@ -247,6 +249,8 @@ def write_gguf(
     writer.add_vocab_size(cfg.vocab_size)
     if tokenizer is not None:
         _tokenizer_metadata(writer, tokenizer, cfg.vocab_size, cfg.bos_token_id, split)
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs.float().numpy())
     for name, t in gguf_tensors(model, arch, permute_qk).items():
         if qtype != gguf.GGMLQuantizationType.F32 and _quantizable(name, t, qtype):
             writer.add_tensor(name, gguf.quants.quantize(t.numpy(), qtype), raw_dtype=qtype)

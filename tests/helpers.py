@@ -1,0 +1,44 @@
+"""Helpers shared by every model package's tests: logits over a KV-cached run, greedy runs, CLI output."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+
+import torch
+
+from common.runtime import generate
+from common.sampler import Sampler
+
+
+def cached_logits(model: torch.nn.Module, ids: list[int], prefill: int) -> torch.Tensor:
+    """Eager logits at every position from a prefill of `prefill` tokens, then one token per call."""
+    with torch.no_grad():
+        out = [model(torch.tensor([ids[:prefill]]), torch.tensor([0]))[0]]
+        out += [model(torch.tensor([[t]]), torch.tensor([pos]))[0] for pos, t in enumerate(ids[prefill:], prefill)]
+    return torch.cat(out)
+
+
+def step_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
+    """Last-position logits (PteModel or EagerModel) after a chunked prefill of `prompt`, then after each of `tokens`."""
+    for i in range(0, len(prompt), model.max_seq_len):
+        logits = model.forward(prompt[i : i + model.max_seq_len], i)
+    out = [logits]
+    for pos, token in enumerate(tokens, len(prompt)):
+        out.append(model.forward([token], pos))
+    return torch.stack(out)
+
+
+def greedy(model, prompt: list[int], steps: int) -> list[int]:
+    """`steps` greedy tokens, ignoring stop tokens (random weights may emit one early)."""
+    model.eos_ids = ()
+    return generate(model, prompt, Sampler(), steps).tokens
+
+
+def cli_stdout(call: Callable[[], int]) -> str:
+    """Run a CLI body that must succeed; return what it printed on stdout."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert call() == 0
+    return buf.getvalue()
