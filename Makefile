@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(DEMO_PTE): $(STAMP)
-	$(PYTHON) -m models.llama3.export --quantize 8da4w --max-seq-len 128 --max-context-len 1024 --output $@
+	$(PYTHON) -m models.llama3.export --quantize 8da4w --embedding-bits 4 --max-seq-len 128 --max-context-len 1024 --output $@
 
 demo: $(DEMO_PTE)
 	$(PYTHON) -m models.llama3.inference --pte $(DEMO_PTE) --chat --prompt "$(DEMO_PROMPT)" --max-new-tokens 96
@@ -39,3 +39,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf build out .pytest_cache
+
+# C++ runners: make llama3-xnnpack, qwen3-xnnpack, llama3-portable, ... (runners/README.md)
+include runners/runners.mk
