@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 ROPE_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                 "original_max_position_embeddings": 16}
@@ -25,23 +26,27 @@ class Tiny:
     gguf: str  # F32 GGUF (q/k permuted as llama.cpp writes them; rope_freqs for the scaled variant)
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
+def _rope_freqs(hf) -> torch.Tensor:
+    """llama.cpp's `rope_freqs` for an HF llama3-scaled config: the per-pair divisors of the inverse frequencies."""
+    from common.config import ModelConfig
     from common.rope import inv_frequencies
+
+    cfg = ModelConfig.from_hf(hf.config.to_dict())
+    return inv_frequencies(cfg.head_dim, cfg.rope_theta) / inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+
+
+def _make_tiny(root, name: str, seed: int, variant: dict) -> Tiny:
     from common.tokenizer import load_tokenizer
     from tests.checkpoints import write_gguf, write_tiny
 
-    root = tmp_path_factory.mktemp("llama_tiny")
-    out = {}
-    for seed, (name, variant) in enumerate(VARIANTS.items()):
-        hf, hf_dir, f32 = write_tiny("llama", root / name, seed=seed, **variant)
-        tok = load_tokenizer(hf_dir)
-        if "rope_scaling" in variant:  # llama.cpp writes Llama 3.1 scaling as per-pair frequency divisors
-            from common.config import ModelConfig
+    hf, hf_dir, gguf_path = write_tiny("llama", root / name, seed=seed, **variant)
+    tok = load_tokenizer(hf_dir)
+    if "rope_scaling" in variant:  # rewrite the GGUF with the scaling, as llama.cpp's converter does
+        gguf_path = write_gguf(root / name / "model.gguf", hf, "llama", tok, rope_freqs=_rope_freqs(hf))
+    return Tiny(name, hf, tok, str(hf_dir), str(gguf_path))
 
-            cfg = ModelConfig.from_hf(hf.config.to_dict())
-            plain = inv_frequencies(cfg.head_dim, cfg.rope_theta)
-            factors = plain / inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-            f32 = write_gguf(root / name / "model.gguf", hf, "llama", tok, rope_freqs=factors)
-        out[name] = Tiny(name, hf, tok, str(hf_dir), str(f32))
-    return out
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
+    root = tmp_path_factory.mktemp("llama_tiny")
+    return {name: _make_tiny(root, name, seed, v) for seed, (name, v) in enumerate(VARIANTS.items())}
