@@ -35,16 +35,18 @@ class Attention(nn.Module):
         start: int,
         cos: torch.Tensor,
         sin: torch.Tensor,
+        rot: torch.Tensor,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, 1, head_dim]; mask: [S, max_context_len] additive (SDPA path)."""
+        """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, 1, head_dim]; rot: rotate-half matrix; mask: [S, max_context_len] additive (SDPA path)."""
         bsz, seq_len, _ = x.shape
-        q = self.q_proj(x).view(bsz, seq_len, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(bsz, seq_len, self.n_kv_heads, self.head_dim)
+        # -1 rather than seq_len: XNNPACK delegates a reshape with one inferred dim, not a symbolic one
+        q = self.q_proj(x).view(bsz, -1, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
         k_all, v_all = self.kv_cache.update(start, k, v, self.use_custom_ops)
         if self.use_custom_ops:
             out = torch.ops.llama.custom_sdpa(q, k_all, v_all, start, None, 0, True)
@@ -54,4 +56,4 @@ class Attention(nn.Module):
             k_all = k_all.transpose(1, 2).repeat_interleave(rep, dim=1)
             v_all = v_all.transpose(1, 2).repeat_interleave(rep, dim=1)
             out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask).transpose(1, 2)
-        return self.o_proj(out.reshape(bsz, seq_len, -1))
+        return self.o_proj(out.reshape(bsz, -1, self.n_heads * self.head_dim))

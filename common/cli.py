@@ -18,9 +18,11 @@ DEFAULT_PROMPT = "The capital of France is"
 
 def _quiet() -> None:
     """Hide import-time noise from torchao/torch (missing CUDA kernels, deprecations) in CLI output."""
+    import torch  # noqa: F401  first: importing torch resets its loggers' levels
+
     warnings.filterwarnings("ignore")
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    logging.getLogger("torch").setLevel(logging.ERROR)
+    for name in ("torchao", "torch", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -17,7 +17,7 @@ class RMSNorm(nn.Module):
         xf = x.float()
         # mean over the last dim written as a 4-D mean over dims (2, 3): XNNPACK delegates only that
         # form (global average pooling), so the norm no longer splits each layer into more partitions
-        ms = xf.pow(2).unsqueeze(-1).mean((-2, -1), keepdim=True).view(*x.shape[:-1], 1)
+        ms = xf.pow(2).unsqueeze(-1).mean((-2, -1), keepdim=True).view(x.shape[0], -1, *x.shape[2:-1], 1)
         xf = xf * torch.rsqrt(ms + self.eps)
         return self.weight * xf.to(x.dtype)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from common.config import RopeScaling
 
@@ -37,12 +38,16 @@ def rope_tables(max_len: int, inv_freq: torch.Tensor) -> tuple[torch.Tensor, tor
     return emb.cos(), emb.sin()
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    # slices rather than chunk(): XNNPACK delegates slice_copy but not split_with_sizes
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def rotate_half_matrix(head_dim: int) -> torch.Tensor:
+    """W with `x @ W.T == cat(-x2, x1)`: rotate-half as a matmul, because XNNPACK delegates a linear
+    but not a slice of a dynamic-length tensor (a slice would split every layer into more partitions)."""
+    half = head_dim // 2
+    w = torch.zeros(head_dim, head_dim)
+    w[torch.arange(half), torch.arange(half) + half] = -1.0
+    w[torch.arange(half) + half, torch.arange(half)] = 1.0
+    return w
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, S, H, D]; cos/sin: [S, 1, D] (broadcast over batch and heads)."""
-    return x * cos + rotate_half(x) * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """x: [B, S, H, D]; cos/sin: [S, 1, D] (broadcast over batch and heads); rot: rotate_half_matrix(D)."""
+    return x * cos + F.linear(x, rot) * sin

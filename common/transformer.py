@@ -13,7 +13,7 @@ from common.attention import Attention
 from common.config import ModelConfig
 from common.kv_cache import start_position
 from common.layers import RMSNorm, SwiGLU
-from common.rope import inv_frequencies, rope_tables
+from common.rope import inv_frequencies, rope_tables, rotate_half_matrix
 
 
 class DecoderLayer(nn.Module):
@@ -24,8 +24,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x, start, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), start, cos, sin, mask)
+    def forward(self, x, start, cos, sin, rot, mask):
+        x = x + self.self_attn(self.input_layernorm(x), start, cos, sin, rot, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -66,6 +66,7 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(n, inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg.rope_freq_factors))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_rot", rotate_half_matrix(cfg.head_dim), persistent=False)
         self.register_buffer("causal_mask", torch.full((n, n), float("-inf")).triu(1), persistent=False)
         if caches:
             for layer in self.model.layers:
@@ -79,7 +80,7 @@ class Transformer(nn.Module):
         mask = None if self.use_custom_ops else self.causal_mask.narrow(0, start, seq_len)
         x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
-            x = layer(x, start, cos, sin, mask)
+            x = layer(x, start, cos, sin, self.rope_rot, mask)
         x = self.model.norm(x)
         if self.last_logits_only:
             x = x[:, -1:, :]
