@@ -39,7 +39,7 @@ class Attention(nn.Module):
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, 1, head_dim]; rot: rotate-half matrix; mask: [S, max_context_len] additive (SDPA path)."""
-        bsz, seq_len, _ = x.shape
+        bsz = x.shape[0]
         # -1 rather than seq_len: XNNPACK delegates a reshape with one inferred dim, not a symbolic one
         q = self.q_proj(x).view(bsz, -1, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
