@@ -29,6 +29,11 @@ def gemma3_gguf(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(gemma.assemble(Path(target)))
 
 
+# The one SmolLM2 export of the suite (minutes on 2 cores), shared by the Python and C++ runner tests.
+SMOLLM2_EXPORT_ARGS = ["--quantize", "8da4w", "--embedding-bits", "4", "--no-custom-ops", "--max-seq-len", "128",
+                       "--max-context-len", "512"]
+
+
 @pytest.fixture(scope="session")
 def smollm2_pte(smollm2_gguf: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2 8da4w `.pte` made once per session by the real export CLI (`python -m models.llama3.export`).
@@ -38,8 +43,8 @@ def smollm2_pte(smollm2_gguf: str, tmp_path_factory: pytest.TempPathFactory) -> 
     import sys
 
     out = tmp_path_factory.mktemp("smollm2_8da4w") / "model.pte"
-    cmd = [sys.executable, "-m", "models.llama3.export", "--checkpoint", smollm2_gguf, "--quantize", "8da4w",
-           "--no-custom-ops", "--max-seq-len", "64", "--max-context-len", "256", "--output", str(out)]
+    cmd = [sys.executable, "-m", "models.llama3.export", "--checkpoint", smollm2_gguf, *SMOLLM2_EXPORT_ARGS,
+           "--output", str(out)]
     res = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"wrote {out}" in res.stdout and (out.parent / "tokenizer.json").is_file()

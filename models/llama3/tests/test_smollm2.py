@@ -47,20 +47,27 @@ def test_8da4w_pte_knows_paris(smollm2_pte) -> None:
     tok = load_tokenizer(smollm2_pte.parent)
     gen = generate(pte, tok.encode(PROMPT), Sampler(), 16)
     assert "Paris" in tok.decode(gen.tokens)
-    assert (pte.max_seq_len, pte.max_context_len) == (64, 256)
+    assert (pte.max_seq_len, pte.max_context_len) == (128, 512)
     assert set(pte.eos_ids) >= {2, 0}  # <|im_end|> and <|endoftext|>
 
 
-def test_chunked_prefill_matches_single_chunk(smollm2_pte) -> None:
-    """A prompt longer than max_seq_len (64) is prefilled in chunks; the result equals one-chunk eager prefill."""
+def test_pte_matches_eager_8da4w_with_chunked_prefill(smollm2_gguf: str, smollm2_pte) -> None:
+    """The .pte, prefilling a 300-token prompt in 128-token chunks, vs the eager model quantized the same way
+    (8da4w, 4-bit embeddings) prefilling it in one call: same greedy tokens, logits within 1e-3."""
+    from common.pipeline import prepare_quantized
+    from common.quant import QuantRecipe
+
     pte = PteModel(smollm2_pte)
     tok = load_tokenizer(smollm2_pte.parent)
-    ids = tok.encode("Paris is the capital and most populous city of France. " * 12)[:150]
+    ids = tok.encode("Paris is the capital and most populous city of France. " * 30)[:300]
     assert len(ids) > 2 * pte.max_seq_len
-    gen = generate(pte, ids, Sampler(), 8, keep_logits=True)
-    again = generate(pte, ids, Sampler(), 8, keep_logits=True)
-    assert gen.tokens == again.tokens  # the cache is overwritten, never reset: reruns agree
-    assert torch.equal(gen.logits[0], again.logits[0])
+    model, _ = prepare_quantized(SPEC, smollm2_gguf, QuantRecipe("8da4w", embedding_bits=4), max_context_len=512)
+    eager = EagerModel(model, pte.eos_ids)
+    assert eager.max_seq_len == 512  # one chunk
+    ref = generate(eager, ids, Sampler(), 8, keep_logits=True)
+    out = generate(pte, ids, Sampler(), 8, keep_logits=True)
+    assert out.tokens == ref.tokens
+    assert (torch.stack(out.logits) - torch.stack(ref.logits)).abs().max() <= 1e-3
 
 
 def test_text_llm_runner_matches_python_runner(smollm2_pte) -> None:
