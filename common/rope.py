@@ -48,6 +48,9 @@ def rotate_half_matrix(head_dim: int) -> torch.Tensor:
     return w
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """x: [B, S, H, D]; cos/sin: [S, 1, D] (broadcast over batch and heads); rot: rotate_half_matrix(D)."""
-    return x * cos + F.linear(x, rot) * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor | None) -> torch.Tensor:
+    """x: [B, S, H, D]; cos/sin: [S, 1, D] (broadcast over batch and heads); rot: rotate_half_matrix(D) or None."""
+    if rot is not None:
+        return x * cos + F.linear(x, rot) * sin
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin

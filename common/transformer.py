@@ -78,9 +78,12 @@ class Transformer(nn.Module):
         cos = self.rope_cos.narrow(0, start, seq_len)
         sin = self.rope_sin.narrow(0, start, seq_len)
         mask = None if self.use_custom_ops else self.causal_mask.narrow(0, start, seq_len)
+        # rotate-half as a matmul lets XNNPACK take all of RoPE, but in the SDPA path (rotated k feeding
+        # the in-place cache copy) its partitioner then finds a dependency cycle: slice there instead
+        rot = self.rope_rot if self.use_custom_ops else None
         x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
-            x = layer(x, start, cos, sin, self.rope_rot, mask)
+            x = layer(x, start, cos, sin, rot, mask)
         x = self.model.norm(x)
         if self.last_logits_only:
             x = x[:, -1:, :]

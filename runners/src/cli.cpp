@@ -1,0 +1,209 @@
+#include "zoo/cli.h"
+
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "zoo/errors.h"
+#include "zoo/runner.h"
+#include "zoo/sampler.h"
+#include "zoo/tokenizer.h"
+
+namespace zoo {
+
+ArgParser::ArgParser(std::string program, std::string description)
+    : program_(std::move(program)), description_(std::move(description)) {}
+
+void ArgParser::flag(const std::string& name, bool* out, const std::string& help) {
+  specs_.push_back({name, "", help, Spec::Flag, out});
+}
+void ArgParser::toggle(const std::string& name, std::optional<bool>* out, const std::string& help) {
+  specs_.push_back({name, "", help, Spec::Toggle, out});
+}
+void ArgParser::option(const std::string& name, std::string* out, const std::string& metavar, const std::string& help) {
+  specs_.push_back({name, metavar, help, Spec::String, out});
+}
+void ArgParser::option(const std::string& name, int64_t* out, const std::string& metavar, const std::string& help) {
+  specs_.push_back({name, metavar, help, Spec::Int, out});
+}
+void ArgParser::option(const std::string& name, double* out, const std::string& metavar, const std::string& help) {
+  specs_.push_back({name, metavar, help, Spec::Float, out});
+}
+
+std::string ArgParser::usage() const {
+  std::ostringstream s;
+  s << "usage: " << program_ << " --model FILE.pte [options]\n\n" << description_ << "\n\noptions:\n";
+  for (const Spec& spec : specs_) {
+    std::string left = spec.kind == Spec::Toggle ? spec.name + ", --no-" + spec.name.substr(2)
+                                                 : spec.name + (spec.metavar.empty() ? "" : " " + spec.metavar);
+    s << "  " << left;
+    s << std::string(left.size() < 26 ? 26 - left.size() : 1, ' ') << spec.help << "\n";
+  }
+  s << "  --help                    show this help\n";
+  return s.str();
+}
+
+int ArgParser::parse(int argc, char** argv) {
+  auto fail = [&](const std::string& why) {
+    std::fprintf(stderr, "%s\nerror: %s\n", usage().c_str(), why.c_str());
+    return 2;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    bool has_value = false;
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(usage().c_str(), stdout);
+      return 0;
+    }
+    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1), arg = arg.substr(0, eq), has_value = true;
+    }
+    const Spec* spec = nullptr;
+    bool negated = false;
+    for (const Spec& s : specs_) {
+      if (s.name == arg) spec = &s;
+      else if (s.kind == Spec::Toggle && arg == "--no-" + s.name.substr(2)) spec = &s, negated = true;
+    }
+    if (!spec) return fail("unknown argument " + arg);
+    if (spec->kind == Spec::Flag || spec->kind == Spec::Toggle) {
+      if (has_value) return fail(arg + " takes no value");
+      if (spec->kind == Spec::Flag) *static_cast<bool*>(spec->out) = true;
+      else *static_cast<std::optional<bool>*>(spec->out) = !negated;
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) return fail(arg + " expects a value (" + spec->metavar + ")");
+      value = argv[++i];
+    }
+    char* end = nullptr;
+    errno = 0;
+    if (spec->kind == Spec::String) {
+      *static_cast<std::string*>(spec->out) = value;
+    } else if (spec->kind == Spec::Int) {
+      long long v = std::strtoll(value.c_str(), &end, 10);
+      if (value.empty() || *end || errno) return fail(arg + " expects an integer, got '" + value + "'");
+      *static_cast<int64_t*>(spec->out) = v;
+    } else {
+      double v = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end || errno || !std::isfinite(v)) return fail(arg + " expects a number, got '" + value + "'");
+      *static_cast<double*>(spec->out) = v;
+    }
+  }
+  return -1;
+}
+
+namespace {
+
+std::string dirname(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string base_name(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+void validate(const CliOptions& o) {
+  if (o.tokenize_only ? o.tokenizer.empty() && o.model.empty() : o.model.empty())
+    throw UsageError(o.tokenize_only ? "--tokenize-only needs --tokenizer (or --model, to use the one beside it)"
+                                     : "--model is required");
+  if (o.max_new_tokens < 1) throw UsageError("--max-new-tokens must be >= 1");
+  if (o.temperature < 0) throw UsageError("--temperature must be >= 0");
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw UsageError("--top-p must be in (0, 1]");
+  if (o.top_k < 0) throw UsageError("--top-k must be >= 0");
+  if (!o.chat && (!o.system.empty() || o.enable_thinking.has_value()))
+    throw UsageError("--system and --enable-thinking need --chat");
+}
+
+std::string read_prompt_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot read prompt file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int run(const CliOptions& o) {
+  std::string prompt = o.prompt_file.empty() ? o.prompt : read_prompt_file(o.prompt_file);
+  std::unique_ptr<Runner> runner;
+  if (!o.tokenize_only) runner = Runner::load(o.model, o.verbose);  // the model first: its errors matter most
+  std::string dir = dirname(o.model);
+  std::string tok_path = !o.tokenizer.empty() ? o.tokenizer : (dir == "/" ? "" : dir) + "/tokenizer.json";
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(tok_path);
+  double tok_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ChatOptions chat{o.system, o.enable_thinking};
+  std::vector<int64_t> ids = o.chat ? tokenizer->encode(render_chat_prompt(*tokenizer, prompt, chat), false)
+                                    : tokenizer->encode(prompt);
+  if (o.tokenize_only) {
+    std::string line;
+    for (int64_t id : ids) line += (line.empty() ? "" : " ") + std::to_string(id);
+    std::printf("%s\n", line.c_str());
+    return 0;
+  }
+  Sampler sampler(SamplerConfig{static_cast<float>(o.temperature), static_cast<float>(o.top_p),
+                                static_cast<int>(o.top_k), static_cast<uint64_t>(o.seed)});
+  const ModelMetadata& meta = runner->metadata();
+  if (meta.vocab_size > 0 && tokenizer->vocab_size() > meta.vocab_size)
+    throw Error(tok_path + ": tokenizer has " + std::to_string(tokenizer->vocab_size()) + " ids but " + o.model +
+                " has a vocabulary of " + std::to_string(meta.vocab_size) + " (wrong tokenizer?)");
+
+  runner->check_prompt(ids.size());
+
+  TextStream stream([&](int64_t id) -> const std::string& { return tokenizer->token_bytes(id); });
+  std::vector<int64_t> generated;
+  if (!o.chat && !o.print_ids) {
+    std::fputs(prompt.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  GenerationStats stats = runner->generate(ids, sampler, o.max_new_tokens, [&](int64_t token) {
+    generated.push_back(token);
+    if (o.print_ids || runner->is_eos(token)) return;
+    std::string text = stream.push(token);
+    if (!text.empty()) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    }
+  });
+  if (o.print_ids) {
+    std::string line;
+    for (int64_t id : generated) line += (line.empty() ? "" : " ") + std::to_string(id);
+    std::printf("%s\n", line.c_str());
+  } else {
+    std::string rest = stream.flush();
+    std::printf("%s\n", rest.c_str());
+  }
+  std::fflush(stdout);
+  std::fprintf(stderr,
+               "\n[%s] load %.0f ms (tokenizer %.0f ms) | prefill %lld tok at %.1f tok/s | decode %lld tok at %.1f "
+               "tok/s | peak RSS %.1f MiB\n",
+               base_name(o.model).c_str(), stats.load_ms, tok_ms, static_cast<long long>(stats.prompt_tokens),
+               stats.prefill_tps(), static_cast<long long>(stats.generated_tokens), stats.decode_tps(), peak_rss_mib());
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(const CliOptions& options, const ArgParser& parser) {
+  try {
+    validate(options);
+    return run(options);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s\nerror: %s\n", parser.usage().c_str(), e.what());
+    return 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace zoo

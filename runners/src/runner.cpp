@@ -1,0 +1,262 @@
+#include "zoo/runner.h"
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <set>
+
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/platform/platform.h>
+
+#include "zoo/errors.h"
+#include "zoo/unicode.h"
+
+namespace zoo {
+namespace {
+
+using executorch::extension::from_blob;
+using executorch::extension::module::Module;
+using EtError = executorch::runtime::Error;
+using executorch::runtime::EValue;
+using ScalarType = executorch::aten::ScalarType;
+
+// ExecuTorch's log lines are kept (and shown with --verbose); errors are reported from them in one line.
+std::vector<std::string> g_logs;
+bool g_verbose = false;
+
+void capture_log(et_timestamp_t, et_pal_log_level_t level, const char*, const char*, size_t, const char* message,
+                 size_t length) {
+  std::string line(message, length);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  if (g_verbose) std::fprintf(stderr, "[executorch %c] %s\n", static_cast<char>(level), line.c_str());
+  if (g_logs.size() < 1000) g_logs.push_back(std::move(line));
+}
+
+void install_log_capture(bool verbose) {
+  static std::once_flag once;
+  g_verbose = verbose;
+  std::call_once(once, [] { executorch::runtime::register_pal(executorch::runtime::PalImpl::create(capture_log, __FILE__)); });
+}
+
+const char* error_name(EtError e) {
+  switch (e) {
+    case EtError::Ok: return "Ok";
+    case EtError::Internal: return "Internal";
+    case EtError::InvalidState: return "InvalidState";
+    case EtError::NotSupported: return "NotSupported";
+    case EtError::NotImplemented: return "NotImplemented";
+    case EtError::InvalidArgument: return "InvalidArgument";
+    case EtError::InvalidType: return "InvalidType";
+    case EtError::OperatorMissing: return "OperatorMissing";
+    case EtError::NotFound: return "NotFound";
+    case EtError::MemoryAllocationFailed: return "MemoryAllocationFailed";
+    case EtError::AccessFailed: return "AccessFailed";
+    case EtError::InvalidProgram: return "InvalidProgram";
+    default: return "error";
+  }
+}
+
+std::string describe(EtError e) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s, code 0x%x", error_name(e), static_cast<unsigned>(e));
+  return buf;
+}
+
+// Whether the file contains any of `needles` (scanned in chunks; used only to explain a load failure).
+bool file_contains(const std::string& path, const std::vector<std::string>& needles) {
+  std::ifstream f(path, std::ios::binary);
+  const size_t chunk = 1 << 20, overlap = 64;
+  std::string buf;
+  std::vector<char> block(chunk);
+  while (f) {
+    f.read(block.data(), static_cast<std::streamsize>(chunk));
+    buf.append(block.data(), static_cast<size_t>(f.gcount()));
+    for (const std::string& n : needles)
+      if (buf.find(n) != std::string::npos) return true;
+    if (buf.size() > overlap) buf.erase(0, buf.size() - overlap);
+  }
+  return false;
+}
+
+std::string base_name(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+double since_ms(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Why forward failed to load, in one line.
+std::string explain_method_failure(const std::string& path, EtError err) {
+  if (file_contains(path, {"llama::custom_sdpa", "llama::update_cache"}))
+    return path + " was exported with ExecuTorch's llama custom ops, which the C++ SDK in the pip wheel lacks; "
+                  "re-export with --no-custom-ops";
+  std::set<std::string> backends, ops;
+  for (const std::string& line : g_logs) {
+    size_t at = line.find("Backend ");
+    if (at != std::string::npos && line.find("is not registered") != std::string::npos) {
+      size_t end = line.find(' ', at + 8);
+      backends.insert(line.substr(at + 8, end == std::string::npos ? std::string::npos : end - at - 8));
+    }
+    at = line.find("kernel '");  // "kernel 'ns::op.overload' not found."
+    if (at != std::string::npos && line.find("' not found") != std::string::npos)
+      ops.insert(line.substr(at + 8, line.find("' not found") - at - 8));
+  }
+  auto join = [](const std::set<std::string>& items) {
+    std::string out;
+    for (const std::string& s : items) out += (out.empty() ? "" : ", ") + s;
+    return out;
+  };
+  if (!backends.empty())
+    return path + " delegates to " + join(backends) + ", which this runner was built without (" + ZOO_BACKEND_NAME +
+           " build); use the matching backend build, e.g. make <model>-xnnpack";
+  if (!ops.empty()) return path + " needs operators this runner has no kernels for: " + join(ops);
+  return path + ": cannot load method forward (" + describe(err) + (g_logs.empty() ? "" : "; " + g_logs.back()) + ")";
+}
+
+}  // namespace
+
+Runner::~Runner() = default;
+
+std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
+  install_log_capture(verbose);
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) throw zoo::Error(path + ": no such .pte file");
+  {
+    char head[8] = {};
+    std::ifstream f(path, std::ios::binary);
+    f.read(head, sizeof head);
+    if (f.gcount() < 8 || head[4] != 'E' || head[5] != 'T')
+      throw zoo::Error(path + ": not an ExecuTorch program (no 'ET' file identifier)");
+  }
+  std::unique_ptr<Runner> r(new Runner());
+  r->path_ = path;
+  g_logs.clear();
+  auto t0 = std::chrono::steady_clock::now();
+  r->module_ = std::make_unique<Module>(path, Module::LoadMode::Mmap);
+  if (EtError e = r->module_->load(); e != EtError::Ok)
+    throw zoo::Error(path + ": cannot load ExecuTorch program (" + describe(e) +
+                     (g_logs.empty() ? "" : "; " + g_logs.back()) + ")");
+  auto names = r->module_->method_names();
+  if (!names.ok()) throw zoo::Error(path + ": cannot read the program's methods (" + describe(names.error()) + ")");
+  std::string missing;
+  for (const char* m : {"forward", "get_max_seq_len", "get_max_context_len", "get_eos_ids"})
+    if (!names->count(m)) missing += (missing.empty() ? "" : ", ") + std::string(m);
+  if (!missing.empty()) throw zoo::Error(path + ": not a zoo LLM program (missing methods " + missing + ")");
+  if (EtError e = r->module_->load_method("forward"); e != EtError::Ok) throw zoo::Error(explain_method_failure(path, e));
+  r->load_ms_ = since_ms(t0);
+
+  auto constant = [&](const char* name, int64_t fallback) -> int64_t {
+    if (!names->count(name)) return fallback;
+    auto out = r->module_->execute(name);
+    if (!out.ok() || out->empty()) throw zoo::Error(path + ": cannot run constant method " + name);
+    const EValue& v = (*out)[0];
+    if (v.isInt()) return v.toInt();
+    if (v.isBool()) return v.toBool() ? 1 : 0;
+    throw zoo::Error(path + ": constant method " + name + " does not return an int");
+  };
+  ModelMetadata& m = r->meta_;
+  m.max_seq_len = constant("get_max_seq_len", 0);
+  m.max_context_len = constant("get_max_context_len", 0);
+  m.bos_id = constant("get_bos_id", -1);
+  m.vocab_size = constant("get_vocab_size", 0);
+  m.n_layers = constant("get_n_layers", 0);
+  m.use_kv_cache = constant("use_kv_cache", 1) != 0;
+  m.enable_dynamic_shape = constant("enable_dynamic_shape", 1) != 0;
+  auto eos = r->module_->execute("get_eos_ids");
+  if (!eos.ok()) throw zoo::Error(path + ": cannot run constant method get_eos_ids");
+  for (const EValue& v : *eos)
+    if (v.isInt()) m.eos_ids.push_back(v.toInt());
+  if (m.max_seq_len < 1 || m.max_context_len < m.max_seq_len)
+    throw zoo::Error(path + ": bad contract metadata (get_max_seq_len " + std::to_string(m.max_seq_len) +
+                     ", get_max_context_len " + std::to_string(m.max_context_len) + ")");
+  if (!m.use_kv_cache) throw zoo::Error(path + ": exported without a KV cache (use_kv_cache is false)");
+  if (!m.enable_dynamic_shape) m.max_seq_len = 1;  // static [1, 1] tokens: prefill one token at a time
+  return r;
+}
+
+bool Runner::is_eos(int64_t token) const {
+  for (int64_t e : meta_.eos_ids)
+    if (e == token) return true;
+  return false;
+}
+
+const std::vector<float>& Runner::forward(const int64_t* tokens, size_t n, int64_t start) {
+  auto tok = from_blob(const_cast<int64_t*>(tokens), {1, static_cast<int>(n)}, ScalarType::Long);
+  int64_t pos = start;
+  auto pos_t = from_blob(&pos, {1}, ScalarType::Long);
+  auto out = module_->execute("forward", {EValue(*tok), EValue(*pos_t)});
+  if (!out.ok())
+    throw zoo::Error(path_ + ": forward failed at position " + std::to_string(start) + " (" + describe(out.error()) +
+                     (g_logs.empty() ? "" : "; " + g_logs.back()) + ")");
+  if (out->empty() || !(*out)[0].isTensor()) throw zoo::Error(path_ + ": forward returned no logits tensor");
+  const auto& t = (*out)[0].toTensor();
+  if (t.scalar_type() != ScalarType::Float) throw zoo::Error(path_ + ": forward returned non-float32 logits");
+  int64_t vocab = t.size(t.dim() - 1);
+  const float* data = t.const_data_ptr<float>() + (t.numel() - vocab);  // last position
+  logits_.assign(data, data + vocab);
+  return logits_;
+}
+
+void Runner::check_prompt(size_t n) const {
+  if (n == 0) throw zoo::Error("the prompt is empty");
+  if (static_cast<int64_t>(n) >= meta_.max_context_len)
+    throw zoo::Error("prompt is " + std::to_string(n) + " tokens but " + base_name(path_) + " holds a context of " +
+                     std::to_string(meta_.max_context_len) +
+                     " (shorten the prompt or export with a larger --max-context-len)");
+}
+
+GenerationStats Runner::generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
+                                 const std::function<void(int64_t)>& on_token) {
+  check_prompt(prompt.size());
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  GenerationStats stats;
+  stats.load_ms = load_ms_;
+  stats.prompt_tokens = n;
+  auto t0 = std::chrono::steady_clock::now();
+  const std::vector<float>* logits = nullptr;
+  for (int64_t i = 0; i < n; i += meta_.max_seq_len)
+    logits = &forward(prompt.data() + i, static_cast<size_t>(std::min(meta_.max_seq_len, n - i)), i);
+  stats.prefill_s = since_ms(t0) / 1000;
+  int64_t pos = n;
+  t0 = std::chrono::steady_clock::now();
+  while (true) {
+    int64_t token = sampler(logits->data(), static_cast<int64_t>(logits->size()));
+    ++stats.generated_tokens;
+    if (on_token) on_token(token);
+    if (is_eos(token) || stats.generated_tokens >= max_new_tokens || pos >= meta_.max_context_len) break;
+    logits = &forward(&token, 1, pos);
+    ++pos;
+  }
+  stats.decode_s = since_ms(t0) / 1000;
+  return stats;
+}
+
+std::string TextStream::push(int64_t id) {
+  pending_ += bytes_of_(id);
+  size_t cut = unicode::complete_utf8_prefix(pending_);
+  std::vector<uint32_t> cps = unicode::decode_utf8(std::string_view(pending_).substr(0, cut));  // bad bytes -> U+FFFD
+  pending_.erase(0, cut);
+  return unicode::encode_utf8(cps.data(), cps.size());
+}
+
+std::string TextStream::flush() {
+  std::string out;
+  if (!pending_.empty()) out = "\xEF\xBF\xBD";  // U+FFFD for an unfinished character
+  pending_.clear();
+  return out;
+}
+
+double peak_rss_mib() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // Linux reports KiB
+}
+
+}  // namespace zoo

@@ -1,0 +1,591 @@
+#include "zoo/tokenizer.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <functional>
+#include <fstream>
+#include <map>
+#include <queue>
+#include <sstream>
+#include <tuple>
+#include <unordered_map>
+
+#include "zoo/errors.h"
+#include "zoo/json.h"
+#include "zoo/unicode.h"
+
+namespace zoo {
+namespace {
+
+namespace uc = unicode;
+
+// The pre-tokenizer regexes HF byte-level tokenizers use, matched by hand (no regex engine needed).
+enum class Pattern { Gpt2, Llama3, Qwen2 };
+
+const char* const kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* const kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+bool is_other(uint32_t c) { return !uc::is_whitespace(c) && !uc::is_letter(c) && !uc::is_number(c); }
+bool is_crlf(uint32_t c) { return c == '\r' || c == '\n'; }
+
+uint32_t fold(uint32_t c, bool ignore_case) {
+  if (!ignore_case) return c;
+  if (c >= 'A' && c <= 'Z') return c + 32;
+  if (c == 0x17F) return 's';  // LATIN SMALL LETTER LONG S case-folds to 's'
+  return c;
+}
+
+// 's 't 're 've 'm 'll 'd at i: the end of the match, or i.
+size_t match_contraction(const std::vector<uint32_t>& c, size_t i, bool ignore_case) {
+  static const char* const kSuffixes[] = {"s", "t", "re", "ve", "m", "ll", "d"};
+  if (c[i] != '\'') return i;
+  for (const char* suffix : kSuffixes) {
+    size_t k = 0;
+    while (suffix[k] && i + 1 + k < c.size() && fold(c[i + 1 + k], ignore_case) == static_cast<uint32_t>(suffix[k])) ++k;
+    if (!suffix[k]) return i + 1 + k;
+  }
+  return i;
+}
+
+// `\s+(?!\S)|\s+` at a whitespace character i.
+size_t match_spaces(const std::vector<uint32_t>& c, size_t i) {
+  size_t k = i;
+  while (k < c.size() && uc::is_whitespace(c[k])) ++k;
+  if (k == c.size() || k - i < 2) return k;
+  return k - 1;  // leave the last space to prefix the next word
+}
+
+template <typename Pred>
+size_t run(const std::vector<uint32_t>& c, size_t j, Pred pred) {
+  while (j < c.size() && pred(c[j])) ++j;
+  return j;
+}
+
+// End of the regex match starting at i (every position matches one of the alternatives).
+size_t match_at(Pattern p, const std::vector<uint32_t>& c, size_t i) {
+  const size_t n = c.size();
+  const uint32_t c0 = c[i];
+  if (p == Pattern::Gpt2) {
+    if (size_t e = match_contraction(c, i, false); e > i) return e;
+    size_t j = i + (c0 == ' ' && i + 1 < n ? 1 : 0);
+    if (uc::is_letter(c[j])) return run(c, j, uc::is_letter);
+    if (uc::is_number(c[j])) return run(c, j, uc::is_number);
+    if (is_other(c[j])) return run(c, j, is_other);
+    return match_spaces(c, i);
+  }
+  if (size_t e = match_contraction(c, i, true); e > i) return e;
+  if (uc::is_letter(c0)) return run(c, i, uc::is_letter);
+  if (!is_crlf(c0) && !uc::is_number(c0) && i + 1 < n && uc::is_letter(c[i + 1])) return run(c, i + 1, uc::is_letter);
+  if (uc::is_number(c0)) {
+    size_t max_digits = p == Pattern::Llama3 ? 3 : 1;
+    size_t j = i;
+    while (j < n && j - i < max_digits && uc::is_number(c[j])) ++j;
+    return j;
+  }
+  size_t j = i + (c0 == ' ' && i + 1 < n ? 1 : 0);
+  if (is_other(c[j])) return run(c, run(c, j, is_other), is_crlf);
+  // \s*[\r\n]+ : through the last CR/LF of the whitespace run
+  size_t k = run(c, i, uc::is_whitespace);
+  for (size_t m = k; m > i; --m)
+    if (is_crlf(c[m - 1])) return m;
+  return match_spaces(c, i);
+}
+
+void split_pattern(Pattern p, const std::string& text, std::vector<std::string>& out) {
+  std::vector<uint32_t> cps = uc::decode_utf8(text);
+  for (size_t i = 0; i < cps.size();) {
+    size_t e = std::max(match_at(p, cps, i), i + 1);
+    out.push_back(uc::encode_utf8(cps.data() + i, e - i));
+    i = e;
+  }
+}
+
+// GPT-2's reversible byte -> printable code point mapping.
+std::array<uint32_t, 256> byte_to_unicode() {
+  std::array<uint32_t, 256> map{};
+  std::array<bool, 256> direct{};
+  for (int b = '!'; b <= '~'; ++b) direct[b] = true;
+  for (int b = 0xA1; b <= 0xAC; ++b) direct[b] = true;
+  for (int b = 0xAE; b <= 0xFF; ++b) direct[b] = true;
+  uint32_t next = 256;
+  for (int b = 0; b < 256; ++b) map[b] = direct[b] ? b : next++;
+  return map;
+}
+
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot read " + what);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+json::Value parse_json(const std::string& path, const char* what) {
+  std::string text = read_file(path, what);
+  try {
+    return json::parse(text);
+  } catch (const std::exception& e) {
+    throw Error(path + ": not a valid " + what + " (JSON " + e.what() + ")");
+  }
+}
+
+std::string token_content(const json::Value* v) {
+  if (!v) return "";
+  if (v->is_string()) return v->as_string();
+  if (v->is_object()) return v->get_string("content");
+  return "";
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string dirname(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+}  // namespace
+
+struct AddedToken {
+  std::string content;
+  int64_t id;
+  bool single_word, lstrip, rstrip, normalized, special;
+};
+
+struct Tokenizer::Impl {
+  std::string path;
+  std::unordered_map<std::string, int64_t> vocab;  // byte-level string -> id
+  std::unordered_map<uint64_t, std::pair<uint32_t, int64_t>> merges;  // (left id, right id) -> (rank, merged id)
+  std::array<int64_t, 256> byte_ids{};  // id of each single byte's symbol (-1 if absent)
+  std::vector<std::string> id_bytes;    // id -> the bytes it decodes to
+  std::vector<AddedToken> added;
+  std::array<bool, 256> added_first_byte{};  // quick filter: can an added token start with this byte?
+  bool ignore_merges = false;
+  int64_t unk_id = -1;
+  bool nfc = false;
+  struct Step {
+    bool byte_level_regex;  // ByteLevel with use_regex: the GPT-2 split
+    bool add_prefix_space;
+    bool split;  // Split with a known pattern
+    Pattern pattern;
+  };
+  std::vector<Step> steps;
+  std::string bos_token, eos_token, chat_template;
+  bool add_bos = false;
+  mutable std::unordered_map<std::string, std::vector<int64_t>> cache;
+
+  void bpe(const std::string& word, std::vector<int64_t>& out) const;
+  void encode_piece(const std::string& piece, std::vector<int64_t>& out) const;
+  void encode_text(const std::string& text, std::vector<int64_t>& out) const;
+  // Splits `text` on added tokens of one kind (normalized or not): (text, -1) gaps and (content, id) matches.
+  std::vector<std::pair<std::string, int64_t>> split_added(const std::string& text, bool normalized) const;
+};
+
+void Tokenizer::Impl::bpe(const std::string& word, std::vector<int64_t>& out) const {
+  static const std::array<uint32_t, 256> kByteChars = byte_to_unicode();
+  if (auto it = cache.find(word); it != cache.end()) {
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    return;
+  }
+  std::vector<int64_t> result;
+  std::string mapped;
+  for (unsigned char b : word) uc::append_utf8(mapped, kByteChars[b]);
+  auto whole = vocab.find(mapped);
+  if (ignore_merges && whole != vocab.end()) {
+    result.push_back(whole->second);
+  } else {
+    // Symbols as a linked list; merge the lowest-ranked adjacent pair first (leftmost on ties).
+    struct Sym {
+      int64_t id;
+      int prev, next;
+      bool alive;
+    };
+    std::vector<Sym> syms;
+    for (size_t k = 0; k < word.size(); ++k) {
+      int64_t id = byte_ids[static_cast<unsigned char>(word[k])];
+      syms.push_back({id, static_cast<int>(k) - 1, k + 1 < word.size() ? static_cast<int>(k) + 1 : -1, true});
+    }
+    using Entry = std::tuple<uint32_t, int, int64_t>;  // rank, position, merged id
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> queue;
+    auto push = [&](int pos) {
+      if (pos < 0 || syms[pos].next < 0) return;
+      int64_t a = syms[pos].id, b = syms[syms[pos].next].id;
+      if (a < 0 || b < 0) return;
+      auto it = merges.find((static_cast<uint64_t>(a) << 32) | static_cast<uint64_t>(b));
+      if (it != merges.end()) queue.emplace(it->second.first, pos, it->second.second);
+    };
+    for (size_t k = 0; k + 1 < syms.size(); ++k) push(static_cast<int>(k));
+    while (!queue.empty()) {
+      auto [rank, pos, merged] = queue.top();
+      queue.pop();
+      Sym& s = syms[pos];
+      if (!s.alive || s.next < 0) continue;
+      auto it = merges.find((static_cast<uint64_t>(s.id) << 32) | static_cast<uint64_t>(syms[s.next].id));
+      if (it == merges.end() || it->second.first != rank) continue;  // stale entry
+      Sym& right = syms[s.next];
+      right.alive = false;
+      s.id = merged;
+      s.next = right.next;
+      if (s.next >= 0) syms[s.next].prev = pos;
+      push(s.prev);
+      push(pos);
+    }
+    for (const Sym& s : syms) {
+      if (!s.alive) continue;
+      if (s.id >= 0) result.push_back(s.id);
+      else if (unk_id >= 0) result.push_back(unk_id);
+    }
+  }
+  out.insert(out.end(), result.begin(), result.end());
+  if (cache.size() < 100000) cache.emplace(word, std::move(result));
+}
+
+void Tokenizer::Impl::encode_piece(const std::string& piece, std::vector<int64_t>& out) const {
+  std::vector<std::string> pieces{piece}, next;
+  for (const Step& step : steps) {
+    next.clear();
+    for (std::string& p : pieces) {
+      if (step.add_prefix_space && (p.empty() || p[0] != ' ')) p.insert(p.begin(), ' ');
+      if (step.byte_level_regex) split_pattern(Pattern::Gpt2, p, next);
+      else if (step.split) split_pattern(step.pattern, p, next);
+      else next.push_back(std::move(p));
+    }
+    pieces.swap(next);
+  }
+  for (const std::string& p : pieces)
+    if (!p.empty()) bpe(p, out);
+}
+
+std::vector<std::pair<std::string, int64_t>> Tokenizer::Impl::split_added(const std::string& text,
+                                                                          bool normalized) const {
+  std::vector<std::pair<std::string, int64_t>> out;
+  size_t gap = 0, i = 0;
+  auto is_word = [](unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch >= 0x80; };
+  while (i < text.size()) {
+    if (!added_first_byte[static_cast<unsigned char>(text[i])]) {
+      ++i;
+      continue;
+    }
+    const AddedToken* best = nullptr;
+    for (const AddedToken& t : added) {  // leftmost-longest, as tokenizers' aho-corasick matcher
+      if (t.normalized != normalized || t.content.empty()) continue;
+      if (text.compare(i, t.content.size(), t.content) != 0) continue;
+      if (best && best->content.size() >= t.content.size()) continue;
+      if (t.single_word) {
+        size_t end = i + t.content.size();
+        if ((i > 0 && is_word(text[i - 1])) || (end < text.size() && is_word(text[end]))) continue;
+      }
+      best = &t;
+    }
+    if (!best) {
+      ++i;
+      continue;
+    }
+    size_t start = i, end = i + best->content.size();
+    if (best->lstrip)
+      while (start > gap && std::isspace(static_cast<unsigned char>(text[start - 1]))) --start;
+    if (best->rstrip)
+      while (end < text.size() && std::isspace(static_cast<unsigned char>(text[end]))) ++end;
+    if (start > gap) out.emplace_back(text.substr(gap, start - gap), -1);
+    out.emplace_back(best->content, best->id);
+    gap = i = end;
+  }
+  if (gap < text.size()) out.emplace_back(text.substr(gap), -1);
+  return out;
+}
+
+void Tokenizer::Impl::encode_text(const std::string& text, std::vector<int64_t>& out) const {
+  for (auto& [raw, id] : split_added(text, false)) {
+    if (id >= 0) {
+      out.push_back(id);
+      continue;
+    }
+    std::string norm = nfc ? uc::nfc(raw) : raw;
+    for (auto& [piece, id2] : split_added(norm, true)) {
+      if (id2 >= 0) out.push_back(id2);
+      else encode_piece(piece, out);
+    }
+  }
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& arg) {
+  std::string path = arg;
+  if (is_dir(arg)) path = arg + "/tokenizer.json";
+  if (!file_exists(path))
+    throw Error(arg + ": no such tokenizer (expected a tokenizer.json file or a directory holding one)");
+  json::Value root = parse_json(path, "tokenizer.json");
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  auto unsupported = [&](const std::string& what) {
+    return Error(path + ": " + what + " is not supported by the C++ tokenizer (byte-level BPE tokenizers only)");
+  };
+
+  const json::Value* model = root.find("model");
+  if (!model || !model->is_object()) throw Error(path + ": not a tokenizer.json (no \"model\" object)");
+  std::string type = model->get_string("type", "BPE");
+  if (type != "BPE") throw unsupported("model type " + type);
+  if (model->get_bool("byte_fallback", false)) throw unsupported("BPE with byte_fallback (SentencePiece style)");
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (!model->get_string(key).empty()) throw unsupported(std::string("BPE ") + key);
+  impl->ignore_merges = model->get_bool("ignore_merges", false);
+
+  const json::Value* vocab = model->find("vocab");
+  const json::Value* merges = model->find("merges");
+  if (!vocab || !vocab->is_object() || !merges || !merges->is_array())
+    throw Error(path + ": BPE model without vocab/merges");
+  int64_t max_id = -1;
+  impl->vocab.reserve(vocab->members().size());
+  for (const auto& [token, id] : vocab->members()) {
+    impl->vocab.emplace(token, id.as_int());
+    max_id = std::max(max_id, id.as_int());
+  }
+  std::vector<std::pair<std::string, int64_t>> all_tokens(vocab->members().size());
+  size_t k = 0;
+  for (const auto& [token, id] : vocab->members()) all_tokens[k++] = {token, id.as_int()};
+
+  const json::Value* added = root.find("added_tokens");
+  if (added && added->is_array()) {
+    for (const json::Value& t : added->items()) {
+      AddedToken a{t.get_string("content"), t.find("id") ? t.find("id")->as_int() : -1, t.get_bool("single_word", false),
+                   t.get_bool("lstrip", false), t.get_bool("rstrip", false), t.get_bool("normalized", false),
+                   t.get_bool("special", false)};
+      if (a.id < 0 || a.content.empty()) continue;
+      max_id = std::max(max_id, a.id);
+      impl->added_first_byte[static_cast<unsigned char>(a.content[0])] = true;
+      impl->added.push_back(a);
+    }
+  }
+
+  uint32_t rank = 0;
+  for (const json::Value& m : merges->items()) {
+    std::string left, right;
+    if (m.is_string()) {
+      const std::string& s = m.as_string();
+      size_t sp = s.find(' ', 1);
+      if (sp == std::string::npos) throw Error(path + ": malformed merge \"" + s + "\"");
+      left = s.substr(0, sp), right = s.substr(sp + 1);
+    } else if (m.is_array() && m.items().size() == 2) {
+      left = m.items()[0].as_string(), right = m.items()[1].as_string();
+    } else {
+      throw Error(path + ": malformed merges entry");
+    }
+    auto a = impl->vocab.find(left), b = impl->vocab.find(right), ab = impl->vocab.find(left + right);
+    if (a == impl->vocab.end() || b == impl->vocab.end() || ab == impl->vocab.end())
+      throw Error(path + ": merge \"" + left + " " + right + "\" uses tokens missing from the vocab");
+    impl->merges.emplace((static_cast<uint64_t>(a->second) << 32) | static_cast<uint64_t>(b->second),
+                         std::make_pair(rank++, ab->second));
+  }
+  std::string unk = model->get_string("unk_token");
+  if (!unk.empty())
+    if (auto it = impl->vocab.find(unk); it != impl->vocab.end()) impl->unk_id = it->second;
+
+  // Byte <-> symbol tables.
+  const std::array<uint32_t, 256> byte_chars = byte_to_unicode();
+  std::unordered_map<uint32_t, unsigned char> char_bytes;
+  for (int b = 0; b < 256; ++b) {
+    char_bytes[byte_chars[b]] = static_cast<unsigned char>(b);
+    std::string s;
+    uc::append_utf8(s, byte_chars[b]);
+    auto it = impl->vocab.find(s);
+    impl->byte_ids[b] = it == impl->vocab.end() ? -1 : it->second;
+  }
+  auto to_bytes = [&](const std::string& token) {  // the ByteLevel decoder (raw text if not byte-level)
+    std::string bytes;
+    for (uint32_t cp : uc::decode_utf8(token)) {
+      auto it = char_bytes.find(cp);
+      if (it == char_bytes.end()) return token;
+      bytes += static_cast<char>(it->second);
+    }
+    return bytes;
+  };
+  impl->id_bytes.assign(static_cast<size_t>(max_id + 1), std::string());
+  for (const auto& [token, id] : all_tokens) impl->id_bytes[id] = to_bytes(token);
+  for (const AddedToken& a : impl->added) impl->id_bytes[a.id] = to_bytes(a.content);
+
+  // Normalizer: none or NFC.
+  std::function<void(const json::Value&)> normalizer = [&](const json::Value& n) {
+    if (n.is_null()) return;
+    std::string t = n.get_string("type");
+    if (t == "NFC") impl->nfc = true;
+    else if (t == "Sequence" && n.find("normalizers") && n.find("normalizers")->is_array())
+      for (const json::Value& sub : n.find("normalizers")->items()) normalizer(sub);
+    else throw unsupported("normalizer " + t);
+  };
+  if (const json::Value* n = root.find("normalizer")) normalizer(*n);
+
+  // Pre-tokenizer: ByteLevel (GPT-2 regex) or Split(known regex) + ByteLevel(use_regex=false).
+  bool byte_level = false;
+  std::function<void(const json::Value&)> pre = [&](const json::Value& p) {
+    std::string t = p.get_string("type");
+    if (t == "ByteLevel") {
+      byte_level = true;
+      impl->steps.push_back({p.get_bool("use_regex", true), p.get_bool("add_prefix_space", false), false, Pattern::Gpt2});
+    } else if (t == "Split") {
+      const json::Value* pat = p.find("pattern");
+      std::string regex = pat ? pat->get_string("Regex") : "";
+      Pattern which;
+      if (regex == kGpt2Pattern) which = Pattern::Gpt2;
+      else if (regex == kLlama3Pattern) which = Pattern::Llama3;
+      else if (regex == kQwen2Pattern) which = Pattern::Qwen2;
+      else throw unsupported("Split pre-tokenizer pattern " + (regex.empty() ? std::string("(not a regex)") : regex));
+      if (p.get_string("behavior") != "Isolated" || p.get_bool("invert", false))
+        throw unsupported("Split behavior " + p.get_string("behavior"));
+      impl->steps.push_back({false, false, true, which});
+    } else if (t == "Sequence" && p.find("pretokenizers") && p.find("pretokenizers")->is_array()) {
+      for (const json::Value& sub : p.find("pretokenizers")->items()) pre(sub);
+    } else {
+      throw unsupported("pre-tokenizer " + (t.empty() ? std::string("null") : t));
+    }
+  };
+  if (const json::Value* p = root.find("pre_tokenizer"); p && !p->is_null()) pre(*p);
+  if (!byte_level) throw unsupported("a tokenizer without a ByteLevel pre-tokenizer");
+  if (const json::Value* d = root.find("decoder"); d && !d->is_null()) {
+    std::string t = d->get_string("type");
+    bool ok = t == "ByteLevel";
+    if (t == "Sequence" && d->find("decoders"))
+      for (const json::Value& sub : d->find("decoders")->items()) ok |= sub.get_string("type") == "ByteLevel";
+    if (!ok) throw unsupported("decoder " + t);
+  }
+
+  // tokenizer_config.json: special tokens, add_bos_token, chat template.
+  std::string dir = dirname(path);
+  std::optional<bool> add_bos;
+  if (file_exists(dir + "/tokenizer_config.json")) {
+    json::Value cfg = parse_json(dir + "/tokenizer_config.json", "tokenizer_config.json");
+    impl->bos_token = token_content(cfg.find("bos_token"));
+    impl->eos_token = token_content(cfg.find("eos_token"));
+    if (const json::Value* v = cfg.find("add_bos_token"); v && v->is_bool()) add_bos = v->as_bool();
+    if (const json::Value* v = cfg.find("chat_template")) {
+      if (v->is_string()) {
+        impl->chat_template = v->as_string();
+      } else if (v->is_array()) {
+        for (const json::Value& named : v->items())
+          if (impl->chat_template.empty() || named.get_string("name") == "default")
+            impl->chat_template = named.get_string("template");
+      }
+    }
+  }
+  if (file_exists(dir + "/chat_template.jinja")) impl->chat_template = read_file(dir + "/chat_template.jinja", "chat template");
+  if (!add_bos) {  // no flag: follow the post-processor (does it put BOS first?)
+    add_bos = false;
+    std::function<void(const json::Value&)> post = [&](const json::Value& p) {
+      if (p.get_string("type") == "TemplateProcessing") {
+        const json::Value* single = p.find("single");
+        if (single && single->is_array() && !single->items().empty())
+          if (const json::Value* st = single->items()[0].find("SpecialToken"))
+            add_bos = !impl->bos_token.empty() && st->get_string("id") == impl->bos_token;
+      } else if (const json::Value* subs = p.find("processors"); subs && subs->is_array()) {
+        for (const json::Value& sub : subs->items()) post(sub);
+      }
+    };
+    if (const json::Value* p = root.find("post_processor"); p && !p->is_null()) post(*p);
+  }
+  impl->add_bos = *add_bos;
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+std::vector<int64_t> Tokenizer::encode(std::string_view text, std::optional<bool> add_bos) const {
+  std::vector<int64_t> ids;
+  if (add_bos.value_or(impl_->add_bos))
+    if (auto bos = token_id(impl_->bos_token)) ids.push_back(*bos);
+  impl_->encode_text(std::string(text), ids);
+  return ids;
+}
+
+const std::string& Tokenizer::token_bytes(int64_t id) const {
+  static const std::string kEmpty;
+  return id >= 0 && static_cast<size_t>(id) < impl_->id_bytes.size() ? impl_->id_bytes[id] : kEmpty;
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  std::string out;
+  for (int64_t id : ids) out += token_bytes(id);
+  return out;
+}
+
+std::optional<int64_t> Tokenizer::token_id(std::string_view token) const {
+  if (token.empty()) return std::nullopt;
+  for (const AddedToken& a : impl_->added)
+    if (a.content == token) return a.id;
+  auto it = impl_->vocab.find(std::string(token));
+  if (it == impl_->vocab.end()) return std::nullopt;
+  return it->second;
+}
+
+int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(impl_->id_bytes.size()); }
+const std::string& Tokenizer::bos_token() const { return impl_->bos_token; }
+const std::string& Tokenizer::eos_token() const { return impl_->eos_token; }
+bool Tokenizer::add_bos_token() const { return impl_->add_bos; }
+const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+const std::string& Tokenizer::path() const { return impl_->path; }
+
+// ---- ChatML ----
+
+namespace {
+
+// A system prompt the template writes when the conversation has none, e.g. SmolLM2's
+// '<|im_start|>system\nYou are a helpful AI assistant named SmolLM...<|im_end|>\n': the first literal
+// "<|im_start|>system" + newline + plain text + "<|im_end|>" inside one jinja string.
+std::string default_system_prompt(const std::string& tmpl) {
+  const std::string head = "<|im_start|>system";
+  for (size_t at = tmpl.find(head); at != std::string::npos; at = tmpl.find(head, at + 1)) {
+    size_t i = at + head.size();
+    if (tmpl.compare(i, 1, "\n") == 0) i += 1;
+    else if (tmpl.compare(i, 2, "\\n") == 0) i += 2;
+    else continue;
+    size_t end = tmpl.find("<|im_end|>", i);
+    if (end == std::string::npos) continue;
+    std::string raw = tmpl.substr(i, end - i);
+    if (raw.empty() || raw.find_first_of("'\"{}+") != std::string::npos) continue;  // not a plain literal
+    std::string text;
+    for (size_t k = 0; k < raw.size(); ++k) {  // jinja string escapes
+      if (raw[k] == '\\' && k + 1 < raw.size()) {
+        char e = raw[++k];
+        text += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+      } else {
+        text += raw[k];
+      }
+    }
+    return text;
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options) {
+  const std::string& tmpl = tokenizer.chat_template();
+  if (tmpl.empty()) throw Error(tokenizer.path() + ": tokenizer has no chat template; drop --chat and pass raw text");
+  if (tmpl.find("<|im_start|>") == std::string::npos)
+    throw Error(tokenizer.path() +
+                ": --chat supports ChatML templates (<|im_start|>, as SmolLM2 and Qwen use) only; this template is "
+                "not one, so format the prompt yourself and drop --chat");
+  std::string system = options.system.empty() ? default_system_prompt(tmpl) : options.system;
+  std::string text;
+  if (!system.empty()) text += "<|im_start|>system\n" + system + "<|im_end|>\n";
+  text += "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n";
+  if (options.enable_thinking.has_value() && !*options.enable_thinking) {
+    if (tmpl.find("enable_thinking") == std::string::npos)
+      throw Error(tokenizer.path() + ": this chat template has no thinking switch (enable_thinking)");
+    text += "<think>\n\n</think>\n\n";
+  }
+  return text;
+}
+
+}  // namespace zoo

@@ -1,0 +1,336 @@
+"""The C++ runners (runners/, models/<m>/main.cpp) built against the executorch wheel, checked against Python.
+
+Greedy tokens must equal common.runtime.generate on the same .pte; the C++ tokenizer must give the HF
+tokenizer's ids; bad input must fail with one clear line (usage errors: exit 2 with the usage).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MULTILINGUAL = [
+    "Hello, world! How are you doing today?",
+    "Café crème, naïve façade, où est l'hôtel ? À bientôt.",
+    "Größenwahn: Straße, übermäßig schön.",
+    "你好，世界！今天天气很好。",
+    "こんにちは、世界。カタカナとひらがな、漢字。",
+    "한국어 텍스트와 ไทย และ हिन्दी पाठ",
+    "Привет, мир! Как дела?",
+    "مرحبا بالعالم! كيف حالك؟",
+    "Emoji: 😀🎉👍🏽 🇫🇷 ❤️ 🧑‍💻",
+    "Rare: 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ 𓀀 ᚠᛇᚻ",
+    "def f(x):\n\tif x > 0:\n\t\treturn x * 2\n    return -1\r\n",
+    "   leading and trailing spaces   ",
+    "\n\n  \t mixed whitespace \n",
+    "Digits: 0 12 345 6789 3.14159 1,000,000 2024-01-01 ١٢٣ ½",
+    "it's I'M we'RE they'll 'd 'S",
+    "Combining: e\u0301 A\u030a \u212b \uf900 \u1100\u1161\u11a8",
+    "<|im_start|>user\nspecial tokens<|im_end|>\n<|im_start|>assistant\n<|endoftext|>",
+    "",
+]
+LLAMA3_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+PROMPT = "The capital of France is"
+CUSTOM_OPS_MESSAGE = (
+    "was exported with ExecuTorch's llama custom ops, which the C++ SDK in the pip wheel lacks; "
+    "re-export with --no-custom-ops"
+)
+
+
+def run(binary: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def cpp_ids(binary: Path, *args: str) -> list[int]:
+    proc = run(binary, *args)
+    assert proc.returncode == 0, proc.stderr
+    return [int(t) for t in proc.stdout.split()]
+
+
+def python_greedy(pte: Path, prompt_ids: list[int], n: int) -> list[int]:
+    from common.runtime import PteModel, generate
+    from common.sampler import Sampler, SamplerConfig
+
+    return generate(PteModel(pte), prompt_ids, Sampler(SamplerConfig(temperature=0.0)), n).tokens
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+# --- tokenizer ---------------------------------------------------------------------------------------------
+
+
+def _variant(src: Path, dst: Path, regex: str, nfc: bool, ignore_merges: bool) -> Path:
+    """SmolLM2's vocab behind a Llama 3 / Qwen 2 style pre-tokenizer (Split regex + ByteLevel), NFC optional."""
+    data = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        ],
+    }
+    data["normalizer"] = {"type": "NFC"} if nfc else None
+    data["model"]["ignore_merges"] = ignore_merges
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    shutil.copy(src / "tokenizer_config.json", dst / "tokenizer_config.json")
+    return dst
+
+
+@pytest.mark.parametrize("variant", ["smollm2", "llama3-regex", "qwen2-regex-nfc"])
+def test_tokenizer_matches_hf(llama3_runner: Path, smollm2_tokenizer_dir: Path, tmp_path: Path, variant: str) -> None:
+    import tokenizers
+
+    from common.tokenizer import load_tokenizer
+
+    directory = {
+        "smollm2": lambda: smollm2_tokenizer_dir,
+        "llama3-regex": lambda: _variant(smollm2_tokenizer_dir, tmp_path / variant, LLAMA3_REGEX, False, True),
+        "qwen2-regex-nfc": lambda: _variant(smollm2_tokenizer_dir, tmp_path / variant, QWEN2_REGEX, True, False),
+    }[variant]()
+    hf = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    ours = load_tokenizer(directory)
+    for text in MULTILINGUAL:
+        expected = hf.encode(text, add_special_tokens=False).ids
+        assert ours.encode(text) == expected, text
+        assert cpp_ids(llama3_runner, "--tokenize-only", "--tokenizer", str(directory), "--prompt", text) == expected, (
+            text
+        )
+    if variant == "smollm2":  # the transformers tokenizer reads the same directory the same way
+        from transformers import AutoTokenizer
+
+        auto = AutoTokenizer.from_pretrained(directory)
+        for text in MULTILINGUAL[:4]:
+            assert cpp_ids(
+                llama3_runner, "--tokenize-only", "--tokenizer", str(directory), "--prompt", text
+            ) == auto.encode(text)
+
+
+def test_prompt_file_and_tokenizer_json_path(llama3_runner: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    from common.tokenizer import load_tokenizer
+
+    text = "\n".join(MULTILINGUAL)
+    (tmp_path / "prompt.txt").write_text(text, encoding="utf-8")
+    ids = cpp_ids(
+        llama3_runner,
+        "--tokenize-only",
+        "--tokenizer",
+        str(smollm2_tokenizer_dir / "tokenizer.json"),
+        "--prompt-file",
+        str(tmp_path / "prompt.txt"),
+    )
+    assert ids == load_tokenizer(smollm2_tokenizer_dir).encode(text)
+
+
+@pytest.mark.parametrize("system", [None, "You are terse. Answer in French."])
+def test_chat_prompt_ids_match_python(llama3_runner: Path, smollm2_tokenizer_dir: Path, system: str | None) -> None:
+    from common.cli import encode_prompt
+    from common.tokenizer import load_tokenizer
+
+    prompt = "What is the capital of France? Réponds en une phrase 🇫🇷"
+    expected = encode_prompt(load_tokenizer(smollm2_tokenizer_dir), prompt, chat=True, system=system)
+    args = ["--tokenize-only", "--chat", "--tokenizer", str(smollm2_tokenizer_dir), "--prompt", prompt]
+    assert cpp_ids(llama3_runner, *args, *(["--system", system] if system else [])) == expected
+
+
+def test_qwen3_chat_template_and_thinking_switch(
+    qwen3_runner: Path, smollm2_tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """Qwen3's real template (no default system prompt; enable_thinking=False adds an empty think block)."""
+    from common.cli import encode_prompt
+    from common.tokenizer import load_tokenizer
+
+    directory = tmp_path / "qwen3-template"
+    shutil.copytree(smollm2_tokenizer_dir, directory)
+    shutil.copy(
+        Path(__file__).parents[2] / "tests" / "data" / "qwen3_chat_template.jinja", directory / "chat_template.jinja"
+    )
+    tok = load_tokenizer(directory)
+    base = ["--tokenize-only", "--chat", "--tokenizer", str(directory), "--prompt", "Hi!"]
+    for flag, thinking in [(None, None), ("--no-enable-thinking", False), ("--enable-thinking", True)]:
+        expected = encode_prompt(tok, "Hi!", chat=True, enable_thinking=thinking)
+        assert cpp_ids(qwen3_runner, *base, *([flag] if flag else [])) == expected, flag
+
+
+def test_chat_refused_for_non_chatml_template(llama3_runner: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "gemma-style"
+    shutil.copytree(smollm2_tokenizer_dir, directory)
+    (directory / "chat_template.jinja").write_text(
+        "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    )
+    line = one_error_line(
+        run(llama3_runner, "--tokenize-only", "--chat", "--tokenizer", str(directory), "--prompt", "x")
+    )
+    assert "ChatML" in line
+
+
+# --- generation --------------------------------------------------------------------------------------------
+
+
+def test_smollm2_greedy_tokens_match_python(llama3_runner: Path, smollm2_pte: Path) -> None:
+    from common.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(smollm2_pte.parent)
+    prompt_ids = tok.encode(PROMPT)
+    expected = python_greedy(smollm2_pte, prompt_ids, 32)
+    proc = run(llama3_runner, "--model", str(smollm2_pte), "--prompt", PROMPT, "--max-new-tokens", "32", "--print-ids")
+    assert proc.returncode == 0, proc.stderr
+    assert [int(t) for t in proc.stdout.split()] == expected
+    stats = proc.stderr.strip().splitlines()[-1]
+    for field in ("load", "ms", "prefill", "decode", "tok/s", "peak RSS"):
+        assert field in stats, stats
+
+    # Text mode streams the same tokens: the prompt, then the decoded continuation (EOS not printed).
+    proc = run(llama3_runner, "--model", str(smollm2_pte), "--prompt", PROMPT, "--max-new-tokens", "32")
+    assert proc.returncode == 0, proc.stderr
+    text = tok.decode([t for t in expected if t not in tok.eos_ids])
+    assert proc.stdout == PROMPT + text + "\n"
+
+
+def test_smollm2_chat_greedy_matches_python(llama3_runner: Path, smollm2_pte: Path) -> None:
+    from common.cli import encode_prompt
+    from common.tokenizer import load_tokenizer
+
+    prompt = "Give me three French cheeses."
+    ids = encode_prompt(load_tokenizer(smollm2_pte.parent), prompt, chat=True)
+    expected = python_greedy(smollm2_pte, ids, 32)
+    args = ["--model", str(smollm2_pte), "--chat", "--prompt", prompt, "--max-new-tokens", "32", "--print-ids"]
+    assert cpp_ids(llama3_runner, *args) == expected
+
+
+def test_tiny_qwen3_greedy_matches_python_with_chunked_prefill(
+    qwen3_runner: Path, tiny_qwen3_pte: Path, tiny_limits: tuple[int, int]
+) -> None:
+    from common.tokenizer import load_tokenizer
+
+    max_seq_len, max_context_len = tiny_limits
+    tok = load_tokenizer(tiny_qwen3_pte.parent)
+    prompt = "Once upon a time, in a city far away, there lived a clockmaker who built a small brass bird."
+    ids = tok.encode(prompt)
+    assert max_seq_len < len(ids) < max_context_len - 32  # prefill takes several chunks
+    expected = python_greedy(tiny_qwen3_pte, ids, 32)
+    assert (
+        cpp_ids(
+            qwen3_runner, "--model", str(tiny_qwen3_pte), "--prompt", prompt, "--max-new-tokens", "32", "--print-ids"
+        )
+        == expected
+    )
+
+
+def test_generation_stops_at_context_end(
+    qwen3_runner: Path, tiny_qwen3_pte: Path, tiny_limits: tuple[int, int]
+) -> None:
+    from common.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_qwen3_pte.parent)
+    prompt = "one two three four five six seven eight nine ten"
+    expected = python_greedy(tiny_qwen3_pte, tok.encode(prompt), 1000)
+    got = cpp_ids(
+        qwen3_runner, "--model", str(tiny_qwen3_pte), "--prompt", prompt, "--max-new-tokens", "1000", "--print-ids"
+    )
+    assert got == expected
+    assert len(got) <= tiny_limits[1] - len(tok.encode(prompt)) + 1
+
+
+def test_seeded_sampling_is_reproducible(qwen3_runner: Path, tiny_qwen3_pte: Path) -> None:
+    args = [
+        "--model",
+        str(tiny_qwen3_pte),
+        "--max-new-tokens",
+        "24",
+        "--print-ids",
+        "--temperature",
+        "1.0",
+        "--top-p",
+        "0.95",
+    ]
+    first = cpp_ids(qwen3_runner, *args, "--seed", "7")
+    assert first == cpp_ids(qwen3_runner, *args, "--seed", "7")
+    assert first != cpp_ids(qwen3_runner, *args, "--seed", "8")
+
+
+def test_prompt_longer_than_context_is_refused(
+    qwen3_runner: Path, tiny_qwen3_pte: Path, tiny_limits: tuple[int, int]
+) -> None:
+    context = tiny_limits[1]
+    proc = run(qwen3_runner, "--model", str(tiny_qwen3_pte), "--prompt", "word " * (2 * context))
+    line = one_error_line(proc)
+    assert proc.returncode == 1
+    assert f"holds a context of {context}" in line and "tokens" in line
+
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],  # no --model
+        ["--model"],  # missing value
+        ["--model", "x.pte", "--bogus"],
+        ["--model", "x.pte", "--max-new-tokens", "many"],
+        ["--model", "x.pte", "--max-new-tokens", "0"],
+        ["--model", "x.pte", "--temperature", "-1"],
+        ["--model", "x.pte", "--top-p", "0"],
+        ["--model", "x.pte", "--system", "needs --chat"],
+        ["--model", "x.pte", "--chat=yes"],
+    ],
+)
+def test_usage_errors_exit_2_with_usage(llama3_runner: Path, args: list[str]) -> None:
+    proc = run(llama3_runner, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: llama3_runner") and "\nerror: " in proc.stderr
+
+
+def test_help_exits_0(llama3_runner: Path) -> None:
+    proc = run(llama3_runner, "--help")
+    assert proc.returncode == 0 and "--max-new-tokens" in proc.stdout and "--chat" in proc.stdout
+
+
+def test_missing_and_corrupt_pte(llama3_runner: Path, smollm2_pte: Path, tmp_path: Path) -> None:
+    line = one_error_line(run(llama3_runner, "--model", str(tmp_path / "nope.pte")))
+    assert "nope.pte: no such .pte file" in line
+
+    junk = tmp_path / "junk.pte"
+    junk.write_bytes(b"this is not a flatbuffer at all" * 10)
+    assert "not an ExecuTorch program" in one_error_line(run(llama3_runner, "--model", str(junk)))
+
+    truncated = tmp_path / "truncated" / "model.pte"
+    truncated.parent.mkdir()
+    truncated.write_bytes(smollm2_pte.read_bytes()[:4096])
+    line = one_error_line(run(llama3_runner, "--model", str(truncated)))
+    assert str(truncated) in line and "cannot load" in line
+
+
+def test_missing_and_corrupt_tokenizer(llama3_runner: Path, smollm2_pte: Path, tmp_path: Path) -> None:
+    line = one_error_line(run(llama3_runner, "--model", str(smollm2_pte), "--tokenizer", str(tmp_path / "none.json")))
+    assert "none.json: no such tokenizer" in line
+
+    bad = tmp_path / "bad" / "tokenizer.json"
+    bad.parent.mkdir()
+    bad.write_text('{"model": {"type": "BPE", "vocab": {"a": 0}, ')
+    line = one_error_line(run(llama3_runner, "--model", str(smollm2_pte), "--tokenizer", str(bad)))
+    assert "not a valid tokenizer.json" in line
+
+    wordpiece = tmp_path / "wp" / "tokenizer.json"
+    wordpiece.parent.mkdir()
+    wordpiece.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0}}}))
+    line = one_error_line(run(llama3_runner, "--model", str(smollm2_pte), "--tokenizer", str(wordpiece)))
+    assert "WordPiece is not supported" in line
+
+
+def test_custom_ops_pte_is_refused(llama3_runner: Path, tiny_custom_ops_pte: Path) -> None:
+    line = one_error_line(run(llama3_runner, "--model", str(tiny_custom_ops_pte)))
+    assert line == f"error: {tiny_custom_ops_pte} {CUSTOM_OPS_MESSAGE}"
