@@ -11,6 +11,28 @@ import torch
 from common.runtime import generate
 from common.sampler import Sampler
 
+# Tokenizer parity sample: scripts, emoji, rare planes, code, whitespace, digits, combining marks, special tokens.
+MULTILINGUAL = [
+    "Hello, world! How are you doing today?",
+    "Café crème, naïve façade, où est l'hôtel ? À bientôt.",
+    "Größenwahn: Straße, übermäßig schön.",
+    "你好，世界！今天天气很好。",
+    "こんにちは、世界。カタカナとひらがな、漢字。",
+    "한국어 텍스트와 ไทย และ हिन्दी पाठ",
+    "Привет, мир! Как дела?",
+    "مرحبا بالعالم! كيف حالك؟",
+    "Emoji: 😀🎉👍🏽 🇫🇷 ❤️ 🧑‍💻",
+    "Rare: 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ 𓀀 ᚠᛇᚻ",
+    "def f(x):\n\tif x > 0:\n\t\treturn x * 2\n    return -1\r\n",
+    "   leading and trailing spaces   ",
+    "\n\n  \t mixed whitespace \n",
+    "Digits: 0 12 345 6789 3.14159 1,000,000 2024-01-01 ١٢٣ ½",
+    "it's I'M we'RE they'll 'd 'S",
+    "Combining: e\u0301 A\u030a \u212b \uf900 \u1100\u1161\u11a8",
+    "<|im_start|>user\nspecial tokens<|im_end|>\n<|im_start|>assistant\n<|endoftext|>",
+    "",
+]
+
 
 def cached_logits(model: torch.nn.Module, ids: list[int], prefill: int) -> torch.Tensor:
     """Eager logits at every position from a prefill of `prefill` tokens, then one token per call."""

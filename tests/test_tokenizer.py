@@ -12,25 +12,11 @@ import tokenizers
 from common.chat import render_chat_template
 from common.errors import UserError
 from common.tokenizer import StreamDecoder, Tokenizer, load_tokenizer
+from tests.helpers import MULTILINGUAL
 
 DATA = Path(__file__).parent / "data"
 
-SAMPLES = [
-    "Hello, world! How are you doing today?",
-    "Café crème, naïve façade, où est l'hôtel ? À bientôt.",
-    "Größenwahn: Straße, übermäßig schön.",
-    "你好，世界！今天天气很好。",
-    "こんにちは、世界。カタカナとひらがな、漢字。",
-    "Привет, мир! Как дела?",
-    "مرحبا بالعالم! كيف حالك؟",
-    "Emoji: 😀🎉👍🏽 🇫🇷 ❤️ 🧑‍💻",
-    "Rare: 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ 𓀀 ᚠᛇᚻ",
-    "def f(x):\n\tif x > 0:\n\t\treturn x * 2\n    return -1\r\n",
-    "   leading and trailing spaces   ",
-    "\n\n  \t mixed whitespace \n",
-    "Digits: 0 12 345 6789 3.14159 1,000,000 2024-01-01",
-    "",
-]
+SAMPLES = MULTILINGUAL
 
 CHATS = [
     [
@@ -120,7 +106,8 @@ def test_save_round_trip(smollm2: Tokenizer, tmp_path: Path) -> None:
         assert hf.chat_template == tok.chat_template
         for text in SAMPLES:
             ids = tok.encode(text)
-            assert (ids[:1] == [1]) == add_bos
+            if not text.startswith("<|im_start|>"):  # that one starts with id 1 (BOS is <|im_start|>) anyway
+                assert (ids[:1] == [1]) == add_bos
             assert load_tokenizer(saved).encode(text) == ids == hf.encode(text), text
     assert smollm2.backend.encode("hi").ids == smollm2.encode("hi")  # save() left the shared backend as it was
 

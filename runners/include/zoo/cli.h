@@ -50,6 +50,10 @@ class ArgParser {
   std::vector<Spec> specs_;
 };
 
+// The flags every model's runner takes (--model, --tokenizer, --prompt, --chat, sampling, ...); `model` is the
+// package name (e.g. "llama3"), used in the help text. A main.cpp adds its model's own flags after these.
+void add_standard_options(ArgParser& args, CliOptions& o, const std::string& model);
+
 // Load the model and tokenizer, encode (or chat-render) the prompt, generate with streaming output and print
 // stats on stderr. Returns the exit status: 0, 1 (one "error: ..." line), or 2 (usage error, with usage).
 int run_cli(const CliOptions& options, const ArgParser& parser);

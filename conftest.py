@@ -1,4 +1,4 @@
-"""Shared fixtures: the real GGUF test models shipped as pip packages."""
+"""Fixtures shared by every test directory: the real GGUF test models shipped as pip packages, and the SmolLM2 .pte."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
