@@ -13,7 +13,7 @@ from tests.helpers import cli_stdout, greedy, step_logits
 
 pytestmark = pytest.mark.slow
 
-MAX_SEQ_LEN, MAX_CONTEXT_LEN, DECODE_STEPS = 8, 48, 16
+MAX_SEQ_LEN, MAX_CONTEXT_LEN, DECODE_STEPS = 8, 64, 16
 
 
 def _export(tmp_path_factory, checkpoint: str, name: str, *flags: str):
