@@ -88,3 +88,20 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(b"whole")
     assert dest.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [dest]
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    from common.io import atomic_dir
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.pte") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.pte").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
