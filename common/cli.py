@@ -149,7 +149,7 @@ def inference_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
         if not args.chat:
             print(args.prompt, end="", flush=True)
         gen = generate(model, ids, sampler, args.max_new_tokens, emit, source=source)
-        print(stream.flush() if hasattr(stream, "flush") else "")
+        print(stream.flush())
         print(f"\n[{source}] load {model.load_s * 1000:.0f} ms | prefill {gen.prompt_len} tok at {gen.prefill_tps:.1f} tok/s"
               f" | decode {len(gen.tokens)} tok at {gen.decode_tps:.1f} tok/s", file=sys.stderr)
         return 0

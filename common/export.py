@@ -103,7 +103,8 @@ def export_pte(
         )
     )
     ops = program_operators(et.executorch_program)
-    missing = [op for op in ops if op.split(".")[0] not in {o.split(".")[0] for o in runtime_operator_names()}]
+    available = {name.split(".")[0] for name in runtime_operator_names()}
+    missing = [op for op in ops if op.split(".")[0] not in available]
     if missing:
         raise UserError(f"export would need operators the ExecuTorch runtime lacks: {', '.join(missing)}")
     with atomic_path(output) as tmp:

@@ -91,11 +91,8 @@ def config_from_gguf(meta: dict[str, Any], path: str = "GGUF") -> ModelConfig:
     n_heads = get("attention.head_count")
     dim = get("embedding_length")
     eos = meta.get("tokenizer.ggml.eos_token_id")
-    vocab = meta.get(f"{arch}.vocab_size")
-    if vocab is None:
-        vocab = len(meta["_tokens"]) if "_tokens" in meta else None
     return ModelConfig(
-        vocab_size=vocab or 0,  # filled from the embedding shape by the loader when absent
+        vocab_size=meta.get(f"{arch}.vocab_size", 0),  # checkpoint.read_config sets it from the embedding shape
         dim=dim,
         n_layers=get("block_count"),
         n_heads=n_heads,

@@ -93,21 +93,3 @@ class Transformer(nn.Module):
         for layer in self.model.layers:
             layer.self_attn.kv_cache.reset()
 
-
-def build_model(
-    cfg: ModelConfig,
-    checkpoint: str | None = None,
-    max_context_len: int = 2048,
-    use_custom_ops: bool = False,
-    last_logits_only: bool = False,
-) -> Transformer:
-    """A Transformer in eval mode; with `checkpoint`, built on the meta device and streamed in."""
-    from common.checkpoint import load_weights
-
-    if checkpoint is None:
-        return Transformer(cfg, max_context_len, use_custom_ops, last_logits_only).eval()
-    with torch.device("meta"):
-        model = Transformer(cfg, max_context_len, use_custom_ops, last_logits_only)
-    load_weights(model, checkpoint, cfg)
-    model.init_buffers()
-    return model.eval()
