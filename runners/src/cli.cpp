@@ -22,6 +22,7 @@ void add_standard_options(ArgParser& args, CliOptions& o, const std::string& mod
   args.option("--tokenizer", &o.tokenizer, "FILE", "tokenizer.json or its directory (default: beside the .pte)");
   args.option("--prompt", &o.prompt, "TEXT", "prompt text (default: \"The capital of France is\")");
   args.option("--prompt-file", &o.prompt_file, "FILE", "read the prompt from a file (instead of --prompt)");
+  args.option("--prompt-ids", &o.prompt_ids, "FILE", "token ids to feed as they are (instead of a text prompt)");
   args.flag("--chat", &o.chat, "wrap the prompt in the model's ChatML chat template");
   args.option("--system", &o.system, "TEXT", "system message (with --chat)");
   args.option("--max-new-tokens", &o.max_new_tokens, "N", "most tokens to generate (default 64)");
@@ -30,6 +31,7 @@ void add_standard_options(ArgParser& args, CliOptions& o, const std::string& mod
   args.option("--top-k", &o.top_k, "K", "keep the K likeliest tokens (default 0 = off)");
   args.option("--seed", &o.seed, "S", "sampling seed (default 0)");
   args.flag("--tokenize-only", &o.tokenize_only, "print the prompt's token ids and exit");
+  args.flag("--ignore-eos", &o.ignore_eos, "do not stop at an end-of-sequence token (benchmarks)");
   args.flag("--print-ids", &o.print_ids, "print the generated token ids instead of text");
   args.flag("--verbose", &o.verbose, "show ExecuTorch's log lines");
 }
@@ -135,6 +137,8 @@ void validate(const CliOptions& o) {
   if (o.temperature < 0) throw UsageError("--temperature must be >= 0");
   if (!(o.top_p > 0 && o.top_p <= 1)) throw UsageError("--top-p must be in (0, 1]");
   if (o.top_k < 0) throw UsageError("--top-k must be >= 0");
+  if (!o.prompt_ids.empty() && (o.chat || !o.prompt_file.empty() || o.tokenize_only))
+    throw UsageError("--prompt-ids replaces the prompt: it cannot go with --chat, --prompt-file or --tokenize-only");
   if (!o.chat && (!o.system.empty() || o.enable_thinking.has_value()))
     throw UsageError("--system and --enable-thinking need --chat");
 }
@@ -147,6 +151,22 @@ std::string read_prompt_file(const std::string& path) {
   return ss.str();
 }
 
+std::vector<int64_t> read_prompt_ids(const std::string& path, int64_t vocab_size) {
+  std::istringstream in(read_prompt_file(path));
+  std::vector<int64_t> ids;
+  std::string word;
+  while (in >> word) {
+    char* end = nullptr;
+    errno = 0;
+    long long id = std::strtoll(word.c_str(), &end, 10);
+    if (errno || *end || id < 0 || (vocab_size > 0 && id >= vocab_size))
+      throw Error(path + ": '" + word + "' is not a token id in [0, " + std::to_string(vocab_size) + ")");
+    ids.push_back(id);
+  }
+  if (ids.empty()) throw Error(path + ": no token ids in the file");
+  return ids;
+}
+
 int run(const CliOptions& o) {
   std::string prompt = o.prompt_file.empty() ? o.prompt : read_prompt_file(o.prompt_file);
   std::unique_ptr<Runner> runner;
@@ -157,8 +177,9 @@ int run(const CliOptions& o) {
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(tok_path);
   double tok_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   ChatOptions chat{o.system, o.enable_thinking};
-  std::vector<int64_t> ids = o.chat ? tokenizer->encode(render_chat_prompt(*tokenizer, prompt, chat), false)
-                                    : tokenizer->encode(prompt);
+  std::vector<int64_t> ids = !o.prompt_ids.empty() ? read_prompt_ids(o.prompt_ids, tokenizer->vocab_size())
+                             : o.chat ? tokenizer->encode(render_chat_prompt(*tokenizer, prompt, chat), false)
+                                      : tokenizer->encode(prompt);
   if (o.tokenize_only) {
     std::string line;
     for (int64_t id : ids) line += (line.empty() ? "" : " ") + std::to_string(id);
@@ -176,7 +197,7 @@ int run(const CliOptions& o) {
 
   TextStream stream([&](int64_t id) -> const std::string& { return tokenizer->token_bytes(id); });
   std::vector<int64_t> generated;
-  if (!o.chat && !o.print_ids) {
+  if (!o.chat && !o.print_ids && o.prompt_ids.empty()) {
     std::fputs(prompt.c_str(), stdout);
     std::fflush(stdout);
   }
@@ -188,7 +209,7 @@ int run(const CliOptions& o) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     }
-  });
+  }, o.ignore_eos);
   if (o.print_ids) {
     std::string line;
     for (int64_t id : generated) line += (line.empty() ? "" : " ") + std::to_string(id);

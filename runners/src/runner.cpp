@@ -13,6 +13,7 @@
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/platform/platform.h>
 
+#include "llama_kernels.h"
 #include "zoo/errors.h"
 #include "zoo/unicode.h"
 
@@ -67,22 +68,6 @@ std::string describe(EtError e) {
   return buf;
 }
 
-// Whether the file contains any of `needles` (scanned in chunks; used only to explain a load failure).
-bool file_contains(const std::string& path, const std::vector<std::string>& needles) {
-  std::ifstream f(path, std::ios::binary);
-  const size_t chunk = 1 << 20, overlap = 64;
-  std::string buf;
-  std::vector<char> block(chunk);
-  while (f) {
-    f.read(block.data(), static_cast<std::streamsize>(chunk));
-    buf.append(block.data(), static_cast<size_t>(f.gcount()));
-    for (const std::string& n : needles)
-      if (buf.find(n) != std::string::npos) return true;
-    if (buf.size() > overlap) buf.erase(0, buf.size() - overlap);
-  }
-  return false;
-}
-
 std::string base_name(const std::string& path) {
   size_t slash = path.find_last_of('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
@@ -94,9 +79,6 @@ double since_ms(std::chrono::steady_clock::time_point t0) {
 
 // Why forward failed to load, in one line.
 std::string explain_method_failure(const std::string& path, EtError err) {
-  if (file_contains(path, {"llama::custom_sdpa", "llama::update_cache"}))
-    return path + " was exported with ExecuTorch's llama custom ops, which the C++ SDK in the pip wheel lacks; "
-                  "re-export with --no-custom-ops";
   std::set<std::string> backends, ops;
   for (const std::string& line : g_logs) {
     size_t at = line.find("Backend ");
@@ -126,6 +108,7 @@ Runner::~Runner() = default;
 
 std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
   install_log_capture(verbose);
+  register_llama_kernels();
   struct stat st {};
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) throw zoo::Error(path + ": no such .pte file");
   {
@@ -213,7 +196,7 @@ void Runner::check_prompt(size_t n) const {
 }
 
 GenerationStats Runner::generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
-                                 const std::function<void(int64_t)>& on_token) {
+                                 const std::function<void(int64_t)>& on_token, bool ignore_eos) {
   check_prompt(prompt.size());
   const int64_t n = static_cast<int64_t>(prompt.size());
   GenerationStats stats;
@@ -230,7 +213,7 @@ GenerationStats Runner::generate(const std::vector<int64_t>& prompt, Sampler& sa
     int64_t token = sampler(logits->data(), static_cast<int64_t>(logits->size()));
     ++stats.generated_tokens;
     if (on_token) on_token(token);
-    if (is_eos(token) || stats.generated_tokens >= max_new_tokens || pos >= meta_.max_context_len) break;
+    if ((!ignore_eos && is_eos(token)) || stats.generated_tokens >= max_new_tokens || pos >= meta_.max_context_len) break;
     logits = &forward(&token, 1, pos);
     ++pos;
   }

@@ -1,6 +1,6 @@
 """Fixtures for the C++ runner tests: built runners and tiny qwen3 .pte files.
 
-The SmolLM2 8da4w .pte (no custom ops) is tests/conftest.py's `smollm2_pte`, shared with the Python tests."""
+The SmolLM2 8da4w .pte (llama custom ops) is the root conftest.py's `smollm2_pte`, shared with the Python tests."""
 
 from __future__ import annotations
 
@@ -96,5 +96,5 @@ def tiny_qwen3_pte(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="session")
 def tiny_custom_ops_pte(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A .pte that needs llama::custom_sdpa / llama::update_cache (which the C++ SDK lacks)."""
-    return _tiny_qwen3(tmp_path_factory.mktemp("tiny-custom-ops"), smollm2_tokenizer_dir, True, "portable")
+    """The same tiny qwen3 with llama::custom_sdpa / llama::update_cache (the runner's own kernels run them)."""
+    return _tiny_qwen3(tmp_path_factory.mktemp("tiny-custom-ops"), smollm2_tokenizer_dir, True, "xnnpack")

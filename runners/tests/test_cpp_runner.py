@@ -1,7 +1,13 @@
 """The C++ runners (runners/, models/<m>/main.cpp) built against the executorch wheel, checked against Python.
 
-Greedy tokens must equal common.runtime.generate on the same .pte; the C++ tokenizer must give the HF
+Greedy tokens must equal common.runtime.generate on the same fp32 .pte, with and without the llama custom ops
+(which the runner implements itself, runners/src/llama_kernels.cpp); the C++ tokenizer must give the HF
 tokenizer's ids; bad input must fail with one clear line (usage errors: exit 2 with the usage).
+
+On the 8da4w SmolLM2 .pte the runner's attention kernel and ExecuTorch's sum in different orders; int8 dynamic
+activation quantization turns those 1e-7 differences into different roundings, and after some tokens the greedy
+paths may part (Python's own chunked and token-by-token prefill part the same way). There the first tokens
+must agree and the answer must be right.
 """
 
 from __future__ import annotations
@@ -20,10 +26,7 @@ pytestmark = pytest.mark.slow
 LLAMA3_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 QWEN2_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 PROMPT = "The capital of France is"
-CUSTOM_OPS_MESSAGE = (
-    "was exported with ExecuTorch's llama custom ops, which the C++ SDK in the pip wheel lacks; "
-    "re-export with --no-custom-ops"
-)
+AGREE = 8  # leading greedy tokens the C++ and Python runners must share on the 8da4w SmolLM2 .pte
 
 
 def run(binary: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -169,7 +172,8 @@ def test_smollm2_greedy_tokens_match_python(llama3_runner: Path, smollm2_pte: Pa
     expected = python_greedy(smollm2_pte, prompt_ids, 32)
     proc = run(llama3_runner, "--model", str(smollm2_pte), "--prompt", PROMPT, "--max-new-tokens", "32", "--print-ids")
     assert proc.returncode == 0, proc.stderr
-    assert [int(t) for t in proc.stdout.split()] == expected
+    got = [int(t) for t in proc.stdout.split()]
+    assert got[:AGREE] == expected[:AGREE] and "Paris" in tok.decode(got[:AGREE])
     stats = proc.stderr.strip().splitlines()[-1]
     for field in ("load", "ms", "prefill", "decode", "tok/s", "peak RSS"):
         assert field in stats, stats
@@ -177,7 +181,7 @@ def test_smollm2_greedy_tokens_match_python(llama3_runner: Path, smollm2_pte: Pa
     # Text mode streams the same tokens: the prompt, then the decoded continuation (EOS not printed).
     proc = run(llama3_runner, "--model", str(smollm2_pte), "--prompt", PROMPT, "--max-new-tokens", "32")
     assert proc.returncode == 0, proc.stderr
-    text = tok.decode([t for t in expected if t not in tok.eos_ids])
+    text = tok.decode([t for t in got if t not in tok.eos_ids])
     assert proc.stdout == PROMPT + text + "\n"
 
 
@@ -189,38 +193,60 @@ def test_smollm2_chat_greedy_matches_python(llama3_runner: Path, smollm2_pte: Pa
     ids = encode_prompt(load_tokenizer(smollm2_pte.parent), prompt, chat=True)
     expected = python_greedy(smollm2_pte, ids, 32)
     args = ["--model", str(smollm2_pte), "--chat", "--prompt", prompt, "--max-new-tokens", "32", "--print-ids"]
-    assert cpp_ids(llama3_runner, *args) == expected
+    assert cpp_ids(llama3_runner, *args)[:AGREE] == expected[:AGREE]
+
+
+def test_prompt_ids_and_ignore_eos(llama3_runner: Path, smollm2_pte: Path, tmp_path: Path) -> None:
+    """--prompt-ids feeds ids as they are (what `make bench` uses); --ignore-eos runs to --max-new-tokens."""
+    from common.tokenizer import load_tokenizer
+
+    ids = load_tokenizer(smollm2_pte.parent).encode(PROMPT)
+    (tmp_path / "ids.txt").write_text(" ".join(map(str, ids)) + "\n")
+    from_ids = cpp_ids(llama3_runner, "--model", str(smollm2_pte), "--prompt-ids", str(tmp_path / "ids.txt"),
+                       "--max-new-tokens", "40", "--ignore-eos", "--print-ids")
+    from_text = cpp_ids(llama3_runner, "--model", str(smollm2_pte), "--prompt", PROMPT, "--max-new-tokens", "40",
+                        "--print-ids")
+    assert len(from_ids) == 40 and from_ids[: len(from_text)] == from_text
+    (tmp_path / "bad.txt").write_text("12 x 7")
+    line = one_error_line(run(llama3_runner, "--model", str(smollm2_pte), "--prompt-ids", str(tmp_path / "bad.txt")))
+    assert "bad.txt: 'x' is not a token id in [0, 49152)" in line
+
+
+@pytest.fixture(params=["sdpa", "custom-ops"])
+def tiny_pte(request, tiny_qwen3_pte: Path, tiny_custom_ops_pte: Path) -> Path:
+    """The tiny qwen3 exported both ways: plain SDPA, and ExecuTorch's llama custom ops (our C++ kernels)."""
+    return tiny_qwen3_pte if request.param == "sdpa" else tiny_custom_ops_pte
 
 
 def test_tiny_qwen3_greedy_matches_python_with_chunked_prefill(
-    qwen3_runner: Path, tiny_qwen3_pte: Path, tiny_limits: tuple[int, int]
+    qwen3_runner: Path, tiny_pte: Path, tiny_limits: tuple[int, int]
 ) -> None:
     from common.tokenizer import load_tokenizer
 
     max_seq_len, max_context_len = tiny_limits
-    tok = load_tokenizer(tiny_qwen3_pte.parent)
+    tok = load_tokenizer(tiny_pte.parent)
     prompt = "Once upon a time, in a city far away, there lived a clockmaker who built a small brass bird."
     ids = tok.encode(prompt)
     assert max_seq_len < len(ids) < max_context_len - 32  # prefill takes several chunks
-    expected = python_greedy(tiny_qwen3_pte, ids, 32)
+    expected = python_greedy(tiny_pte, ids, 32)
     assert (
         cpp_ids(
-            qwen3_runner, "--model", str(tiny_qwen3_pte), "--prompt", prompt, "--max-new-tokens", "32", "--print-ids"
+            qwen3_runner, "--model", str(tiny_pte), "--prompt", prompt, "--max-new-tokens", "32", "--print-ids"
         )
         == expected
     )
 
 
 def test_generation_stops_at_context_end(
-    qwen3_runner: Path, tiny_qwen3_pte: Path, tiny_limits: tuple[int, int]
+    qwen3_runner: Path, tiny_pte: Path, tiny_limits: tuple[int, int]
 ) -> None:
     from common.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(tiny_qwen3_pte.parent)
+    tok = load_tokenizer(tiny_pte.parent)
     prompt = "one two three four five six seven eight nine ten"
-    expected = python_greedy(tiny_qwen3_pte, tok.encode(prompt), 1000)
+    expected = python_greedy(tiny_pte, tok.encode(prompt), 1000)
     got = cpp_ids(
-        qwen3_runner, "--model", str(tiny_qwen3_pte), "--prompt", prompt, "--max-new-tokens", "1000", "--print-ids"
+        qwen3_runner, "--model", str(tiny_pte), "--prompt", prompt, "--max-new-tokens", "1000", "--print-ids"
     )
     assert got == expected
     assert len(got) <= tiny_limits[1] - len(tok.encode(prompt)) + 1
@@ -311,8 +337,3 @@ def test_missing_and_corrupt_tokenizer(llama3_runner: Path, smollm2_pte: Path, t
     wordpiece.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0}}}))
     line = one_error_line(run(llama3_runner, "--model", str(smollm2_pte), "--tokenizer", str(wordpiece)))
     assert "WordPiece is not supported" in line
-
-
-def test_custom_ops_pte_is_refused(llama3_runner: Path, tiny_custom_ops_pte: Path) -> None:
-    line = one_error_line(run(llama3_runner, "--model", str(tiny_custom_ops_pte)))
-    assert line == f"error: {tiny_custom_ops_pte} {CUSTOM_OPS_MESSAGE}"

@@ -47,7 +47,7 @@ def test_8da4w_pte_knows_paris(smollm2_pte) -> None:
     tok = load_tokenizer(smollm2_pte.parent)
     gen = generate(pte, tok.encode(PROMPT), Sampler(), 16)
     assert "Paris" in tok.decode(gen.tokens)
-    assert (pte.max_seq_len, pte.max_context_len) == (128, 512)
+    assert (pte.max_seq_len, pte.max_context_len) == (128, 1024)
     assert set(pte.eos_ids) >= {2, 0}  # <|im_end|> and <|endoftext|>
 
 
@@ -63,7 +63,7 @@ def test_pte_matches_eager_8da4w_with_chunked_prefill(smollm2_gguf: str, smollm2
     tok = load_tokenizer(smollm2_pte.parent)
     ids = tok.encode("Paris is the capital and most populous city of France. " * 30)[:300]
     assert len(ids) > 2 * pte.max_seq_len
-    model, _ = prepare_quantized(SPEC, smollm2_gguf, QuantRecipe("8da4w", embedding_bits=4), max_context_len=512)
+    model, _ = prepare_quantized(SPEC, smollm2_gguf, QuantRecipe("8da4w", embedding_bits=4), max_context_len=1024)
     eager = EagerModel(model, pte.eos_ids)
     assert eager.max_seq_len == 512  # one chunk
     ref = generate(eager, ids, Sampler(), 8, keep_logits=True)

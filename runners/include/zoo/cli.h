@@ -13,6 +13,8 @@ struct CliOptions {
   std::string tokenizer;  // --tokenizer FILE|DIR (default: tokenizer.json beside the .pte)
   std::string prompt;     // --prompt TEXT
   std::string prompt_file;
+  std::string prompt_ids;  // --prompt-ids FILE: token ids (whitespace-separated, as --tokenize-only prints)
+  bool ignore_eos = false;  // generate max_new_tokens whatever the model emits (benchmarks)
   bool chat = false;  // wrap the prompt in the model's (ChatML) chat template
   std::string system;
   std::optional<bool> enable_thinking;

@@ -60,8 +60,9 @@ class Runner {
   // Chunked prefill (max_seq_len per call), then sample/decode until an EOS id, `max_new_tokens` or the
   // end of the context; `on_token` sees each generated id (stop token included). Refuses a prompt that
   // does not fit the context with its limit in the message.
+  // `ignore_eos` (benchmarks) runs on to max_new_tokens or the context end.
   GenerationStats generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
-                           const std::function<void(int64_t)>& on_token);
+                           const std::function<void(int64_t)>& on_token, bool ignore_eos = false);
 
  private:
   Runner() = default;

@@ -1,0 +1,166 @@
+"""The engines a benchmark row runs on, behind one small interface (used inside a bench.worker process).
+
+Every engine is fed the same token ids (our tokenizer's, from the model's GGUF); decoding is greedy and
+ignores EOS so each run produces exactly the requested number of tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    seconds: float
+    tokens: int
+
+
+class Engine:
+    """load() once; then prefill(prompt) from an empty context and decode(n) after it; nll(tokens) for perplexity."""
+
+    label = ""
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def prefill(self, tokens: list[int]) -> Timing:
+        raise NotImplementedError
+
+    def decode(self, n: int) -> Timing:
+        raise NotImplementedError
+
+    def nll(self, tokens: list[int]) -> float:
+        """Mean negative log-likelihood (nats) of tokens[1:] given the tokens before each."""
+        raise NotImplementedError
+
+
+def _log_softmax_at(logits: np.ndarray, target: int) -> float:
+    logits = logits.astype(np.float64)
+    m = logits.max()
+    return float(logits[target] - m - math.log(np.exp(logits - m).sum()))
+
+
+class PteEngine(Engine):
+    """Our `.pte` through ExecuTorch's Python runtime (common.runtime.PteModel), as the inference CLI runs it."""
+
+    def __init__(self, pte: str, threads: int):
+        self.pte, self.threads = pte, threads
+
+    def load(self) -> None:
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+        from common.runtime import PteModel
+
+        _unsafe_reset_threadpool(self.threads)
+        self.model = PteModel(self.pte)
+
+    def _step(self, tokens: list[int], start: int):
+        return self.model.forward(tokens, start)
+
+    def prefill(self, tokens: list[int]) -> Timing:
+        t0 = time.perf_counter()
+        for i in range(0, len(tokens), self.model.max_seq_len):
+            self.logits = self._step(tokens[i : i + self.model.max_seq_len], i)
+        self.pos = len(tokens)
+        return Timing(time.perf_counter() - t0, len(tokens))
+
+    def decode(self, n: int) -> Timing:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            token = int(self.logits.argmax())
+            self.logits = self._step([token], self.pos)
+            self.pos += 1
+        return Timing(time.perf_counter() - t0, n)
+
+    def nll(self, tokens: list[int]) -> float:
+        total = 0.0
+        for i, token in enumerate(tokens[:-1]):  # teacher forcing, one position per call: the .pte returns last logits
+            logits = self._step([token], i).numpy()
+            total -= _log_softmax_at(logits, tokens[i + 1])
+        return total / (len(tokens) - 1)
+
+
+class LlamaCppEngine(Engine):
+    """llama.cpp (llama-cpp-python) on the original GGUF; logits of the last position only, as ours."""
+
+    def __init__(self, gguf: str, threads: int, n_ctx: int):
+        self.gguf, self.threads, self.n_ctx = gguf, threads, n_ctx
+
+    def load(self) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(self.gguf, n_ctx=self.n_ctx, n_batch=512, n_ubatch=512, n_threads=self.threads,
+                         n_threads_batch=self.threads, logits_all=False, verbose=False)
+
+    def _logits(self) -> np.ndarray:
+        # eval() keeps no logits unless logits_all (which would compute the LM head for every prompt position)
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+
+    def prefill(self, tokens: list[int]) -> Timing:
+        self.llm.reset()
+        t0 = time.perf_counter()
+        self.llm.eval(tokens)
+        return Timing(time.perf_counter() - t0, len(tokens))
+
+    def decode(self, n: int) -> Timing:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.llm.eval([int(self._logits().argmax())])
+        return Timing(time.perf_counter() - t0, n)
+
+    def nll(self, tokens: list[int]) -> float:
+        self.llm.reset()
+        total = 0.0
+        for i, token in enumerate(tokens[:-1]):
+            self.llm.eval([token])
+            total -= _log_softmax_at(self._logits(), tokens[i + 1])
+        return total / (len(tokens) - 1)
+
+
+class TransformersEngine(Engine):
+    """transformers eager fp32, weights dequantized from the GGUF by transformers' own GGUF loader."""
+
+    def __init__(self, gguf: str, threads: int):
+        self.gguf, self.threads = gguf, threads
+
+    def load(self) -> None:
+        import os
+
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(self.threads)
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(self.gguf), gguf_file=os.path.basename(self.gguf), dtype=torch.float32
+        ).eval()
+
+    def _forward(self, ids: list[int]):
+        with self.torch.no_grad():
+            out = self.model(self.torch.tensor([ids]), past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        return out.logits[0, -1]
+
+    def prefill(self, tokens: list[int]) -> Timing:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()
+        t0 = time.perf_counter()
+        self.logits = self._forward(tokens)
+        return Timing(time.perf_counter() - t0, len(tokens))
+
+    def decode(self, n: int) -> Timing:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.logits = self._forward([int(self.logits.argmax())])
+        return Timing(time.perf_counter() - t0, n)
+
+    def nll(self, tokens: list[int]) -> float:
+        torch = self.torch
+        with torch.no_grad():
+            logits = self.model(torch.tensor([tokens])).logits[0, :-1].double()
+        return float(torch.nn.functional.cross_entropy(logits, torch.tensor(tokens[1:])))

@@ -1,0 +1,201 @@
+"""`python -m bench`: build what is missing, run every engine of every registered model, report.
+
+Each row runs in its own `bench.worker` process, one after another (never two at once: they would share
+the cores). Rows that cannot run here (llama-cpp-python not installed, no C++ toolchain) are reported as
+skipped with the reason, not dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.artefacts import CACHE, cached_export
+from bench.registry import BenchModel, discover
+from common.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = ("ours", "cpp", "llama.cpp", "transformers")
+
+
+@dataclass(frozen=True)
+class Settings:
+    threads: int
+    repeats: int = 3
+    prompt_lens: tuple[int, ...] = (128, 512)
+    decode_tokens: int = 128
+    ppl_tokens: int = 512
+    engines: tuple[str, ...] = ENGINES
+    builds: tuple[str, ...] | None = None  # None: all of a model's builds
+    text: str | None = None  # perplexity text (default: bench.corpus)
+    cache: Path = CACHE  # where our exports are kept (bench.artefacts)
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def build_cpp_runner(package: str) -> Path:
+    """`make <package>-xnnpack` (incremental); the runner binary."""
+    target = f"{package}-xnnpack"
+    res = subprocess.run(["make", "--no-print-directory", target], cwd=ROOT, capture_output=True, text=True)
+    binary = ROOT / "build" / target / f"{package}_runner"
+    if res.returncode != 0 or not binary.is_file():
+        raise UserError(f"make {target} failed: {(res.stderr or res.stdout)[-800:]}")
+    return binary
+
+
+def plan_rows(model: BenchModel, s: Settings) -> list[dict]:
+    """The rows of one model, with what each needs built; nothing is built here."""
+    gguf = model.gguf()
+    rows = []
+    for b in model.builds:
+        for runner in b.runners:
+            engine = "ours" if runner == "python" else "cpp"
+            if (s.builds and b.name not in s.builds) or engine not in s.engines:
+                continue
+            rows.append({"model": model.name, "engine": engine, "build": b.name, "export_args": list(b.export_args),
+                         "label": f"ours {b.name} ({'Python' if runner == 'python' else 'C++'})"})
+    qtype = gguf_type(gguf)
+    if "llama.cpp" in s.engines:
+        rows.append({"model": model.name, "engine": "llama.cpp", "label": f"llama.cpp {qtype}", "artefact": gguf})
+    if "transformers" in s.engines:
+        rows.append({"model": model.name, "engine": "transformers", "label": "transformers fp32 (eager)",
+                     "artefact": gguf})
+    return rows
+
+
+def gguf_type(path: str) -> str:
+    """The GGUF's weight type as llama.cpp names it (general.file_type), e.g. Q4_1."""
+    from gguf import GGUFReader, LlamaFileType
+
+    field = GGUFReader(path).fields.get("general.file_type")
+    if field is None:
+        return "GGUF"
+    name = LlamaFileType(int(field.parts[field.data[0]][0])).name
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def prepare(row: dict, model: BenchModel, s: Settings) -> None:
+    """Export / build / import-check what the row needs; on failure the row carries the reason."""
+    try:
+        if row["engine"] in ("ours", "cpp"):
+            name = f"{model.name}-{row['build']}"
+            t0 = time.perf_counter()
+            row["artefact"] = str(cached_export(model.package, model.gguf(), row["export_args"], name, s.cache, log))
+            log(f"{name}: {row['artefact']} ({time.perf_counter() - t0:.0f} s)")
+            if row["engine"] == "cpp":
+                row["runner"] = str(build_cpp_runner(model.package))
+        elif row["engine"] == "llama.cpp":
+            import llama_cpp  # noqa: F401
+        elif row["engine"] == "transformers":
+            import accelerate  # noqa: F401  transformers' GGUF loading needs it
+        row["size_bytes"] = os.path.getsize(row["artefact"])
+    except ImportError as e:
+        row["error"] = f"skipped: {e.name} not installed (pip install -e '.[bench]')"
+    except UserError as e:
+        row["error"] = f"skipped: {e}"
+
+
+def run_row(row: dict, tokens: list[int], s: Settings) -> None:
+    """Run the row's worker process; its result goes under row['raw'], a failure under row['error']."""
+    prompts = [tokens[:n] for n in s.prompt_lens]
+    job = {"engine": row["engine"], "artefact": row["artefact"], "runner": row.get("runner"), "threads": s.threads,
+           "repeats": s.repeats, "prompts": prompts, "decode_tokens": s.decode_tokens,
+           "n_ctx": max(s.prompt_lens) + s.decode_tokens + 16,
+           "ppl_tokens": tokens[: s.ppl_tokens] if row["engine"] != "cpp" else None}
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, res_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(job))
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "bench.worker", str(job_path), str(res_path)], cwd=ROOT,
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not res_path.is_file():
+            row["error"] = f"failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+            log(f"{row['label']}: {row['error']}")
+            return
+        row["raw"] = json.loads(res_path.read_text())
+        log(f"{row['label']}: done in {time.perf_counter() - t0:.0f} s")
+
+
+def run_bench(models: list[BenchModel], s: Settings) -> list[dict]:
+    """Plan, prepare and run every row; rows come back summarized (see bench.report)."""
+    from bench.corpus import corpus
+    from bench.report import summarize
+    from common.tokenizer import load_tokenizer
+
+    path, text, digest = corpus(s.text)
+    rows = []
+    for model in models:
+        tokens = load_tokenizer(model.gguf()).encode(text)
+        need = max(*s.prompt_lens, s.ppl_tokens)
+        if len(tokens) < need:
+            raise UserError(f"{path}: {len(tokens)} tokens, fewer than the {need} the settings need")
+        for row in plan_rows(model, s):
+            row["text"] = {"path": str(path), "sha256": digest}
+            prepare(row, model, s)
+            if "error" not in row:
+                run_row(row, tokens, s)
+            rows.append(summarize(row, list(s.prompt_lens), s.decode_tokens))
+    return rows
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v for v in value.split(",") if v)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=_csv, help="comma-separated registered models (default: all)")
+    p.add_argument("--engines", type=_csv, default=ENGINES, help=f"subset of {','.join(ENGINES)}")
+    p.add_argument("--builds", type=_csv, help="our builds to run, e.g. 8da4w,fp32 (default: all)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine (default: all cores)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median and best reported)")
+    p.add_argument("--prompt-lens", type=lambda v: tuple(int(x) for x in _csv(v)), default=(128, 512))
+    p.add_argument("--decode-tokens", type=int, default=128)
+    p.add_argument("--ppl-tokens", type=int, default=512, help="tokens of the text scored for perplexity")
+    p.add_argument("--text", help="perplexity text (default: /usr/share/common-licenses/GPL-3)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for the JSON and PNG")
+    p.add_argument("--cache", default=str(CACHE), help="directory for our exports (reused while nothing changed)")
+    p.add_argument("--list", action="store_true", help="list the registered models and exit")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.report import markdown, write_chart, write_json
+
+    args = parse_args(argv)
+    registered = discover()
+    if args.list:
+        for name, m in registered.items():
+            print(f"{name}: models/{m.package}, builds {', '.join(dict.fromkeys(b.name for b in m.builds))}")
+        return 0
+    unknown = set(args.models or ()) - set(registered)
+    if unknown:
+        raise UserError(f"--models {','.join(sorted(unknown))}: not registered (have {', '.join(registered)})")
+    bad = set(args.engines) - set(ENGINES)
+    if bad:
+        raise UserError(f"--engines {','.join(sorted(bad))}: expected some of {','.join(ENGINES)}")
+    if args.repeats < 1 or args.threads < 1:
+        raise UserError("--repeats and --threads must be >= 1")
+    s = Settings(args.threads, args.repeats, args.prompt_lens, args.decode_tokens, args.ppl_tokens, args.engines,
+                 args.builds, args.text, Path(args.cache))
+    models = [registered[n] for n in (args.models or registered)]
+    rows = run_bench(models, s)
+    table = markdown(rows, list(s.prompt_lens), s.decode_tokens)
+    print(table)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(s).items()}
+    js = write_json(out / f"bench-{stamp}.json", rows, settings)
+    png = write_chart(out / f"bench-{stamp}.png", rows, list(s.prompt_lens), s.decode_tokens,
+                      f"{s.threads} threads, median of {s.repeats}")
+    print(f"wrote {js} and {png}")
+    return 0

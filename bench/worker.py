@@ -1,0 +1,109 @@
+"""One benchmark row in its own process (so peak RSS and thread settings are its own).
+
+`python -m bench.worker JOB.json RESULT.json`; JOB names the engine and carries the token ids. The parent
+(`python -m bench`) writes the job, runs this, and reads the result.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def make_engine(job: dict):
+    from bench import engines
+
+    kind = job["engine"]
+    if kind == "ours":
+        return engines.PteEngine(job["artefact"], job["threads"])
+    if kind == "llama.cpp":
+        return engines.LlamaCppEngine(job["artefact"], job["threads"], job["n_ctx"])
+    if kind == "transformers":
+        return engines.TransformersEngine(job["artefact"], job["threads"])
+    raise ValueError(f"unknown engine {kind!r}")
+
+
+def run_in_process(job: dict) -> dict:
+    """Load (repeats times), warm up, then per repeat: prefill each prompt, and decode after the first prompt."""
+    repeats, prompts, n_decode = job["repeats"], job["prompts"], job["decode_tokens"]
+    res: dict = {"load_s": [], "prefill_s": {str(len(p)): [] for p in prompts}, "decode_s": []}
+    engine = None
+    for _ in range(repeats):
+        engine = None
+        gc.collect()
+        engine = make_engine(job)
+        t0 = time.perf_counter()
+        engine.load()
+        res["load_s"].append(time.perf_counter() - t0)
+    engine.prefill(prompts[0][:16])  # warm-up: first-call allocations, page faults in the weights
+    engine.decode(4)
+    for _ in range(repeats):
+        for p in prompts:
+            res["prefill_s"][str(len(p))].append(engine.prefill(p).seconds)
+        engine.prefill(prompts[0])
+        res["decode_s"].append(engine.decode(n_decode).seconds)
+    res["peak_rss_mib"] = peak_rss_mib()  # before perplexity: transformers' full-sequence logits are not inference
+    if job.get("ppl_tokens"):
+        t0 = time.perf_counter()
+        res["nll"] = engine.nll(job["ppl_tokens"])
+        res["ppl_s"] = time.perf_counter() - t0
+    return res
+
+
+STATS = re.compile(r"load ([\d.]+) ms .*\| prefill (\d+) tok at ([\d.]+) tok/s \| decode (\d+) tok at ([\d.]+) tok/s "
+                   r"\| peak RSS ([\d.]+) MiB")
+
+
+def run_cpp(job: dict) -> dict:
+    """The C++ runner, one process per measurement: its own stats line gives load, prefill, decode and peak RSS."""
+    repeats, prompts, n_decode = job["repeats"], job["prompts"], job["decode_tokens"]
+    res: dict = {"load_s": [], "prefill_s": {str(len(p)): [] for p in prompts}, "decode_s": [], "peak_rss_mib": 0.0}
+
+    def once(ids: list[int], new_tokens: int) -> tuple[float, float, float]:
+        with tempfile.NamedTemporaryFile("w", suffix=".ids") as f:
+            f.write(" ".join(map(str, ids)))
+            f.flush()
+            cmd = [job["runner"], "--model", job["artefact"], "--prompt-ids", f.name, "--max-new-tokens",
+                   str(new_tokens), "--ignore-eos", "--print-ids"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        m = STATS.search(proc.stderr)
+        if proc.returncode != 0 or not m:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-500:]}")
+        load_ms, n_prompt, prefill_tps, n_gen, decode_tps, rss = (float(g) for g in m.groups())
+        res["load_s"].append(load_ms / 1000)
+        res["peak_rss_mib"] = max(res["peak_rss_mib"], rss)
+        return n_prompt / prefill_tps, (n_gen - 1) / decode_tps if n_gen > 1 else 0.0, rss
+
+    once(prompts[0][:16], 4)  # warm-up: the .pte into the page cache
+    for _ in range(repeats):
+        for p in prompts:
+            prefill, decode, _ = once(p, n_decode + 1 if p is prompts[0] else 1)
+            res["prefill_s"][str(len(p))].append(prefill)
+            if p is prompts[0]:
+                res["decode_s"].append(decode)
+    return res
+
+
+def main(argv: list[str]) -> int:
+    from common.cli import _quiet
+
+    _quiet()
+    job = json.loads(Path(argv[0]).read_text())
+    res = run_cpp(job) if job["engine"] == "cpp" else run_in_process(job)
+    Path(argv[1]).write_text(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+// Kernels for ExecuTorch's `llama::update_cache.out` and `llama::custom_sdpa.out`, which the pip wheel's C++
+// SDK lacks (its own live in a library that needs libtorch). With them the C++ runner runs the same
+// custom-ops `.pte` as the Python runtime.
+//
+// Semantics follow executorch/extension/llm/custom_ops (op_update_cache.cpp, op_sdpa.cpp) for the way the zoo
+// calls them: caches [B, L, Hkv, D] (sequence before heads), query [B, S, Hq, D] at positions
+// start_pos .. start_pos + S - 1, causal, grouped-query (head h reads kv head h / (Hq / Hkv)), no mask.
+#include "llama_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
+#include <executorch/runtime/kernel/kernel_includes.h>
+#include <executorch/runtime/kernel/thread_parallel_interface.h>
+
+namespace {
+
+using executorch::aten::optional;
+using executorch::aten::ScalarType;
+using executorch::aten::Tensor;
+using executorch::runtime::Error;
+using executorch::runtime::KernelRuntimeContext;
+
+bool is_float_4d(const Tensor& t) { return t.dim() == 4 && t.scalar_type() == ScalarType::Float; }
+
+Tensor& update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor& cache, int64_t start_pos,
+                         Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, is_float_4d(value) && is_float_4d(cache), InvalidArgument, out,
+                      "update_cache: expected 4-D float value and cache");
+  const int64_t seq_len = value.size(1);
+  ET_KERNEL_CHECK_MSG(ctx,
+                      value.size(0) == 1 && cache.size(0) == 1 && value.size(2) == cache.size(2) &&
+                          value.size(3) == cache.size(3) && start_pos >= 0 && start_pos + seq_len <= cache.size(1),
+                      InvalidArgument, out, "update_cache: value [1, %zd, H, D] does not fit the cache at %zd",
+                      static_cast<ssize_t>(seq_len), static_cast<ssize_t>(start_pos));
+  const size_t row = static_cast<size_t>(value.size(2) * value.size(3));  // floats per position
+  std::memcpy(cache.mutable_data_ptr<float>() + start_pos * row, value.const_data_ptr<float>(),
+              seq_len * row * sizeof(float));
+  return out;  // a 1-element placeholder in the graph; nothing reads it
+}
+
+// Dot product of two length-n rows; eight independent accumulators so the compiler vectorizes it.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[d + l] * b[d + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                        int64_t start_pos, const optional<Tensor>& attn_mask, double dropout_p, bool is_causal,
+                        optional<double> scale, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, is_float_4d(q) && is_float_4d(k) && is_float_4d(v), InvalidArgument, out,
+                      "custom_sdpa: expected 4-D float query and caches");
+  ET_KERNEL_CHECK_MSG(ctx, !attn_mask.has_value() && dropout_p == 0.0 && is_causal, InvalidArgument, out,
+                      "custom_sdpa: this kernel supports the causal, unmasked, dropout-free call only");
+  const int64_t S = q.size(1), Hq = q.size(2), D = q.size(3), L = k.size(1), Hkv = k.size(2);
+  ET_KERNEL_CHECK_MSG(ctx,
+                      q.size(0) == 1 && k.size(0) == 1 && v.size(1) == L && v.size(2) == Hkv && k.size(3) == D &&
+                          v.size(3) == D && Hkv > 0 && Hq % Hkv == 0 && start_pos >= 0 && start_pos + S <= L,
+                      InvalidArgument, out, "custom_sdpa: query/cache shapes do not match");
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out);
+
+  const float sc = scale.has_value() ? static_cast<float>(scale.value()) : 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t group = Hq / Hkv;
+  const float* qp = q.const_data_ptr<float>();
+  const float* kp = k.const_data_ptr<float>();
+  const float* vp = v.const_data_ptr<float>();
+  float* op = out.mutable_data_ptr<float>();
+  // One task per (query position, head): scores over keys 0 .. start_pos + i, softmax, weighted sum of values.
+  executorch::extension::parallel_for(0, S * Hq, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(start_pos + S));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task / Hq, h = task % Hq, kvh = h / group, n = start_pos + i + 1;
+      const float* qrow = qp + (i * Hq + h) * D;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        scores[j] = dot(qrow, kp + (j * Hkv + kvh) * D, D) * sc;
+        mx = std::max(mx, scores[j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < n; ++j) sum += (scores[j] = std::exp(scores[j] - mx));
+      float* orow = op + (i * Hq + h) * D;
+      std::fill(orow, orow + D, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        const float p = scores[j] / sum;
+        const float* vrow = vp + (j * Hkv + kvh) * D;
+        for (int64_t d = 0; d < D; ++d) orow[d] += p * vrow[d];
+      }
+    }
+  });
+  return out;
+}
+
+constexpr char kUpdateCache[] = "llama::update_cache.out";
+constexpr char kCustomSdpa[] = "llama::custom_sdpa.out";
+
+}  // namespace
+
+namespace zoo {
+
+void register_llama_kernels() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    static const executorch::runtime::Kernel kernels[] = {
+        executorch::extension::make_boxed_kernel(kUpdateCache, EXECUTORCH_FN(update_cache_out, kUpdateCache)),
+        executorch::extension::make_boxed_kernel(kCustomSdpa, EXECUTORCH_FN(custom_sdpa_out, kCustomSdpa)),
+    };
+    // Nothing else in the runner registers these names (ExecuTorch aborts on a duplicate registration).
+    (void)executorch::runtime::register_kernels({kernels, 2});
+  });
+}
+
+}  // namespace zoo

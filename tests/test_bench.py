@@ -1,0 +1,95 @@
+"""Smoke test of the benchmark harness on a tiny random qwen3: real exports, real worker processes, real files.
+
+Timings are never asserted; what is checked is that every row ran (or says why not), the numbers are
+consistent, and our fp32 `.pte` scores the text exactly as transformers does on the same GGUF weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.registry import BenchModel, Build
+from bench.run import Settings, run_bench
+
+SHAPE = ("--max-seq-len", "16", "--max-context-len", "96")
+BUILDS = (Build("fp32", ("--quantize", "fp32", *SHAPE), runners=("python", "cpp")),)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> BenchModel:
+    from tests.checkpoints import write_tiny
+
+    # head_dim 128 as in every Qwen3 release: transformers' GGUF reader does not read it from the file
+    _, _, gguf = write_tiny("qwen3", tmp_path_factory.mktemp("tiny-bench"), seed=3, head_dim=128)
+    return BenchModel(name="tiny-qwen3", package="qwen3", gguf=lambda: str(gguf), builds=BUILDS)
+
+
+def test_registry_finds_smollm2() -> None:
+    from bench.registry import discover
+
+    models = discover()
+    assert models["smollm2-135m"].package == "llama3"
+    assert {b.name for b in models["smollm2-135m"].builds} == {"fp32", "8da8w", "8da4w"}
+
+
+def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
+    s = Settings(threads=2, repeats=2, prompt_lens=(16, 40), decode_tokens=8, ppl_tokens=48,
+                 engines=("ours", "cpp", "llama.cpp", "transformers"), cache=cache)
+    rows = {r["label"]: r for r in run_bench([tiny_model], s)}
+    ours, hf = rows["ours fp32 (Python)"], rows["transformers fp32 (eager)"]
+    for row in (ours, hf):
+        assert "error" not in row, row.get("error")
+        assert len(row["raw"]["load_s"]) == 2 and len(row["raw"]["decode_s"]) == 2
+        for n in ("16", "40"):
+            assert row["prefill_tps"][n]["best"] >= row["prefill_tps"][n]["median"] > 0
+        assert row["decode_tps"]["median"] > 0 and row["peak_rss_mib"] > 50
+    assert ours["size_bytes"] > 0 and ours["artefact"].endswith("model.pte")
+    # Same weights, same tokens, fp32 both: perplexities agree closely (random weights: ppl near the vocab size).
+    assert math.isfinite(ours["perplexity"]) and ours["perplexity"] > 1
+    assert ours["perplexity"] == pytest.approx(hf["perplexity"], rel=1e-3)
+    cpp = rows["ours fp32 (C++)"]
+    assert "error" not in cpp, cpp.get("error")
+    assert "perplexity" not in cpp and cpp["decode_tps"]["median"] > 0 and 0 < cpp["peak_rss_mib"] < ours["peak_rss_mib"]
+    llama = rows[next(k for k in rows if k.startswith("llama.cpp"))]
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        assert llama["error"].startswith("skipped: llama_cpp not installed")
+    else:
+        assert "error" not in llama, llama.get("error")
+        assert llama["perplexity"] == pytest.approx(hf["perplexity"], rel=1e-2)
+
+
+def test_cli_writes_table_json_and_chart(tiny_model: BenchModel, cache, tmp_path, monkeypatch, capsys) -> None:
+    from bench import run
+
+    monkeypatch.setattr(run, "discover", lambda: {tiny_model.name: tiny_model})
+    argv = ["--engines", "ours,transformers", "--repeats", "1", "--prompt-lens", "16,40", "--decode-tokens", "4",
+            "--ppl-tokens", "24", "--out", str(tmp_path / "results"), "--cache", str(cache)]
+    assert run.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| ours fp32 (Python) |" in out and "| transformers fp32 (eager) |" in out
+    (js,) = (tmp_path / "results").glob("bench-*.json")
+    doc = json.loads(js.read_text())
+    assert doc["machine"]["cores"] >= 1 and doc["machine"]["cpu"]
+    assert [r["label"] for r in doc["rows"]] == ["ours fp32 (Python)", "transformers fp32 (eager)"]
+    (png,) = (tmp_path / "results").glob("bench-*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_rejects_unknown_model_and_engine(capsys) -> None:
+    from bench.run import main
+    from common.cli import run_cli
+
+    assert run_cli(main, ["--models", "nope"]) == 2
+    assert "--models nope: not registered" in capsys.readouterr().err
+    assert run_cli(main, ["--engines", "ours,vllm"]) == 2
+    assert "--engines vllm: expected some of" in capsys.readouterr().err
