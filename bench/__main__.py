@@ -1,7 +1,6 @@
 import sys
 
-from common.cli import run_cli
-
 from bench.run import main
+from common.cli import run_cli
 
 sys.exit(run_cli(main))

@@ -7,7 +7,7 @@ import math
 import os
 import platform
 import statistics
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common.io import atomic_path
@@ -92,7 +92,7 @@ def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int) -> st
 
 
 def write_json(path: Path, rows: list[dict], settings: dict) -> Path:
-    doc = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    doc = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
            "settings": settings, "rows": rows}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -109,7 +109,7 @@ def write_chart(path: Path, rows: list[dict], prompt_lens: list[int], decode_tok
     models = list(dict.fromkeys(r["model"] for r in rows))
     metrics = [*(f"prefill {n}" for n in prompt_lens), f"decode {decode_tokens}"]
     fig, axes = plt.subplots(len(models), 1, figsize=(10, 4.5 * len(models)), squeeze=False)
-    for ax, model in zip(axes[:, 0], models):
+    for ax, model in zip(axes[:, 0], models, strict=True):
         group = [r for r in rows if r["model"] == model and "raw" in r]
         width = 0.8 / max(len(group), 1)
         for i, r in enumerate(group):

@@ -8,7 +8,7 @@ from torch import nn
 
 from common.config import ModelConfig
 from common.kv_cache import KVCache
-from common.layers import RMSNorm
+from common.layers import RMSNorm, fuse_linears
 from common.rope import apply_rope
 
 
@@ -29,6 +29,18 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
         self.kv_cache = KVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
 
+    def fuse(self) -> None:
+        """q_proj + k_proj + v_proj -> one qkv_proj (see common.layers.fuse_linears)."""
+        self.qkv_proj = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if hasattr(self, "qkv_proj"):
+            q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            qkv = self.qkv_proj(x)
+            return qkv[..., :q_dim], qkv[..., q_dim : q_dim + kv_dim], qkv[..., q_dim + kv_dim :]
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -41,9 +53,10 @@ class Attention(nn.Module):
         """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, 1, head_dim]; rot: rotate-half matrix; mask: [S, max_context_len] additive (SDPA path)."""
         bsz = x.shape[0]
         # -1 rather than seq_len: XNNPACK delegates a reshape with one inferred dim, not a symbolic one
-        q = self.q_proj(x).view(bsz, -1, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
+        q, k, v = self._project(x)
+        q = q.reshape(bsz, -1, self.n_heads, self.head_dim)
+        k = k.reshape(bsz, -1, self.n_kv_heads, self.head_dim)
+        v = v.reshape(bsz, -1, self.n_kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)

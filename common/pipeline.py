@@ -66,13 +66,14 @@ def load_model(
 def prepare_quantized(
     spec: ModelSpec, checkpoint: str, recipe: QuantRecipe, **kwargs
 ) -> tuple[Transformer, ModelConfig]:
-    """Load and quantize with `recipe`; a pre-quantized checkpoint must carry the same recipe."""
+    """Load, fuse q/k/v and gate/up, and quantize with `recipe`; a pre-quantized checkpoint must carry the same
+    recipe (and stays unfused: its int4 groups are already fixed per linear)."""
     model, cfg, saved = load_model(spec, checkpoint, **kwargs)
     if saved is not None:
         if recipe.linear != "fp32" and saved != recipe:
             raise UserError(f"{checkpoint}: already quantized as {saved.name}; drop --quantize or pass {saved.linear}")
         return model, cfg
-    return quantize_model(model, recipe), cfg
+    return quantize_model(model.fuse_projections(), recipe), cfg
 
 
 def export_model(

@@ -89,6 +89,13 @@ class Transformer(nn.Module):
             x = x[:, -1:, :]
         return self.lm_head(x)
 
+    def fuse_projections(self) -> Transformer:
+        """Fuse each layer's q/k/v and gate/up linears (exact; state-dict names change, so after loading)."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        return self
+
     def reset_cache(self) -> None:
         for layer in self.model.layers:
             layer.self_attn.kv_cache.reset()
