@@ -20,9 +20,11 @@ class Timing:
 
 
 class Engine:
-    """load() once; then prefill(prompt) from an empty context and decode(n) after it; nll(tokens) for perplexity."""
+    """setup() (imports, untimed), load(); then prefill(prompt) from an empty context and decode(n) after it;
+    nll(tokens) for perplexity."""
 
-    label = ""
+    def setup(self) -> None:
+        pass
 
     def load(self) -> None:
         raise NotImplementedError
@@ -50,12 +52,18 @@ class PteEngine(Engine):
     def __init__(self, pte: str, threads: int):
         self.pte, self.threads = pte, threads
 
-    def load(self) -> None:
+    def setup(self) -> None:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+        import executorch.kernels.quantized  # noqa: F401
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        from executorch.runtime import Runtime
 
+        Runtime.get()
+        _unsafe_reset_threadpool(self.threads)
+
+    def load(self) -> None:
         from common.runtime import PteModel
 
-        _unsafe_reset_threadpool(self.threads)
         self.model = PteModel(self.pte)
 
     def _step(self, tokens: list[int], start: int):
@@ -89,6 +97,9 @@ class LlamaCppEngine(Engine):
 
     def __init__(self, gguf: str, threads: int, n_ctx: int):
         self.gguf, self.threads, self.n_ctx = gguf, threads, n_ctx
+
+    def setup(self) -> None:
+        import llama_cpp  # noqa: F401
 
     def load(self) -> None:
         from llama_cpp import Llama
@@ -127,16 +138,20 @@ class TransformersEngine(Engine):
     def __init__(self, gguf: str, threads: int):
         self.gguf, self.threads = gguf, threads
 
-    def load(self) -> None:
-        import os
-
+    def setup(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM
+        import transformers  # noqa: F401
 
         torch.set_num_threads(self.threads)
         self.torch = torch
+
+    def load(self) -> None:
+        import os
+
+        from transformers import AutoModelForCausalLM
+
         self.model = AutoModelForCausalLM.from_pretrained(
-            os.path.dirname(self.gguf), gguf_file=os.path.basename(self.gguf), dtype=torch.float32
+            os.path.dirname(self.gguf), gguf_file=os.path.basename(self.gguf), dtype=self.torch.float32
         ).eval()
 
     def _forward(self, ids: list[int]):

@@ -43,6 +43,7 @@ def run_in_process(job: dict) -> dict:
         engine = None
         gc.collect()
         engine = make_engine(job)
+        engine.setup()
         t0 = time.perf_counter()
         engine.load()
         res["load_s"].append(time.perf_counter() - t0)

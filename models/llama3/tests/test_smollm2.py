@@ -65,7 +65,7 @@ def test_pte_matches_eager_8da4w_with_chunked_prefill(smollm2_gguf: str, smollm2
     assert len(ids) > 2 * pte.max_seq_len
     model, _ = prepare_quantized(SPEC, smollm2_gguf, QuantRecipe("8da4w", embedding_bits=4), max_context_len=1024)
     eager = EagerModel(model, pte.eos_ids)
-    assert eager.max_seq_len == 512  # one chunk
+    assert eager.max_seq_len >= len(ids)  # one chunk
     ref = generate(eager, ids, Sampler(), 8, keep_logits=True)
     out = generate(pte, ids, Sampler(), 8, keep_logits=True)
     assert out.tokens == ref.tokens

@@ -1,0 +1,126 @@
+"""Where a `.pte`'s decode time goes: ExecuTorch's ETDump profiler, grouped the way bench/README.md reports it.
+
+`python -m bench.profile --pte build/cache/smollm2-135m-8da4w-*/model.pte [--context 128] [--tokens 64]`
+
+Prefills `--context` tokens of the bench text, then times `--tokens` decode steps exactly as the Python runner
+takes them (argmax sampling, one `Method.execute` per token) with ETDump on, and splits each step into:
+delegated linears (XNNPACK GEMM events), other XNNPACK ops, XNNPACK call overhead (delegate call time not
+inside any XNNPACK op), SDPA and KV-cache update (llama custom ops), other portable ops, the runtime's own
+per-execute overhead, sampling, and Python (wall time outside `execute`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+CATEGORIES = ("delegated linears", "other XNNPACK ops", "XNNPACK call overhead", "SDPA (llama::custom_sdpa)",
+              "KV update (llama::update_cache)", "other portable ops", "runtime overhead", "sampling (argmax)",
+              "Python overhead")
+
+
+def category(name: str, delegated: bool) -> str | None:
+    if delegated:
+        return "delegated linears" if name.startswith("Fully Connected") else "other XNNPACK ops"
+    if name == "llama::custom_sdpa.out":
+        return "SDPA (llama::custom_sdpa)"
+    if name == "llama::update_cache.out":
+        return "KV update (llama::update_cache)"
+    if name in ("DELEGATE_CALL", "OPERATOR_CALL", "Method::execute") or name.startswith("Method::"):
+        return None  # containers, accounted below
+    return "other portable ops"
+
+
+def profile(pte: str, prompt: list[int], tokens: int, threads: int) -> dict[str, float]:
+    """Milliseconds per decoded token in each category."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    import executorch.kernels.quantized  # noqa: F401
+    import torch
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    _unsafe_reset_threadpool(threads)
+    program = Runtime.get().load_program(pte, enable_etdump=True, debug_buffer_size=0)
+    method = program.load_method("forward")
+    max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
+    for i in range(0, len(prompt), max_seq_len):
+        logits = method.execute([torch.tensor([prompt[i : i + max_seq_len]]), torch.tensor([i])])[0]
+    n_prefill = (len(prompt) + max_seq_len - 1) // max_seq_len
+    pos, execute_s, sample_s = len(prompt), 0.0, 0.0
+    t_all = time.perf_counter()
+    for _ in range(tokens):
+        t0 = time.perf_counter()
+        token = int(logits[0, -1].argmax())
+        t1 = time.perf_counter()
+        logits = method.execute([torch.tensor([[token]]), torch.tensor([pos])])[0]
+        execute_s += time.perf_counter() - t1
+        sample_s += t1 - t0
+        pos += 1
+    wall_s = time.perf_counter() - t_all
+    with tempfile.TemporaryDirectory() as tmp:
+        etdump = Path(tmp) / "etdump.etdp"
+        program.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
+        inspector = Inspector(etdump_path=str(etdump))
+    ms = dict.fromkeys(CATEGORIES, 0.0)
+    delegate_ms = execute_ms = xnn_ms = 0.0
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for ev in block.events:
+            if ev.perf_data is None:
+                continue
+            # one raw sample per occurrence, in execution order: skip the prefill calls
+            per_call = len(ev.perf_data.raw) // (n_prefill + tokens) or 1
+            total = sum(ev.perf_data.raw[n_prefill * per_call :])
+            if ev.name == "DELEGATE_CALL":
+                delegate_ms += total
+            elif ev.name == "Method::execute":
+                execute_ms += total
+            cat = category(ev.name, bool(ev.is_delegated_op))
+            if cat:
+                ms[cat] += total
+                xnn_ms += total if ev.is_delegated_op else 0.0
+    portable = ms["SDPA (llama::custom_sdpa)"] + ms["KV update (llama::update_cache)"] + ms["other portable ops"]
+    ms["XNNPACK call overhead"] = max(delegate_ms - xnn_ms, 0.0)
+    ms["runtime overhead"] = max(execute_ms - delegate_ms - portable, 0.0)
+    ms["sampling (argmax)"] = sample_s * 1e3
+    ms["Python overhead"] = max(wall_s * 1e3 - execute_ms - sample_s * 1e3, 0.0)
+    out = {k: v / tokens for k, v in ms.items()}
+    out["total (wall)"] = wall_s * 1e3 / tokens
+    out["execute (timed in Python)"] = execute_s * 1e3 / tokens
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from bench.corpus import corpus
+    from common.tokenizer import load_tokenizer
+
+    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
+    p.add_argument("--pte", required=True, help="a zoo .pte (tokenizer.json beside it)")
+    p.add_argument("--context", type=int, default=128, help="prompt tokens before the timed decode")
+    p.add_argument("--tokens", type=int, default=64, help="decode steps profiled")
+    p.add_argument("--repeats", type=int, default=3, help="profiles taken; the median of each category is shown")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args(argv)
+    prompt = load_tokenizer(Path(args.pte).parent).encode(corpus()[1])[: args.context]
+    runs = [profile(args.pte, prompt, args.tokens, args.threads) for _ in range(args.repeats)]
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    total = med["total (wall)"]
+    print(f"{args.pte}: decode after {args.context} tokens, {args.tokens} steps, {args.threads} threads, "
+          f"median of {args.repeats}: {total:.2f} ms/token ({1e3 / total:.1f} tok/s)\n")
+    print("| where | ms/token | share |\n|---|---|---|")
+    for k in CATEGORIES:
+        print(f"| {k} | {med[k]:.3f} | {100 * med[k] / total:.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    from common.cli import run_cli
+
+    raise SystemExit(run_cli(main))
