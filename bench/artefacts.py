@@ -46,7 +46,8 @@ def cached_export(package: str, checkpoint: str, args: Sequence[str], name: str,
     cmd = [sys.executable, "-m", f"models.{package}.export", "--checkpoint", checkpoint, *args, "--output", str(out)]
     if log:
         log(f"exporting {name}: {' '.join(cmd[1:])}")
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    # stderr passes through: the export's progress bars, and its one-line error if it fails
+    res = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if res.returncode != 0 or not out.is_file():
-        raise UserError(f"export of {name} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
+        raise UserError(f"export of {name} failed (exit {res.returncode}; its error is printed above)")
     return out
