@@ -97,9 +97,9 @@ def run_cpp(job: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from common.cli import _quiet
+    from common.cli import quiet_imports
 
-    _quiet()
+    quiet_imports()
     job = json.loads(Path(argv[0]).read_text())
     res = run_cpp(job) if job["engine"] == "cpp" else run_in_process(job)
     Path(argv[1]).write_text(json.dumps(res))

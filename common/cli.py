@@ -16,7 +16,7 @@ from common.spec import ModelSpec
 DEFAULT_PROMPT = "The capital of France is"
 
 
-def _quiet() -> None:
+def quiet_imports() -> None:
     """Hide import-time noise from torchao/torch (missing CUDA kernels, deprecations) in CLI output."""
     import torch  # noqa: F401  first: importing torch resets its loggers' levels
 
@@ -28,7 +28,7 @@ def _quiet() -> None:
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a CLI body: a UserError becomes one line on stderr and exit status 2."""
-    _quiet()
+    quiet_imports()
     try:
         return main(argv)
     except UserError as e:
