@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 
-@dataclass
-class Timing:
-    seconds: float
-    tokens: int
-
-
 class Engine:
-    """setup() (imports, untimed), load(); then prefill(prompt) from an empty context and decode(n) after it;
-    nll(tokens) for perplexity."""
+    """setup() (imports, untimed) and load(); then reset() empties the context and feed(tokens) appends tokens and
+    returns the next-token logits. prefill / decode / nll are the same for every engine on top of those two."""
 
     def setup(self) -> None:
         pass
@@ -29,15 +22,35 @@ class Engine:
     def load(self) -> None:
         raise NotImplementedError
 
-    def prefill(self, tokens: list[int]) -> Timing:
+    def reset(self) -> None:
         raise NotImplementedError
 
-    def decode(self, n: int) -> Timing:
+    def feed(self, tokens: list[int]):
+        """Append `tokens` to the context; the logits after the last one (1-D, numpy or torch)."""
         raise NotImplementedError
+
+    def prefill(self, tokens: list[int]) -> float:
+        """Seconds to run `tokens` from an empty context."""
+        self.reset()
+        t0 = time.perf_counter()
+        self.logits = self.feed(tokens)
+        return time.perf_counter() - t0
+
+    def decode(self, n: int) -> float:
+        """Seconds for `n` greedy steps after the prefill (sampling included, EOS ignored)."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.logits = self.feed([int(self.logits.argmax())])
+        return time.perf_counter() - t0
 
     def nll(self, tokens: list[int]) -> float:
-        """Mean negative log-likelihood (nats) of tokens[1:] given the tokens before each."""
-        raise NotImplementedError
+        """Mean negative log-likelihood (nats) of tokens[1:] given the tokens before each: teacher forcing, one
+        position per call (our .pte returns last-position logits only)."""
+        self.reset()
+        total = 0.0
+        for i, token in enumerate(tokens[:-1]):
+            total -= _log_softmax_at(np.asarray(self.feed([token])), tokens[i + 1])
+        return total / (len(tokens) - 1)
 
 
 def _log_softmax_at(logits: np.ndarray, target: int) -> float:
@@ -66,30 +79,14 @@ class PteEngine(Engine):
 
         self.model = PteModel(self.pte)
 
-    def _step(self, tokens: list[int], start: int):
-        return self.model.forward(tokens, start)
+    def reset(self) -> None:
+        self.pos = 0  # the cache is overwritten from position 0; attention reads only positions < pos
 
-    def prefill(self, tokens: list[int]) -> Timing:
-        t0 = time.perf_counter()
-        for i in range(0, len(tokens), self.model.max_seq_len):
-            self.logits = self._step(tokens[i : i + self.model.max_seq_len], i)
-        self.pos = len(tokens)
-        return Timing(time.perf_counter() - t0, len(tokens))
-
-    def decode(self, n: int) -> Timing:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            token = int(self.logits.argmax())
-            self.logits = self._step([token], self.pos)
-            self.pos += 1
-        return Timing(time.perf_counter() - t0, n)
-
-    def nll(self, tokens: list[int]) -> float:
-        total = 0.0
-        for i, token in enumerate(tokens[:-1]):  # teacher forcing, one position per call: the .pte returns last logits
-            logits = self._step([token], i).numpy()
-            total -= _log_softmax_at(logits, tokens[i + 1])
-        return total / (len(tokens) - 1)
+    def feed(self, tokens: list[int]):
+        for i in range(0, len(tokens), self.model.max_seq_len):  # chunked, as common.runtime.generate prefills
+            logits = self.model.forward(tokens[i : i + self.model.max_seq_len], self.pos + i)
+        self.pos += len(tokens)
+        return logits
 
 
 class LlamaCppEngine(Engine):
@@ -107,29 +104,13 @@ class LlamaCppEngine(Engine):
         self.llm = Llama(self.gguf, n_ctx=self.n_ctx, n_batch=512, n_ubatch=512, n_threads=self.threads,
                          n_threads_batch=self.threads, logits_all=False, verbose=False)
 
-    def _logits(self) -> np.ndarray:
+    def reset(self) -> None:
+        self.llm.reset()
+
+    def feed(self, tokens: list[int]):
+        self.llm.eval(tokens)
         # eval() keeps no logits unless logits_all (which would compute the LM head for every prompt position)
         return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
-
-    def prefill(self, tokens: list[int]) -> Timing:
-        self.llm.reset()
-        t0 = time.perf_counter()
-        self.llm.eval(tokens)
-        return Timing(time.perf_counter() - t0, len(tokens))
-
-    def decode(self, n: int) -> Timing:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            self.llm.eval([int(self._logits().argmax())])
-        return Timing(time.perf_counter() - t0, n)
-
-    def nll(self, tokens: list[int]) -> float:
-        self.llm.reset()
-        total = 0.0
-        for i, token in enumerate(tokens[:-1]):
-            self.llm.eval([token])
-            total -= _log_softmax_at(self._logits(), tokens[i + 1])
-        return total / (len(tokens) - 1)
 
 
 class TransformersEngine(Engine):
@@ -154,27 +135,19 @@ class TransformersEngine(Engine):
             os.path.dirname(self.gguf), gguf_file=os.path.basename(self.gguf), dtype=self.torch.float32
         ).eval()
 
-    def _forward(self, ids: list[int]):
-        with self.torch.no_grad():
-            out = self.model(self.torch.tensor([ids]), past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
-        return out.logits[0, -1]
-
-    def prefill(self, tokens: list[int]) -> Timing:
+    def reset(self) -> None:
         from transformers import DynamicCache
 
         self.cache = DynamicCache()
-        t0 = time.perf_counter()
-        self.logits = self._forward(tokens)
-        return Timing(time.perf_counter() - t0, len(tokens))
 
-    def decode(self, n: int) -> Timing:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            self.logits = self._forward([int(self.logits.argmax())])
-        return Timing(time.perf_counter() - t0, n)
+    def feed(self, tokens: list[int]):
+        with self.torch.no_grad():
+            out = self.model(self.torch.tensor([tokens]), past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        return out.logits[0, -1]
 
     def nll(self, tokens: list[int]) -> float:
+        """As Engine.nll, in one full-sequence forward (the same numbers, 500x fewer calls)."""
         torch = self.torch
         with torch.no_grad():
             logits = self.model(torch.tensor([tokens])).logits[0, :-1].double()

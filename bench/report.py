@@ -84,7 +84,7 @@ def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int) -> st
             if "raw" not in r:
                 out.append(f"| {r['label']} | {size} | " + " | ".join(["—"] * (len(head) - 3)) + f" | {r.get('error', '')} |")
                 continue
-            speeds = [_speed(r, str(n), ref) if str(n) in r["prefill_tps"] else "—" for n in prompt_lens]
+            speeds = [_speed(r, str(n), ref) for n in prompt_lens]
             out.append(f"| {r['label']} | {size} | {r['load_s']['median']:.2f} | " + " | ".join(speeds)
                        + f" | {_speed(r, 'decode', ref)} | {r['peak_rss_mib']:.0f} | {_cell(r.get('perplexity'), '{:.3f}')} |")
         out.append("")

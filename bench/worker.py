@@ -34,13 +34,16 @@ def make_engine(job: dict):
     raise ValueError(f"unknown engine {kind!r}")
 
 
+def empty_result(prompts: list[list[int]]) -> dict:
+    return {"load_s": [], "prefill_s": {str(len(p)): [] for p in prompts}, "decode_s": [], "peak_rss_mib": 0.0}
+
+
 def run_in_process(job: dict) -> dict:
     """Load (repeats times), warm up, then per repeat: prefill each prompt, and decode after the first prompt."""
     repeats, prompts, n_decode = job["repeats"], job["prompts"], job["decode_tokens"]
-    res: dict = {"load_s": [], "prefill_s": {str(len(p)): [] for p in prompts}, "decode_s": []}
-    engine = None
+    res = empty_result(prompts)
     for _ in range(repeats):
-        engine = None
+        engine = None  # the previous instance goes before the next loads: peak RSS is one engine's
         gc.collect()
         engine = make_engine(job)
         engine.setup()
@@ -51,9 +54,9 @@ def run_in_process(job: dict) -> dict:
     engine.decode(4)
     for _ in range(repeats):
         for p in prompts:
-            res["prefill_s"][str(len(p))].append(engine.prefill(p).seconds)
+            res["prefill_s"][str(len(p))].append(engine.prefill(p))
         engine.prefill(prompts[0])
-        res["decode_s"].append(engine.decode(n_decode).seconds)
+        res["decode_s"].append(engine.decode(n_decode))
     res["peak_rss_mib"] = peak_rss_mib()  # before perplexity: transformers' full-sequence logits are not inference
     if job.get("ppl_tokens"):
         t0 = time.perf_counter()
@@ -69,9 +72,9 @@ STATS = re.compile(r"load ([\d.]+) ms .*\| prefill (\d+) tok at ([\d.]+) tok/s \
 def run_cpp(job: dict) -> dict:
     """The C++ runner, one process per measurement: its own stats line gives load, prefill, decode and peak RSS."""
     repeats, prompts, n_decode = job["repeats"], job["prompts"], job["decode_tokens"]
-    res: dict = {"load_s": [], "prefill_s": {str(len(p)): [] for p in prompts}, "decode_s": [], "peak_rss_mib": 0.0}
+    res = empty_result(prompts)
 
-    def once(ids: list[int], new_tokens: int) -> tuple[float, float, float]:
+    def once(ids: list[int], new_tokens: int) -> tuple[float, float]:
         with tempfile.NamedTemporaryFile("w", suffix=".ids") as f:
             f.write(" ".join(map(str, ids)))
             f.flush()
@@ -84,12 +87,12 @@ def run_cpp(job: dict) -> dict:
         load_ms, n_prompt, prefill_tps, n_gen, decode_tps, rss = (float(g) for g in m.groups())
         res["load_s"].append(load_ms / 1000)
         res["peak_rss_mib"] = max(res["peak_rss_mib"], rss)
-        return n_prompt / prefill_tps, (n_gen - 1) / decode_tps if n_gen > 1 else 0.0, rss
+        return n_prompt / prefill_tps, (n_gen - 1) / decode_tps if n_gen > 1 else 0.0
 
     once(prompts[0][:16], 4)  # warm-up: the .pte into the page cache
     for _ in range(repeats):
         for p in prompts:
-            prefill, decode, _ = once(p, n_decode + 1 if p is prompts[0] else 1)
+            prefill, decode = once(p, n_decode + 1 if p is prompts[0] else 1)
             res["prefill_s"][str(len(p))].append(prefill)
             if p is prompts[0]:
                 res["decode_s"].append(decode)

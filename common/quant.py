@@ -58,14 +58,11 @@ class QuantizedEmbedding(nn.Module):
         n, dim = weight.shape
         if dim % group_size:
             raise UserError(f"embedding dim {dim} is not a multiple of --embedding-group-size {group_size}")
-        qmax = 2 ** (bits - 1) - 1
-        groups = weight.detach().float().reshape(n, dim // group_size, group_size)
-        scales = fit_group_scales(groups, bits)
-        q = (groups / scales).round().clamp(-qmax - 1, qmax).to(torch.int8).reshape(n, dim)
-        scales = scales.squeeze(-1)
+        q, scales = quantize_groups(weight.detach().float().reshape(n, dim // group_size, group_size), bits)
+        q = q.reshape(n, dim)
         mod = cls(n, dim, bits, group_size)
         mod.qweight = _pack_embedding_weight(q, bits) if bits == 4 else q
-        mod.scales = scales
+        mod.scales = scales.squeeze(-1)
         return mod
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -114,10 +111,12 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe) -> nn.Module:
 _FIT_FACTORS = torch.linspace(0.5, 1.0, 21)
 
 
-def fit_group_scales(groups: torch.Tensor, bits: int, bf16: bool = False) -> torch.Tensor:
-    """Symmetric per-group scales ([..., 1] for groups [..., group_size]) minimising the squared rounding error
-    over [-2^(bits-1), 2^(bits-1) - 1] (the search llama.cpp's quantizers do); bf16 rounds them as XNNPACK stores
-    8da4w scales, so eager computes what the .pte runs."""
+def quantize_groups(groups: torch.Tensor, bits: int, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric `bits`-bit quantization of groups [..., group_size]: (int8 values, scales [..., 1]).
+
+    Each group's scale minimises the squared rounding error over [-2^(bits-1), 2^(bits-1) - 1] (the search
+    llama.cpp's quantizers do); bf16 rounds the scales as XNNPACK stores 8da4w scales, so eager computes what
+    the .pte runs."""
     qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     amax = groups.abs().amax(-1, keepdim=True).clamp(min=1e-9)
     best_s, best_err = None, None
@@ -132,16 +131,14 @@ def fit_group_scales(groups: torch.Tensor, bits: int, bf16: bool = False) -> tor
             else:
                 better = err < best_err
                 best_s, best_err = torch.where(better, s, best_s), torch.where(better, err, best_err)
-    return best_s
+    return (groups / best_s).round().clamp(qmin, qmax).to(torch.int8), best_s
 
 
 def _fit_int4_groups(qweight, weight: torch.Tensor, group_size: int) -> None:
     """Replace torchao's absmax int4 groups of `qweight` (IntxUnpackedToInt8Tensor) with fitted ones."""
-    w = weight.float().reshape(weight.shape[0], -1, group_size)
-    scales = fit_group_scales(w, 4, bf16=True)
-    qweight.qdata.copy_((w / scales).round().clamp(-8, 7).to(torch.int8).reshape(qweight.qdata.shape))
+    q, scales = quantize_groups(weight.float().reshape(weight.shape[0], -1, group_size), 4, bf16=True)
+    qweight.qdata.copy_(q.reshape(qweight.qdata.shape))
     qweight.scale.copy_(scales.reshape(qweight.scale.shape))
-
 
 def apply_embedding_structure(model: nn.Module, recipe: QuantRecipe, weights_from_float: bool = False) -> None:
     """Swap nn.Embedding modules for QuantizedEmbedding (quantizing the weights, or empty shells for loading)."""

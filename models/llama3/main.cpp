@@ -1,4 +1,4 @@
-// llama3_runner: generate text from a Llama 3 family .pte (SmolLM2, Llama 3.x) exported with --no-custom-ops.
+// llama3_runner: generate text from a Llama 3 family .pte (SmolLM2, Llama 3.x) made by models.llama3.export.
 // Build: make llama3-xnnpack (see runners/README.md).
 #include "zoo/cli.h"
 

@@ -1,4 +1,4 @@
-// qwen3_runner: generate text from a Qwen3 .pte exported with --no-custom-ops.
+// qwen3_runner: generate text from a Qwen3 .pte made by models.qwen3.export.
 // Build: make qwen3-xnnpack (see runners/README.md).
 #include "zoo/cli.h"
 

@@ -18,7 +18,7 @@ namespace zoo {
 
 void add_standard_options(ArgParser& args, CliOptions& o, const std::string& model) {
   o.prompt = "The capital of France is";
-  args.option("--model", &o.model, "FILE.pte", "exported .pte (models." + model + ".export --no-custom-ops)");
+  args.option("--model", &o.model, "FILE.pte", "exported .pte (python -m models." + model + ".export)");
   args.option("--tokenizer", &o.tokenizer, "FILE", "tokenizer.json or its directory (default: beside the .pte)");
   args.option("--prompt", &o.prompt, "TEXT", "prompt text (default: \"The capital of France is\")");
   args.option("--prompt-file", &o.prompt_file, "FILE", "read the prompt from a file (instead of --prompt)");
