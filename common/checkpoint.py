@@ -1,21 +1,24 @@
-"""Load weights into a zoo model from an HF dir/safetensors, a GGUF file, or a `quantize_and_save` dir.
+"""One `Checkpoint`, opened once per command: an HF dir (config.json + safetensors), a GGUF file, or a
+`quantize_and_save` dir. It knows its kind, its raw config (config.json dict or GGUF metadata), its tensors
+(streamed), and, for a GGUF, the raw quantized blocks a GGUF-exact quantizer needs.
 
-Streaming and assignment are ExecuTorch's (`extension/llm/export/load.py`); this module only
-supplies the readers, the GGUF -> HF name map, llama.cpp's q/k un-permutation and the tie map.
+Streaming and assignment into a model are ExecuTorch's (`extension/llm/export/load.py`); the family supplies
+the config parsing, the GGUF -> state-dict name map and llama.cpp's tensor fixes (common.family.Family).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from common import gguf_loader
-from common.config import ModelConfig
 from common.errors import UserError
 
 QUANT_KEY = "zoo_quantization"  # config.json entry written by quantize_and_save
@@ -23,78 +26,95 @@ QUANT_KEY = "zoo_quantization"  # config.json entry written by quantize_and_save
 
 def checkpoint_kind(path: str | os.PathLike) -> str:
     """'gguf', 'hf' (dir with config.json + safetensors), or 'quantized' (quantize_and_save output)."""
-    p = Path(path)
-    if p.is_file():
-        if p.suffix == ".gguf":
-            return "gguf"
-        raise UserError(f"{p}: expected a .gguf file or a checkpoint directory with config.json")
-    if p.is_dir():
-        cfg = p / "config.json"
-        if not cfg.is_file():
-            raise UserError(f"{p}: checkpoint directory has no config.json")
-        if not (p / "model.safetensors").is_file() and not (p / "model.safetensors.index.json").is_file():
-            raise UserError(f"{p}: checkpoint directory has no model.safetensors or model.safetensors.index.json")
-        return "quantized" if QUANT_KEY in json.loads(cfg.read_text()) else "hf"
-    raise UserError(f"{p}: no such checkpoint (expected a .gguf file or an HF checkpoint directory)")
+    return Checkpoint.open(path).kind
 
 
-def read_config(path: str | os.PathLike) -> tuple[ModelConfig, dict | None]:
-    """(ModelConfig, quantization recipe dict or None) for any supported checkpoint."""
-    kind = checkpoint_kind(path)
-    if kind == "gguf":
-        reader = gguf_loader.open_gguf(path)
-        meta = gguf_loader.gguf_metadata(reader)
-        cfg = gguf_loader.config_from_gguf(meta, str(path))
-        names = {t.name: t for t in reader.tensors}
-        emb = names.get("token_embd.weight")
-        if emb is None:
-            raise UserError(f"{path}: GGUF has no token_embd.weight tensor")
-        cfg = replace(cfg, vocab_size=int(emb.shape[1]), tie_embeddings="output.weight" not in names)
-        if "rope_freqs.weight" in names:
-            factors = gguf_loader.dequantize(names["rope_freqs.weight"]).flatten().tolist()
-            cfg = replace(cfg, rope_freq_factors=tuple(factors))
-        return cfg, None
+def _read_config_json(path: Path) -> dict:
     try:
-        hf = json.loads((Path(path) / "config.json").read_text())
+        hf = json.loads((path / "config.json").read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}/config.json: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}/config.json: not valid JSON ({e})") from None
-    return ModelConfig.from_hf(hf), hf.get(QUANT_KEY)
+    if not isinstance(hf, dict):
+        raise UserError(f"{path}/config.json: expected a JSON object, got {type(hf).__name__}")
+    return hf
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, cfg: ModelConfig) -> None:
+@dataclass
+class Checkpoint:
+    path: str
+    kind: str  # 'gguf' | 'hf' | 'quantized'
+    hf_config: dict | None = None  # config.json (hf, quantized)
+    gguf_meta: dict | None = None  # scalar GGUF metadata (gguf)
+    reader: Any = field(default=None, repr=False)  # gguf.GGUFReader (gguf)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Checkpoint:
+        p = Path(path)
+        if p.is_file():
+            if p.suffix != ".gguf":
+                raise UserError(f"{p}: expected a .gguf file or a checkpoint directory with config.json")
+            reader = gguf_loader.open_gguf(p)
+            return cls(os.fspath(p), "gguf", gguf_meta=gguf_loader.gguf_metadata(reader), reader=reader)
+        if p.is_dir():
+            if not (p / "config.json").is_file():
+                raise UserError(f"{p}: checkpoint directory has no config.json")
+            if not (p / "model.safetensors").is_file() and not (p / "model.safetensors.index.json").is_file():
+                raise UserError(f"{p}: checkpoint directory has no model.safetensors or model.safetensors.index.json")
+            hf = _read_config_json(p)
+            return cls(os.fspath(p), "quantized" if QUANT_KEY in hf else "hf", hf_config=hf)
+        raise UserError(f"{p}: no such checkpoint (expected a .gguf file or an HF checkpoint directory)")
+
+    @property
+    def architecture(self) -> str | None:
+        """GGUF `general.architecture`, or config.json `model_type`."""
+        return (self.gguf_meta if self.kind == "gguf" else self.hf_config).get(
+            "general.architecture" if self.kind == "gguf" else "model_type"
+        )
+
+    @property
+    def saved_recipe(self) -> dict | None:
+        """The quantization recipe a quantize_and_save dir was written with."""
+        return (self.hf_config or {}).get(QUANT_KEY)
+
+    def gguf_tensors(self) -> dict[str, Any]:
+        """GGUF tensor name -> `gguf.ReaderTensor` (raw blocks, type and shape)."""
+        return {t.name: t for t in self.reader.tensors}
+
+    def gguf_tensor(self, name: str) -> torch.Tensor | None:
+        """One GGUF tensor dequantized to fp32, or None if the file has none of that name."""
+        t = self.gguf_tensors().get(name)
+        return None if t is None else gguf_loader.dequantize(t)
+
+    def iter_gguf(self, _path: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(gguf name, fp32 tensor) for every tensor, from the already-open reader."""
+        return gguf_loader.iter_dequantized(self.reader, self.path)
+
+
+def load_weights(model: nn.Module, ckpt: Checkpoint, family, cfg) -> None:
     """Stream a checkpoint into `model` (built on the meta device or not); all parameters must be found."""
     from executorch.extension.llm.export.load import load_checkpoint
 
-    path = os.fspath(path)
     tie = {"model.embed_tokens.weight": ("lm_head.weight", False)} if cfg.tie_embeddings else None
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
 
     def checked(fqn: str, t: torch.Tensor) -> torch.Tensor:
         if fqn not in expected:
-            raise UserError(f"{path}: unexpected tensor {fqn!r} for this model config")
+            raise UserError(f"{ckpt.path}: unexpected tensor {fqn!r} for this model config")
         if tuple(t.shape) != expected[fqn]:
-            raise UserError(f"{path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects {expected[fqn]}")
+            raise UserError(f"{ckpt.path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects {expected[fqn]}")
         return t
 
     try:
-        if checkpoint_kind(path) == "gguf":
-            arch = gguf_loader.gguf_metadata(gguf_loader.open_gguf(path)).get("general.architecture")
-
-            def convert(fqn: str, t: torch.Tensor) -> torch.Tensor:
-                t = checked(fqn, t)
-                if arch == "llama" and fqn.endswith("self_attn.q_proj.weight"):
-                    return gguf_loader.unpermute_rope(t, cfg.n_heads)
-                if arch == "llama" and fqn.endswith("self_attn.k_proj.weight"):
-                    return gguf_loader.unpermute_rope(t, cfg.n_kv_heads)
-                return t
-
-            load_checkpoint(path, model, key_map=gguf_loader.hf_name, convert=convert, tie_map=tie,
-                            raw_iter=gguf_loader.iter_gguf_dequantized)
+        if ckpt.kind == "gguf":
+            load_checkpoint(ckpt.path, model, key_map=family.gguf_name, tie_map=tie, raw_iter=ckpt.iter_gguf,
+                            convert=lambda fqn, t: family.fix_gguf_tensor(fqn, checked(fqn, t), cfg))
         else:
-            load_checkpoint(path, model, key_map=_hf_key, convert=checked, tie_map=tie)
+            load_checkpoint(ckpt.path, model, key_map=_hf_key, convert=checked, tie_map=tie)
     except RuntimeError as e:
         if "not found in checkpoint" in str(e):
-            raise UserError(f"{path}: {e}") from None
+            raise UserError(f"{ckpt.path}: {e}") from None
         raise
 
 

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 
 from common.errors import UserError
-from common.spec import ModelSpec
+from common.family import Family
 
 DEFAULT_PROMPT = "The capital of France is"
 
@@ -54,16 +54,16 @@ def _recipe(args):
     return QuantRecipe(args.quantize, args.group_size, args.embedding_bits)
 
 
-def _checkpoint_help(spec: ModelSpec) -> str:
-    bundled = " (default: the bundled SmolLM2-135M-Instruct GGUF)" if spec.default_checkpoint else ""
+def _checkpoint_help(family: Family) -> str:
+    bundled = f" (default: {family.default_checkpoint_name})" if family.default_checkpoint_name else ""
     return f"HF checkpoint dir, GGUF file, or quantize_and_save dir{bundled}"
 
 
-def quantize_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
+def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
-        p = argparse.ArgumentParser(prog=f"python -m models.{spec.name}.quantize_and_save",
-                                    description=f"Quantize a {spec.title} checkpoint with torchao and save it as safetensors.")
-        p.add_argument("--checkpoint", help=_checkpoint_help(spec))
+        p = argparse.ArgumentParser(prog=f"python -m models.{family.name}.quantize_and_save",
+                                    description=f"Quantize a {family.title} checkpoint with torchao and save it as safetensors.")
+        p.add_argument("--checkpoint", help=_checkpoint_help(family))
         _add_recipe_args(p, "8da4w")
         p.add_argument("--output", required=True, help="output directory")
         args = p.parse_args(argv)
@@ -71,8 +71,8 @@ def quantize_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
         from common.pipeline import quantize_and_save, resolve_checkpoint
 
         t0 = time.perf_counter()
-        ckpt = resolve_checkpoint(spec, args.checkpoint)
-        out = quantize_and_save(spec, ckpt, args.output, _recipe(args))
+        ckpt = resolve_checkpoint(family, args.checkpoint)
+        out = quantize_and_save(family, ckpt, args.output, _recipe(args))
         print(f"quantized {ckpt} with {_recipe(args).name} in {time.perf_counter() - t0:.1f}s")
         print(f"wrote {out}/ (config.json, model.safetensors, tokenizer) — {human_size(out)}")
         return 0
@@ -80,29 +80,30 @@ def quantize_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
     return main
 
 
-def export_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
+def export_main(family: Family) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
-        p = argparse.ArgumentParser(prog=f"python -m models.{spec.name}.export",
-                                    description=f"Export {spec.title} to an ExecuTorch .pte (zoo contract).")
-        p.add_argument("--checkpoint", help=_checkpoint_help(spec))
+        p = argparse.ArgumentParser(prog=f"python -m models.{family.name}.export",
+                                    description=f"Export {family.title} to an ExecuTorch .pte (zoo contract).")
+        p.add_argument("--checkpoint", help=_checkpoint_help(family))
         _add_recipe_args(p, "8da4w")
         p.add_argument("--backend", default="xnnpack", choices=("xnnpack", "portable"))
         p.add_argument("--max-seq-len", type=int, default=128, help="most tokens per forward call (prefill chunk)")
         p.add_argument("--max-context-len", type=int, default=2048, help="KV-cache length")
         p.add_argument("--custom-ops", action=argparse.BooleanOptionalAction, default=True,
-                       help="use ExecuTorch's llama::custom_sdpa/update_cache (faster; not in the C++ SDK of the pip "
-                            "wheel, so pass --no-custom-ops for the C++ runner)")
+                       help="attention with ExecuTorch's llama::custom_sdpa/update_cache (faster; the Python runtime "
+                            "and the zoo's C++ runners both have kernels for them) instead of plain SDPA")
         p.add_argument("--tokenizer", help="tokenizer source if the checkpoint has none (HF dir, tokenizer.json, GGUF)")
         p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
         args = p.parse_args(argv)
         from common.export import format_summary
         from common.io import human_size
+        from common.nn.attention import attention_kernel
         from common.pipeline import export_model, resolve_checkpoint
 
         t0 = time.perf_counter()
-        ckpt = resolve_checkpoint(spec, args.checkpoint)
-        summary, _ = export_model(spec, ckpt, args.output, _recipe(args), args.backend, args.max_seq_len,
-                                  args.max_context_len, args.custom_ops, args.tokenizer)
+        ckpt = resolve_checkpoint(family, args.checkpoint)
+        summary, _ = export_model(family, ckpt, args.output, _recipe(args), args.backend, args.max_seq_len,
+                                  args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer)
         print(f"exported {ckpt} ({_recipe(args).name}, {args.backend}, max_seq_len {args.max_seq_len}, "
               f"context {args.max_context_len}) in {time.perf_counter() - t0:.1f}s")
         print(format_summary(summary))
@@ -113,12 +114,12 @@ def export_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
     return main
 
 
-def inference_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
+def inference_main(family: Family) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
-        p = argparse.ArgumentParser(prog=f"python -m models.{spec.name}.inference",
-                                    description=f"Generate text with {spec.title} from a checkpoint (eager) or a .pte.")
+        p = argparse.ArgumentParser(prog=f"python -m models.{family.name}.inference",
+                                    description=f"Generate text with {family.title} from a checkpoint (eager) or a .pte.")
         src = p.add_mutually_exclusive_group()
-        src.add_argument("--checkpoint", help=_checkpoint_help(spec) + "; runs the eager model")
+        src.add_argument("--checkpoint", help=_checkpoint_help(family) + "; runs the eager model")
         src.add_argument("--pte", help="exported .pte (tokenizer.json is read from beside it)")
         p.add_argument("--tokenizer", help="tokenizer.json / HF dir / GGUF (default: beside the .pte or the checkpoint)")
         p.add_argument("--prompt", default=DEFAULT_PROMPT)
@@ -137,7 +138,7 @@ def inference_main(spec: ModelSpec) -> Callable[[list[str] | None], int]:
         from common.sampler import Sampler, SamplerConfig
         from common.tokenizer import StreamDecoder
 
-        model, tokenizer, source = open_model(spec, args)
+        model, tokenizer, source = open_model(family, args)
         ids = encode_prompt(tokenizer, args.prompt, args.chat, args.system, args.enable_thinking)
         sampler = Sampler(SamplerConfig(args.temperature, args.top_k, args.top_p, args.seed))
         stream = StreamDecoder(tokenizer)
@@ -166,7 +167,7 @@ def encode_prompt(tokenizer, prompt: str, chat: bool, system: str | None = None,
     return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **extra), add_bos=False)
 
 
-def open_model(spec: ModelSpec, args):
+def open_model(family: Family, args):
     """(model, tokenizer, source label) for --pte or --checkpoint."""
     from common.runtime import EagerModel, PteModel
     from common.tokenizer import load_tokenizer
@@ -177,10 +178,10 @@ def open_model(spec: ModelSpec, args):
         return model, load_tokenizer(tok_path), os.path.basename(args.pte)
     from common.pipeline import load_model, resolve_checkpoint
 
-    ckpt = resolve_checkpoint(spec, args.checkpoint)
+    ckpt = resolve_checkpoint(family, args.checkpoint)
     tokenizer = load_tokenizer(args.tokenizer or ckpt)
     t0 = time.perf_counter()
-    transformer, cfg, _ = load_model(spec, ckpt, max_context_len=args.max_context_len)
+    transformer, cfg, _ = load_model(family, ckpt, max_context_len=args.max_context_len)
     model = EagerModel(transformer, tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids)))
     model.load_s = time.perf_counter() - t0
     return model, tokenizer, f"eager {os.path.basename(ckpt.rstrip('/'))}"

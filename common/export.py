@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.config import ModelConfig
 from common.errors import UserError
 from common.io import atomic_path
+from common.nn.norm import RMSNorm
+from common.nn.rope import rotate_half_matrix
 
 BACKENDS = ("xnnpack", "portable")
 
@@ -29,7 +30,7 @@ class ExportSummary:
     operators: tuple[str, ...]  # operators the runtime must provide
 
 
-def contract_metadata(cfg: ModelConfig, max_seq_len: int, max_context_len: int, eos_ids: tuple[int, ...]) -> dict:
+def contract_metadata(cfg, max_seq_len: int, max_context_len: int, eos_ids: tuple[int, ...]) -> dict:
     """Constant methods of the `.pte` contract (names are the ones ExecuTorch's LLM runners read)."""
     return {
         "get_max_seq_len": max_seq_len,
@@ -41,6 +42,28 @@ def contract_metadata(cfg: ModelConfig, max_seq_len: int, max_context_len: int, 
         "use_kv_cache": True,
         "enable_dynamic_shape": True,
     }
+
+
+class XnnpackRMSNorm(RMSNorm):
+    """RMSNorm whose mean over the last dim is written as a 4-D mean over dims (2, 3): XNNPACK delegates only that
+    form (global average pooling), so the norm does not split each layer into more partitions."""
+
+    def mean_square(self, xf: torch.Tensor) -> torch.Tensor:
+        return xf.pow(2).unsqueeze(-1).mean((-2, -1), keepdim=True).view(xf.shape[0], -1, *xf.shape[2:-1], 1)
+
+
+def xnnpack_source_transforms(model: nn.Module) -> nn.Module:
+    """Rewrite a model into forms XNNPACK delegates whole (same numbers), in place, before torch.export."""
+    for mod in model.modules():
+        if type(mod) is RMSNorm:
+            mod.__class__ = XnnpackRMSNorm  # same state, delegable mean
+    # Rotate-half as a matmul lets XNNPACK take all of RoPE (it delegates a linear, not a slice of a dynamic-length
+    # tensor). With the SDPA kernel (rotated k feeding the in-place cache copy) its partitioner then finds a
+    # dependency cycle, so only with kernels that write the cache themselves.
+    kernel = getattr(model, "kernel", None)
+    if kernel is not None and not kernel.needs_mask and hasattr(model, "rope_rot"):
+        model.rope_rot = rotate_half_matrix(model.rope_cos.shape[-1])
+    return model
 
 
 def runtime_operator_names() -> set[str]:
@@ -82,6 +105,8 @@ def export_pte(
     if not 1 <= max_seq_len <= max_context_len:
         raise UserError(f"--max-seq-len {max_seq_len}: expected 1..--max-context-len ({max_context_len})")
 
+    if backend == "xnnpack":
+        xnnpack_source_transforms(model)
     example = (torch.zeros((1, 2), dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dynamic = {"tokens": {1: Dim("seq_len", min=1, max=max_seq_len)}, "input_pos": None}
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""GGUF reading: metadata -> ModelConfig, tensors dequantized with `gguf.quants`, names mapped to HF.
+"""GGUF reading: metadata, tensors dequantized with `gguf.quants`, llama.cpp's names of llama-style blocks.
 
 The streamed tensors feed ExecuTorch's `extension/llm/export/load.py` (`iter_checkpoint` via
 `raw_iter`): its own GGUF reader covers only F32/F16/BF16/Q4_K/Q5_K/Q6_K, while real files on
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.config import ModelConfig
 from common.errors import UserError
 
 GGUF_MAGIC = b"GGUF"
@@ -76,40 +75,8 @@ def gguf_metadata(reader) -> dict[str, Any]:
     return meta
 
 
-def config_from_gguf(meta: dict[str, Any], path: str = "GGUF") -> ModelConfig:
-    """ModelConfig from GGUF metadata (architectures `llama` and `qwen3`)."""
-    arch = meta.get("general.architecture")
-    if arch not in ("llama", "qwen3"):
-        raise UserError(f"{path}: architecture {arch!r} is not supported here (expected 'llama' or 'qwen3')")
-
-    def get(key: str, default: Any = None) -> Any:
-        value = meta.get(f"{arch}.{key}", default)
-        if value is None:
-            raise UserError(f"{path}: GGUF metadata lacks '{arch}.{key}'")
-        return value
-
-    n_heads = get("attention.head_count")
-    dim = get("embedding_length")
-    eos = meta.get("tokenizer.ggml.eos_token_id")
-    return ModelConfig(
-        vocab_size=meta.get(f"{arch}.vocab_size", 0),  # checkpoint.read_config sets it from the embedding shape
-        dim=dim,
-        n_layers=get("block_count"),
-        n_heads=n_heads,
-        n_kv_heads=get("attention.head_count_kv", n_heads),
-        hidden_dim=get("feed_forward_length"),
-        head_dim=get("attention.key_length", dim // n_heads),
-        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(get("rope.freq_base", 10000.0)),
-        qk_norm=arch == "qwen3",
-        max_position_embeddings=get("context_length", 8192),
-        bos_id=meta.get("tokenizer.ggml.bos_token_id"),
-        eos_ids=() if eos is None else (int(eos),),
-    )
-
-
 def hf_name(gguf_name: str) -> str | None:
-    """HF state-dict key for a GGUF tensor name (None for tensors we do not use, e.g. rope_freqs)."""
+    """HF state-dict key for llama.cpp's name of a llama-style tensor (None for tensors not used, e.g. rope_freqs)."""
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
     m = _BLOCK.fullmatch(gguf_name)
@@ -118,10 +85,13 @@ def hf_name(gguf_name: str) -> str | None:
     return None
 
 
-def unpermute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Undo llama.cpp's q/k row permutation (convert_hf_to_gguf `permute`) back to HF's rotate-half layout."""
-    rows, cols = w.shape
-    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+def vocab_and_tie(ckpt) -> dict:
+    """vocab_size from the embedding table, tie_embeddings from the absence of output.weight (llama.cpp's layout)."""
+    tensors = ckpt.gguf_tensors()
+    emb = tensors.get("token_embd.weight")
+    if emb is None:
+        raise UserError(f"{ckpt.path}: GGUF has no token_embd.weight tensor")
+    return {"vocab_size": int(emb.shape[1]), "tie_embeddings": "output.weight" not in tensors}
 
 
 def dequantize(tensor) -> torch.Tensor:
@@ -135,11 +105,10 @@ def dequantize(tensor) -> torch.Tensor:
     return torch.from_numpy(values).reshape(shape)
 
 
-def iter_gguf_dequantized(path: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """Stream (gguf_name, fp32 tensor) for every tensor, any type `gguf.quants` knows."""
+def iter_dequantized(reader, path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Stream (gguf_name, fp32 tensor) for every tensor of an open reader, any type `gguf.quants` knows."""
     from tqdm import tqdm
 
-    reader = open_gguf(path)
     for t in tqdm(reader.tensors, desc=f"load {os.path.basename(path)}", unit="tensor", leave=False):
         try:
             yield t.name, dequantize(t)

@@ -5,70 +5,73 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from common.checkpoint import QUANT_KEY, checkpoint_kind, read_config
-from common.config import ModelConfig
+import models as families
+from common.checkpoint import QUANT_KEY, Checkpoint, load_weights
 from common.errors import UserError
 from common.export import ExportSummary, contract_metadata, export_pte
+from common.family import Family
 from common.io import atomic_dir
+from common.nn.attention import SDPA
 from common.quant import QuantRecipe, apply_embedding_structure, quantize_model
-from common.spec import ModelSpec
 from common.tokenizer import Tokenizer, load_tokenizer
-from common.transformer import Transformer
 
 
-def resolve_checkpoint(spec: ModelSpec, checkpoint: str | None) -> str:
+def resolve_checkpoint(family: Family, checkpoint: str | None) -> str:
     if checkpoint:
         return checkpoint
-    if spec.default_checkpoint is None:
-        raise UserError(f"--checkpoint is required for {spec.title} (no bundled weights)")
-    return spec.default_checkpoint()
+    if family.default_checkpoint is None:
+        raise UserError(f"--checkpoint is required for {family.title} (no bundled weights)")
+    return family.default_checkpoint()
 
 
-def check_architecture(spec: ModelSpec, checkpoint: str) -> None:
-    """Refuse a checkpoint of another family (e.g. a qwen3 GGUF handed to the llama3 CLI)."""
-    if checkpoint_kind(checkpoint) == "gguf":
-        from common.gguf_loader import gguf_metadata, open_gguf
+def open_checkpoint(family: Family, checkpoint: str | Checkpoint) -> Checkpoint:
+    """Open `checkpoint` once, refusing one of another family (e.g. a qwen3 GGUF handed to the llama3 CLI)."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.open(checkpoint)
+    if family.accepts(ckpt):
+        return ckpt
+    what = "GGUF architecture" if ckpt.kind == "gguf" else "config.json model_type"
+    expected = family.gguf_archs if ckpt.kind == "gguf" else family.hf_model_types
+    other = families.family_of(ckpt)
+    hint = f"; use python -m models.{other.name}.<cli>" if other else ""
+    raise UserError(f"{ckpt.path}: {what} {ckpt.architecture!r}, but {family.title} expects {expected}{hint}")
 
-        arch = gguf_metadata(open_gguf(checkpoint)).get("general.architecture")
-        if arch not in spec.gguf_archs:
-            raise UserError(f"{checkpoint}: GGUF architecture {arch!r}, but {spec.title} expects {spec.gguf_archs}")
-    else:
-        model_type = json.loads((Path(checkpoint) / "config.json").read_text()).get("model_type")
-        if model_type not in spec.hf_model_types:
-            raise UserError(f"{checkpoint}: config.json model_type {model_type!r}, but {spec.title} expects {spec.hf_model_types}")
+
+def read_config(family: Family, ckpt: Checkpoint):
+    """The family's config for an opened checkpoint."""
+    return family.config_from_gguf(ckpt) if ckpt.kind == "gguf" else family.config_from_hf(ckpt.hf_config)
 
 
 def load_model(
-    spec: ModelSpec,
-    checkpoint: str,
+    family: Family,
+    checkpoint: str | Checkpoint,
     max_context_len: int = 2048,
-    use_custom_ops: bool = False,
+    kernel=SDPA,
     last_logits_only: bool = False,
-) -> tuple[Transformer, ModelConfig, QuantRecipe | None]:
+) -> tuple[nn.Module, Any, QuantRecipe | None]:
     """Build the model and stream weights in; a quantize_and_save dir comes back already quantized."""
-    check_architecture(spec, checkpoint)
-    cfg, saved = read_config(checkpoint)
-    recipe = QuantRecipe(**saved) if saved else None
-    from common.checkpoint import load_weights
-
+    ckpt = open_checkpoint(family, checkpoint)
+    cfg = read_config(family, ckpt)
+    recipe = QuantRecipe(**ckpt.saved_recipe) if ckpt.saved_recipe else None
     with torch.device("meta"):
-        model = Transformer(cfg, max_context_len, use_custom_ops, last_logits_only)
+        model = family.build(cfg, max_context_len, kernel, last_logits_only)
         if recipe and recipe.embedding_bits:
             apply_embedding_structure(model, recipe)
-    load_weights(model, checkpoint, cfg)
+    load_weights(model, ckpt, family, cfg)
     model.init_buffers()
     return model.eval(), cfg, recipe
 
 
 def prepare_quantized(
-    spec: ModelSpec, checkpoint: str, recipe: QuantRecipe, **kwargs
-) -> tuple[Transformer, ModelConfig]:
+    family: Family, checkpoint: str | Checkpoint, recipe: QuantRecipe, **kwargs
+) -> tuple[nn.Module, Any]:
     """Load, fuse q/k/v and gate/up, and quantize with `recipe`; a pre-quantized checkpoint must carry the same
     recipe (and stays unfused: its int4 groups are already fixed per linear)."""
-    model, cfg, saved = load_model(spec, checkpoint, **kwargs)
+    model, cfg, saved = load_model(family, checkpoint, **kwargs)
     if saved is not None:
         if recipe.linear != "fp32" and saved != recipe:
             raise UserError(f"{checkpoint}: already quantized as {saved.name}; drop --quantize or pass {saved.linear}")
@@ -77,23 +80,23 @@ def prepare_quantized(
 
 
 def export_model(
-    spec: ModelSpec,
+    family: Family,
     checkpoint: str,
     output: str,
     recipe: QuantRecipe,
     backend: str = "xnnpack",
     max_seq_len: int = 128,
     max_context_len: int = 2048,
-    use_custom_ops: bool = True,
+    kernel=SDPA,
     tokenizer_path: str | None = None,
 ) -> tuple[ExportSummary, Tokenizer]:
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
-    check_architecture(spec, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
+    ckpt = open_checkpoint(family, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
     tokenizer = load_tokenizer(tokenizer_path or checkpoint)
     model, cfg = prepare_quantized(
-        spec, checkpoint, recipe, max_context_len=max_context_len, use_custom_ops=use_custom_ops, last_logits_only=True
+        family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True
     )
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     summary = export_pte(model, output, contract_metadata(cfg, max_seq_len, max_context_len, eos), backend, max_seq_len)
@@ -101,14 +104,14 @@ def export_model(
     return summary, tokenizer
 
 
-def quantize_and_save(spec: ModelSpec, checkpoint: str, output: str, recipe: QuantRecipe) -> Path:
+def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: QuantRecipe) -> Path:
     """Write `output`/ with config.json (+ recipe), model.safetensors (torchao tensors) and the tokenizer."""
     from safetensors.torch import save_file
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
-    check_architecture(spec, checkpoint)
+    ckpt = open_checkpoint(family, checkpoint)
     tokenizer = load_tokenizer(checkpoint)
-    model, cfg, saved = load_model(spec, checkpoint, max_context_len=1)
+    model, cfg, saved = load_model(family, ckpt, max_context_len=1)
     if saved is not None:
         raise UserError(f"{checkpoint}: already quantized ({saved.name}); quantize the original checkpoint")
     quantize_model(model, recipe)
@@ -118,7 +121,7 @@ def quantize_and_save(spec: ModelSpec, checkpoint: str, output: str, recipe: Qua
     tensors, metadata = flatten_tensor_state_dict(state)
     with atomic_dir(output) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors", metadata=metadata)
-        hf = cfg.to_hf() | {QUANT_KEY: recipe.to_dict()}
+        hf = family.to_hf(cfg) | {QUANT_KEY: recipe.to_dict()}
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
         tokenizer.save(tmp)
     return Path(output)

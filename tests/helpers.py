@@ -52,6 +52,17 @@ def step_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
     return torch.stack(out)
 
 
+def kl_per_position(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(ref) || softmax(other)) in nats for each row of two [N, V] logit tensors."""
+    ref_lp, other_lp = ref.double().log_softmax(-1), other.double().log_softmax(-1)
+    return (ref_lp.exp() * (ref_lp - other_lp)).sum(-1)
+
+
+def greedy_gaps(logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """For each row of [N, V] logits, how far the chosen token's logit is below the row's largest."""
+    return logits.max(-1).values - logits[torch.arange(len(tokens)), torch.tensor(tokens)]
+
+
 def greedy(model, prompt: list[int], steps: int) -> list[int]:
     """`steps` greedy tokens, ignoring stop tokens (random weights may emit one early)."""
     model.eos_ids = ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from common.gguf_loader import unpermute_rope
+from models.llama3.model import unpermute_rope
 from tests.checkpoints import permute
 
 

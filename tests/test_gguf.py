@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.checkpoint import Checkpoint
 from common.errors import UserError
-from common.gguf_loader import iter_gguf_dequantized, open_gguf
+from common.gguf_loader import open_gguf
 
 # Types in SmolLM2 (F32, Q4_1, Q8_0) and Gemma 3 270M (F32, Q5_0, Q8_0, Q4_K, Q6_K), plus F16, Q4_0 and Q5_K.
 TYPES = ["F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]
@@ -61,7 +62,7 @@ def test_every_type_dequantizes_like_gguf_quants(typed_gguf) -> None:
     import gguf
 
     path, raws = typed_gguf
-    got = dict(iter_gguf_dequantized(str(path)))
+    got = dict(Checkpoint.open(path).iter_gguf())
     for name, raw in raws.items():
         ref = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[name])
         t = got[f"t.{name}"]
@@ -75,7 +76,7 @@ def test_k_quants_agree_with_executorch_reader(typed_gguf) -> None:
     from executorch.extension.llm.export.gguf import ExportableGGUFTensor
 
     path, raws = typed_gguf
-    got = dict(iter_gguf_dequantized(str(path)))
+    got = dict(Checkpoint.open(path).iter_gguf())
     for name in ("Q4_K", "Q5_K", "Q6_K"):
         et = ExportableGGUFTensor.from_raw(torch.from_numpy(raws[name]), name.lower()).dequantize(torch.float32)
         assert torch.allclose(got[f"t.{name}"], et, rtol=0, atol=1e-6), name

@@ -1,16 +1,22 @@
 """Llama 3 / 3.1 / 3.2 and llama-architecture checkpoints (SmolLM2, TinyLlama, ...).
 
-Everything the architecture needs (GQA, RoPE with llama3 scaling, SwiGLU, tied or untied
-embeddings) is in `common/`; this file only names the family and its bundled weights.
+The decoder is the llama-style one in `common.decoder` (GQA, RoPE with llama3 scaling, SwiGLU, tied or untied
+embeddings). What is llama's own: config.json `model_type: llama`, GGUF arch `llama`, llama.cpp's q/k row
+permutation and its `rope_freqs` tensor, and the bundled SmolLM2 weights.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import replace
 
+import torch
+
+from common.decoder import ModelConfig, Transformer
 from common.errors import UserError
-from common.spec import ModelSpec
+from common.family import Family
+from common.gguf_loader import hf_name, vocab_and_tie
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -27,10 +33,41 @@ def smollm2_gguf() -> str:
     return path
 
 
-SPEC = ModelSpec(
+def config_from_gguf(ckpt) -> ModelConfig:
+    cfg = ModelConfig.from_gguf(ckpt.gguf_meta, "llama", ckpt.path, **vocab_and_tie(ckpt))
+    factors = ckpt.gguf_tensor("rope_freqs.weight")  # Llama 3.1+: llama.cpp stores the scaling as divisors
+    return cfg if factors is None else replace(cfg, rope_freq_factors=tuple(factors.flatten().tolist()))
+
+
+def unpermute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's q/k row permutation (convert_hf_to_gguf `permute`) back to HF's rotate-half layout."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def fix_gguf_tensor(fqn: str, t: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    if fqn.endswith("self_attn.q_proj.weight"):
+        return unpermute_rope(t, cfg.n_heads)
+    if fqn.endswith("self_attn.k_proj.weight"):
+        return unpermute_rope(t, cfg.n_kv_heads)
+    return t
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama"} | cfg.to_hf()
+
+
+FAMILY = Family(
     name="llama3",
     title="Llama 3 (llama architecture)",
-    gguf_archs=("llama",),
     hf_model_types=("llama",),
+    gguf_archs=("llama",),
+    config_from_hf=ModelConfig.from_hf,
+    config_from_gguf=config_from_gguf,
+    to_hf=to_hf,
+    build=Transformer,
+    gguf_name=hf_name,
+    fix_gguf_tensor=fix_gguf_tensor,
     default_checkpoint=smollm2_gguf,
+    default_checkpoint_name="the bundled SmolLM2-135M-Instruct GGUF",
 )

@@ -3,7 +3,7 @@
 import sys
 
 from common.cli import inference_main, run_cli
-from models.qwen3.model import SPEC
+from models.qwen3.model import FAMILY
 
 if __name__ == "__main__":
-    sys.exit(run_cli(inference_main(SPEC)))
+    sys.exit(run_cli(inference_main(FAMILY)))

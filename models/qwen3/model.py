@@ -1,17 +1,41 @@
 """Qwen3 dense (0.6B to 32B): the llama architecture plus per-head RMSNorm on q and k before RoPE.
 
-The shared `common.transformer` covers all of it (`qk_norm`, explicit `head_dim`, rope_theta 1e6, tied
-or untied embeddings, all read from config.json or GGUF arch `qwen3`); the chat template (with its
-`enable_thinking` switch) and the `<|im_end|>` / `<|endoftext|>` stop tokens come from the checkpoint's
-tokenizer. This file names the family and lists the published sizes.
+The llama-style decoder in `common.decoder` covers it with `qk_norm` (explicit `head_dim`, rope_theta 1e6, tied
+or untied embeddings, all read from config.json or GGUF arch `qwen3`; llama.cpp stores Qwen3's q/k unpermuted);
+the chat template (with its `enable_thinking` switch) and the `<|im_end|>` / `<|endoftext|>` stop tokens come
+from the checkpoint's tokenizer. This file is the family: its config hooks and the published sizes.
 """
 
 from __future__ import annotations
 
-from common.config import ModelConfig
-from common.spec import ModelSpec
+from common.decoder import ModelConfig, Transformer
+from common.family import Family
+from common.gguf_loader import hf_name, vocab_and_tie
 
-SPEC = ModelSpec(name="qwen3", title="Qwen3", gguf_archs=("qwen3",), hf_model_types=("qwen3",))
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    return ModelConfig.from_hf(hf, qk_norm=True)
+
+
+def config_from_gguf(ckpt) -> ModelConfig:
+    return ModelConfig.from_gguf(ckpt.gguf_meta, "qwen3", ckpt.path, qk_norm=True, **vocab_and_tie(ckpt))
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"} | cfg.to_hf()
+
+
+FAMILY = Family(
+    name="qwen3",
+    title="Qwen3",
+    hf_model_types=("qwen3",),
+    gguf_archs=("qwen3",),
+    config_from_hf=config_from_hf,
+    config_from_gguf=config_from_gguf,
+    to_hf=to_hf,
+    build=Transformer,
+    gguf_name=hf_name,
+)
 
 # The config.json fields that differ between the Qwen/Qwen3-* releases: (hidden, intermediate, layers, heads).
 # All have 8 KV heads, head_dim 128 (not hidden / heads), vocab 151936 and rope_theta 1e6; 0.6B-4B tie
@@ -27,7 +51,7 @@ _SIZES = {
 
 
 def hf_config(size: str) -> dict:
-    """The config.json of Qwen/Qwen3-`size` (the fields `ModelConfig.from_hf` reads)."""
+    """The config.json of Qwen/Qwen3-`size` (the fields `config_from_hf` reads)."""
     hidden, intermediate, layers, heads = _SIZES[size]
     return {
         "model_type": "qwen3",
@@ -49,7 +73,7 @@ def hf_config(size: str) -> dict:
 
 
 def config(size: str) -> ModelConfig:
-    return ModelConfig.from_hf(hf_config(size))
+    return config_from_hf(hf_config(size))
 
 
 SIZES = tuple(_SIZES)

@@ -51,10 +51,10 @@ def _tiny_qwen3(out_dir: Path, tokenizer_dir: Path, use_custom_ops: bool, backen
     """A randomly initialised 2-layer qwen3 (qk-norm) with SmolLM2's tokenizer, exported per the zoo contract."""
     import torch
 
-    from common.config import ModelConfig
+    from common.decoder import ModelConfig, Transformer
     from common.export import contract_metadata, export_pte
+    from common.nn.attention import attention_kernel
     from common.tokenizer import load_tokenizer
-    from common.transformer import Transformer
 
     tok = load_tokenizer(tokenizer_dir)
     cfg = ModelConfig(
@@ -72,7 +72,7 @@ def _tiny_qwen3(out_dir: Path, tokenizer_dir: Path, use_custom_ops: bool, backen
         eos_ids=tok.eos_ids,
     )
     torch.manual_seed(0)
-    model = Transformer(cfg, TINY_CONTEXT_LEN, use_custom_ops=use_custom_ops, last_logits_only=True).eval()
+    model = Transformer(cfg, TINY_CONTEXT_LEN, attention_kernel(use_custom_ops), last_logits_only=True).eval()
     with torch.no_grad():  # sharper logits than the default init, so greedy picks have clear margins
         model.lm_head.weight.mul_(8.0)
     out_dir.mkdir(parents=True, exist_ok=True)

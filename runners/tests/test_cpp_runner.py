@@ -4,10 +4,11 @@ Greedy tokens must equal common.runtime.generate on the same fp32 .pte, with and
 (which the runner implements itself, runners/src/llama_kernels.cpp); the C++ tokenizer must give the HF
 tokenizer's ids; bad input must fail with one clear line (usage errors: exit 2 with the usage).
 
-On the 8da4w SmolLM2 .pte the runner's attention kernel and ExecuTorch's sum in different orders; int8 dynamic
-activation quantization turns those 1e-7 differences into different roundings, and after some tokens the greedy
-paths may part (Python's own chunked and token-by-token prefill part the same way). There the first tokens
-must agree and the answer must be right.
+On the 8da4w SmolLM2 .pte the runner's attention kernel and ExecuTorch's sum in different orders, and XNNPACK's
+int8-dynamic GEMMs round differently per CPU and batch shape; the greedy paths may part at any token (on AVX-512
+VNNI, Python's own one-call and token-by-token prefills part at the 2nd token). There every token the C++ runner
+picks must be a near-tie in the Python runtime's logits along the same tokens (greedy_gaps), and the answer must be
+right.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ pytestmark = pytest.mark.slow
 LLAMA3_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 QWEN2_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 PROMPT = "The capital of France is"
-AGREE = 8  # leading greedy tokens the C++ and Python runners must share on the 8da4w SmolLM2 .pte
+# Largest logit gap (Python's best minus the C++ runner's pick, along the C++ tokens) that int8-dynamic noise explains
+# on the 8da4w SmolLM2 .pte. Measured 2026-11-26 on AVX-512 VNNI, Python token-by-token greedy scored by Python
+# one-call prefill (the paths part at the 2nd token of the chat prompt): at most 0.34; the logits span ~20, so a
+# wrong program picks tokens many units below the best.
+MAX_GAP_8DA4W = 1.0
 
 
 def run(binary: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -37,6 +42,17 @@ def cpp_ids(binary: Path, *args: str) -> list[int]:
     proc = run(binary, *args)
     assert proc.returncode == 0, proc.stderr
     return [int(t) for t in proc.stdout.split()]
+
+
+def assert_near_greedy(pte: Path, prompt_ids: list[int], tokens: list[int]) -> None:
+    """Each of `tokens` (a C++ greedy run) is within int8-dynamic noise of the Python runtime's greedy pick."""
+    from common.runtime import PteModel
+    from tests.helpers import greedy_gaps, step_logits
+
+    model = PteModel(pte)
+    stop = next((i + 1 for i, t in enumerate(tokens) if t in model.eos_ids), len(tokens))
+    gaps = greedy_gaps(step_logits(model, prompt_ids, tokens[: stop - 1]), tokens[:stop])
+    assert gaps.max() <= MAX_GAP_8DA4W, gaps
 
 
 def python_greedy(pte: Path, prompt_ids: list[int], n: int) -> list[int]:
@@ -169,11 +185,11 @@ def test_smollm2_greedy_tokens_match_python(llama3_runner: Path, smollm2_pte: Pa
 
     tok = load_tokenizer(smollm2_pte.parent)
     prompt_ids = tok.encode(PROMPT)
-    expected = python_greedy(smollm2_pte, prompt_ids, 32)
     proc = run(llama3_runner, "--model", str(smollm2_pte), "--prompt", PROMPT, "--max-new-tokens", "32", "--print-ids")
     assert proc.returncode == 0, proc.stderr
     got = [int(t) for t in proc.stdout.split()]
-    assert got[:AGREE] == expected[:AGREE] and "Paris" in tok.decode(got[:AGREE])
+    assert len(got) > 1 and "Paris" in tok.decode(got[:8])
+    assert_near_greedy(smollm2_pte, prompt_ids, got)
     stats = proc.stderr.strip().splitlines()[-1]
     for field in ("load", "ms", "prefill", "decode", "tok/s", "peak RSS"):
         assert field in stats, stats
@@ -191,9 +207,10 @@ def test_smollm2_chat_greedy_matches_python(llama3_runner: Path, smollm2_pte: Pa
 
     prompt = "Give me three French cheeses."
     ids = encode_prompt(load_tokenizer(smollm2_pte.parent), prompt, chat=True)
-    expected = python_greedy(smollm2_pte, ids, 32)
     args = ["--model", str(smollm2_pte), "--chat", "--prompt", prompt, "--max-new-tokens", "32", "--print-ids"]
-    assert cpp_ids(llama3_runner, *args)[:AGREE] == expected[:AGREE]
+    got = cpp_ids(llama3_runner, *args)
+    assert len(got) > 1
+    assert_near_greedy(smollm2_pte, ids, got)
 
 
 def test_prompt_ids_and_ignore_eos(llama3_runner: Path, smollm2_pte: Path, tmp_path: Path) -> None:

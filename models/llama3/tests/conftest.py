@@ -28,8 +28,8 @@ class Tiny:
 
 def _rope_freqs(hf) -> torch.Tensor:
     """llama.cpp's `rope_freqs` for an HF llama3-scaled config: the per-pair divisors of the inverse frequencies."""
-    from common.config import ModelConfig
-    from common.rope import inv_frequencies
+    from common.decoder import ModelConfig
+    from common.nn.rope import inv_frequencies
 
     cfg = ModelConfig.from_hf(hf.config.to_dict())
     return inv_frequencies(cfg.head_dim, cfg.rope_theta) / inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)

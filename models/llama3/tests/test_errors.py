@@ -10,11 +10,11 @@ import pytest
 from common.cli import export_main, inference_main, quantize_main, run_cli
 from common.errors import UserError
 from common.io import atomic_path
-from models.llama3.model import SPEC
+from models.llama3.model import FAMILY
 
 
 def _fails(main, argv: list[str], capsys) -> str:
-    assert run_cli(main(SPEC), argv) == 2
+    assert run_cli(main(FAMILY), argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     return err

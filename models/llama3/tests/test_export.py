@@ -8,7 +8,7 @@ from common.cli import export_main, quantize_main, run_cli
 from common.pipeline import load_model, prepare_quantized
 from common.quant import QuantRecipe
 from common.runtime import EagerModel, PteModel
-from models.llama3.model import SPEC
+from models.llama3.model import FAMILY
 from tests.helpers import cli_stdout, greedy, step_logits
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ def _export(tmp_path_factory, checkpoint: str, name: str, *flags: str):
     out = tmp_path_factory.mktemp(f"llama_{name}") / "model.pte"
     argv = ["--checkpoint", checkpoint, "--max-seq-len", str(MAX_SEQ_LEN), "--max-context-len", str(MAX_CONTEXT_LEN),
             "--output", str(out), *flags]
-    return out, cli_stdout(lambda: run_cli(export_main(SPEC), argv))
+    return out, cli_stdout(lambda: run_cli(export_main(FAMILY), argv))
 
 
 def _prompt(tiny) -> list[int]:
@@ -35,7 +35,7 @@ def test_fp32_pte_matches_eager(tiny, tmp_path_factory) -> None:
     path, stdout = _export(tmp_path_factory, t.gguf, "fp32", "--quantize", "fp32", "--no-custom-ops")
     assert "delegated ops:" in stdout and "custom_sdpa" not in stdout
     pte = PteModel(path)
-    eager = EagerModel(load_model(SPEC, t.dir, max_context_len=MAX_CONTEXT_LEN)[0], (), MAX_SEQ_LEN)
+    eager = EagerModel(load_model(FAMILY, t.dir, max_context_len=MAX_CONTEXT_LEN)[0], (), MAX_SEQ_LEN)
     prompt = _prompt(t)
     tokens = greedy(eager, prompt, DECODE_STEPS)
     ref, out = step_logits(eager, prompt, tokens), step_logits(pte, prompt, tokens)
@@ -48,11 +48,11 @@ def test_quantize_and_save_then_export_matches_in_memory(tiny, tmp_path_factory)
     """quantize_and_save -> export (custom ops) gives the greedy tokens of the model quantized in memory."""
     t = tiny["untied"]
     saved = tmp_path_factory.mktemp("llama_q") / "q8da4w"
-    cli_stdout(lambda: run_cli(quantize_main(SPEC), ["--checkpoint", t.dir, "--quantize", "8da4w", "--output",
+    cli_stdout(lambda: run_cli(quantize_main(FAMILY), ["--checkpoint", t.dir, "--quantize", "8da4w", "--output",
                                                       str(saved)]))
     path, stdout = _export(tmp_path_factory, str(saved), "from_saved")
     assert "custom_sdpa" in stdout
-    fresh, _ = prepare_quantized(SPEC, t.dir, QuantRecipe("8da4w"), max_context_len=MAX_CONTEXT_LEN)
+    fresh, _ = prepare_quantized(FAMILY, t.dir, QuantRecipe("8da4w"), max_context_len=MAX_CONTEXT_LEN)
     prompt = _prompt(t)
     tokens = greedy(EagerModel(fresh, (), MAX_SEQ_LEN), prompt, DECODE_STEPS)
     assert greedy(PteModel(path), prompt, DECODE_STEPS) == tokens

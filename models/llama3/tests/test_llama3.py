@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from common.cli import inference_main, quantize_main, run_cli
+from common.nn.attention import attention_kernel
 from common.pipeline import load_model, prepare_quantized
 from common.quant import QuantRecipe
-from models.llama3.model import SPEC
+from models.llama3.model import FAMILY
 from tests.helpers import cached_logits
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -32,7 +33,7 @@ def hf_logits(tiny, ids: list[int]) -> torch.Tensor:
 @pytest.mark.parametrize("custom_ops", [False, True], ids=["sdpa", "custom_ops"])
 def test_hf_dir_matches_transformers(tiny, variant: str, custom_ops: bool) -> None:
     t = tiny[variant]
-    model, cfg, _ = load_model(SPEC, t.dir, max_context_len=64, use_custom_ops=custom_ops)
+    model, cfg, _ = load_model(FAMILY, t.dir, max_context_len=64, kernel=attention_kernel(custom_ops))
     assert cfg.tie_embeddings == (variant == "tied") and (cfg.rope_scaling is not None) == (variant == "tied")
     ids = ids_for(t)
     ref = hf_logits(t, ids)
@@ -46,7 +47,7 @@ def test_hf_dir_matches_transformers(tiny, variant: str, custom_ops: bool) -> No
 def test_gguf_matches_transformers(tiny, variant: str) -> None:
     """llama.cpp's q/k permutation is undone, a tied LM head is re-tied, rope_freqs reproduce llama3 scaling."""
     t = tiny[variant]
-    model, cfg, _ = load_model(SPEC, t.gguf, max_context_len=64)
+    model, cfg, _ = load_model(FAMILY, t.gguf, max_context_len=64)
     assert (cfg.rope_freq_factors is not None) == (variant == "tied")
     ids = ids_for(t)
     with torch.no_grad():
@@ -61,11 +62,11 @@ def test_quantize_and_save_round_trip(tiny, tmp_path: Path, capsys) -> None:
     t = tiny["untied"]
     out = tmp_path / "q"
     argv = ["--checkpoint", t.gguf, "--quantize", "8da4w", "--embedding-bits", "4", "--output", str(out)]
-    assert run_cli(quantize_main(SPEC), argv) == 0
+    assert run_cli(quantize_main(FAMILY), argv) == 0
     assert f"wrote {out}/" in capsys.readouterr().out
-    saved, _, recipe = load_model(SPEC, str(out), max_context_len=64)
+    saved, _, recipe = load_model(FAMILY, str(out), max_context_len=64)
     assert recipe == QuantRecipe("8da4w", embedding_bits=4)
-    fresh, _ = prepare_quantized(SPEC, t.gguf, recipe, max_context_len=64)
+    fresh, _ = prepare_quantized(FAMILY, t.gguf, recipe, max_context_len=64)
     ids = ids_for(t)
     a = cached_logits(saved, ids, 9)
     assert torch.equal(a, cached_logits(fresh, ids, 9))
@@ -78,7 +79,7 @@ def test_group_size_must_divide_features(tiny, capsys) -> None:
     argv = ["--checkpoint", tiny["tied"].dir, "--quantize", "8da4w", "--group-size", "128", "--output", "/tmp/x.pte"]
     from common.cli import export_main
 
-    assert run_cli(export_main(SPEC), argv) == 2
+    assert run_cli(export_main(FAMILY), argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --group-size 128 does not divide in_features 64") and "\n" not in err
 
@@ -89,7 +90,7 @@ def test_inference_cli_eager_greedy_matches_transformers(tiny, capsys) -> None:
     with torch.no_grad():
         ref = t.hf.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, min_new_tokens=6)[0, len(ids):]
     argv = ["--checkpoint", t.dir, "--prompt", "Hello world", "--max-new-tokens", "6", "--max-context-len", "64"]
-    assert run_cli(inference_main(SPEC), argv) == 0
+    assert run_cli(inference_main(FAMILY), argv) == 0
     out = capsys.readouterr().out
     eos = set(t.tokenizer.eos_ids)
     expected = t.tokenizer.decode([x for x in ref.tolist()[: next((i + 1 for i, x in enumerate(ref.tolist()) if x in eos), 6)] if x not in eos])

@@ -11,7 +11,7 @@ from common.pipeline import load_model
 from common.runtime import EagerModel, PteModel, generate
 from common.sampler import Sampler
 from common.tokenizer import load_tokenizer
-from models.llama3.model import SPEC
+from models.llama3.model import FAMILY
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def hf_smollm2(smollm2_gguf: str):
 
 
 def test_eager_matches_transformers(smollm2_gguf: str, hf_smollm2) -> None:
-    model, cfg, _ = load_model(SPEC, smollm2_gguf, max_context_len=128)
+    model, cfg, _ = load_model(FAMILY, smollm2_gguf, max_context_len=128)
     tok = load_tokenizer(smollm2_gguf)
     ids = tok.encode(PROMPT)
     with torch.no_grad():
@@ -51,26 +51,37 @@ def test_8da4w_pte_knows_paris(smollm2_pte) -> None:
     assert set(pte.eos_ids) >= {2, 0}  # <|im_end|> and <|endoftext|>
 
 
+# Int8-dynamic noise bounds for the 8da4w .pte against the eager 8da4w model along the same tokens. XNNPACK's int8
+# GEMMs round activations differently from torchao's reference, and differently per CPU (AVX2 vs AVX-512 VNNI) and
+# per batch shape (one 300-token prefill vs 128-token chunks). Measured 2026-11-26 on this test: KL per position
+# at most 0.007 nats, eager greedy token always the .pte's top 1, on AVX-512 VNNI with the eager side on its
+# default (AVX-512) kernels and on ATEN_CPU_CAPABILITY=avx2 alike; issue 9 saw 0.04-0.08 nats on another
+# AVX-512 VNNI machine. A broken program (wrong cache position, mask, RoPE or weights) gives KL of several nats.
+KL_MAX_8DA4W = 0.15
+TOP_K_8DA4W = 3
+
+
 def test_pte_matches_eager_8da4w_with_chunked_prefill(smollm2_gguf: str, smollm2_pte) -> None:
     """The .pte, prefilling a 300-token prompt in 128-token chunks, vs the eager model quantized the same way
-    (8da4w, 4-bit embeddings) prefilling it in one call: same greedy tokens, near-identical logits (XNNPACK's
-    int8 GEMMs round activations slightly differently from torchao's reference; over 30 layers that moves
-    logits of magnitude ~20 by up to ~3, while a real mismatch decorrelates them)."""
+    (8da4w, 4-bit embeddings) prefilling it in one call, both scored along the eager model's greedy tokens: KL
+    per position within int8-dynamic noise, and the eager greedy token among the .pte's top few."""
     from common.pipeline import prepare_quantized
     from common.quant import QuantRecipe
+    from tests.helpers import kl_per_position, step_logits
 
     pte = PteModel(smollm2_pte)
     tok = load_tokenizer(smollm2_pte.parent)
     ids = tok.encode("Paris is the capital and most populous city of France. " * 30)[:300]
     assert len(ids) > 2 * pte.max_seq_len
-    model, _ = prepare_quantized(SPEC, smollm2_gguf, QuantRecipe("8da4w", embedding_bits=4), max_context_len=1024)
-    eager = EagerModel(model, pte.eos_ids)
+    model, _ = prepare_quantized(FAMILY, smollm2_gguf, QuantRecipe("8da4w", embedding_bits=4), max_context_len=1024)
+    eager = EagerModel(model, ())
     assert eager.max_seq_len >= len(ids)  # one chunk
     ref = generate(eager, ids, Sampler(), 8, keep_logits=True)
-    out = generate(pte, ids, Sampler(), 8, keep_logits=True)
-    assert out.tokens == ref.tokens
-    cos = torch.nn.functional.cosine_similarity(torch.stack(out.logits), torch.stack(ref.logits), dim=-1)
-    assert cos.min() > 0.98, cos
+    ours = step_logits(pte, ids, ref.tokens[:-1])  # chunked prefill, then the eager tokens one by one
+    kl = kl_per_position(torch.stack(ref.logits), ours)
+    assert kl.max() <= KL_MAX_8DA4W, kl
+    top = ours.topk(TOP_K_8DA4W, dim=-1).indices
+    assert all(t in row for t, row in zip(ref.tokens, top.tolist(), strict=True)), (ref.tokens, top)
 
 
 def test_text_llm_runner_matches_python_runner(smollm2_pte) -> None:

@@ -12,7 +12,7 @@ from common.pipeline import load_model, prepare_quantized
 from common.quant import QuantRecipe
 from common.runtime import EagerModel, PteModel
 from common.tokenizer import load_tokenizer
-from models.qwen3.model import SPEC
+from models.qwen3.model import FAMILY
 from tests.helpers import cli_stdout, greedy, step_logits
 
 pytestmark = pytest.mark.slow
@@ -32,14 +32,14 @@ def _export(tmp_path_factory, checkpoint: str, name: str, *flags: str) -> tuple[
 def fp32_pte(tiny, tmp_path_factory) -> tuple[Path, str]:
     """The tied model from its HF dir, fp32, with ExecuTorch's llama:: custom ops (the CLI default)."""
     out, argv = _export(tmp_path_factory, tiny["tied"].dir, "fp32", "--quantize", "fp32")
-    return out, cli_stdout(lambda: run_cli(export_main(SPEC), argv))
+    return out, cli_stdout(lambda: run_cli(export_main(FAMILY), argv))
 
 
 @pytest.fixture(scope="module")
 def q_pte(tiny, tmp_path_factory) -> tuple[Path, str]:
     """The untied model from its GGUF, 8da4w, plain SDPA + in-place cache updates (--no-custom-ops)."""
     out, argv = _export(tmp_path_factory, tiny["untied"].gguf, "8da4w", "--quantize", "8da4w", "--no-custom-ops")
-    return out, cli_stdout(lambda: run_cli(export_main(SPEC), argv))
+    return out, cli_stdout(lambda: run_cli(export_main(FAMILY), argv))
 
 
 def _prompt(tiny) -> list[int]:
@@ -53,7 +53,7 @@ def test_fp32_pte_matches_eager(tiny, fp32_pte) -> None:
     path, stdout = fp32_pte
     assert "custom_sdpa" in stdout and f"wrote {path}" in stdout
     pte = PteModel(path)
-    eager = EagerModel(load_model(SPEC, t.dir, max_context_len=MAX_CONTEXT_LEN)[0], (), MAX_SEQ_LEN)
+    eager = EagerModel(load_model(FAMILY, t.dir, max_context_len=MAX_CONTEXT_LEN)[0], (), MAX_SEQ_LEN)
     prompt = _prompt(t)
     tokens = greedy(eager, prompt, DECODE_STEPS + 1)[:DECODE_STEPS]
     ref, out = step_logits(eager, prompt, tokens), step_logits(pte, prompt, tokens)
@@ -81,7 +81,7 @@ def test_8da4w_pte_greedy_matches_eager_8da4w(tiny, q_pte) -> None:
     t = tiny["untied"]
     path, stdout = q_pte
     assert "custom_sdpa" not in stdout
-    quantized, _ = prepare_quantized(SPEC, t.gguf, QuantRecipe("8da4w"), max_context_len=MAX_CONTEXT_LEN)
+    quantized, _ = prepare_quantized(FAMILY, t.gguf, QuantRecipe("8da4w"), max_context_len=MAX_CONTEXT_LEN)
     eager, pte, prompt = EagerModel(quantized, (), MAX_SEQ_LEN), PteModel(path), _prompt(t)
     tokens = greedy(eager, prompt, DECODE_STEPS + 1)
     assert greedy(pte, prompt, DECODE_STEPS + 1) == tokens
@@ -94,6 +94,6 @@ def test_8da4w_pte_greedy_matches_eager_8da4w(tiny, q_pte) -> None:
 def test_inference_cli_pte(q_pte, thinking: str, capsys) -> None:
     path, _ = q_pte
     argv = ["--pte", str(path), "--chat", thinking, "--prompt", "Hi!", "--max-new-tokens", "4"]
-    assert run_cli(inference_main(SPEC), argv) == 0
+    assert run_cli(inference_main(FAMILY), argv) == 0
     err = capsys.readouterr().err
     assert "[model.pte]" in err and "decode" in err

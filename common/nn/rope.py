@@ -1,20 +1,39 @@
-"""Rotary position embeddings in the HF (rotate-half) layout, with optional Llama 3 scaling."""
+"""Rotary position embeddings in the HF (rotate-half) layout: default, Llama 3 scaled, and partial rotary."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from common.config import RopeScaling
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3 style frequency scaling (rope_type "llama3")."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
 
 
 def inv_frequencies(
-    head_dim: int, theta: float, scaling: RopeScaling | None = None, freq_factors: tuple[float, ...] | None = None
+    head_dim: int,
+    theta: float,
+    scaling: RopeScaling | None = None,
+    freq_factors: tuple[float, ...] | None = None,
+    rotary_dim: int | None = None,
 ) -> torch.Tensor:
-    """Inverse frequencies [head_dim // 2], scaled as in Llama 3.1 (HF `scaling`, or llama.cpp's `freq_factors`)."""
+    """Inverse frequencies [head_dim // 2].
+
+    Llama 3.1 scaling comes as HF `scaling` or as llama.cpp's per-pair `freq_factors`. Partial rotary
+    ("proportional": exponents over the full head_dim, only the first rotary_dim // 2 pairs rotate) gives the
+    other pairs frequency 0, so their cos is 1 and sin 0: those dims pass through unrotated."""
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    if rotary_dim is not None and rotary_dim < head_dim:
+        inv[rotary_dim // 2 :] = 0.0
     if freq_factors is not None:
         return inv / torch.tensor(freq_factors, dtype=torch.float32)
     if scaling is None:
@@ -39,8 +58,7 @@ def rope_tables(max_len: int, inv_freq: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def rotate_half_matrix(head_dim: int) -> torch.Tensor:
-    """W with `x @ W.T == cat(-x2, x1)`: rotate-half as a matmul, because XNNPACK delegates a linear
-    but not a slice of a dynamic-length tensor (a slice would split every layer into more partitions)."""
+    """W with `x @ W.T == cat(-x2, x1)`: rotate-half as a matmul (exact: one ±1 per row)."""
     half = head_dim // 2
     w = torch.zeros(head_dim, head_dim)
     w[torch.arange(half), torch.arange(half) + half] = -1.0
@@ -48,7 +66,7 @@ def rotate_half_matrix(head_dim: int) -> torch.Tensor:
     return w
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor | None) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor | None = None) -> torch.Tensor:
     """x: [B, S, H, D]; cos/sin: [S, 1, D] (broadcast over batch and heads); rot: rotate_half_matrix(D) or None."""
     if rot is not None:
         return x * cos + F.linear(x, rot) * sin

@@ -1,0 +1,235 @@
+"""The llama-style decoder shared by the families that are one (llama3, qwen3): its config and its model.
+
+Config parsing here reads the HF / GGUF fields every llama-style checkpoint has; what tells one family from
+another (model_type, GGUF arch, qk-norm, tensor fixes) is the family's, in models/<name>/model.py.
+
+forward(tokens [1, S] int64, input_pos [1] int64) -> logits [1, S, V] (or [1, 1, V] with `last_logits_only`),
+with the KV caches as mutable buffers: the causal-LM `.pte` contract (common.pte.contract.CAUSAL_LM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.errors import UserError
+from common.nn.attention import SDPA, Attention
+from common.nn.kv_cache import FlatKVCache, causal_mask, start_position
+from common.nn.mlp import GatedMLP
+from common.nn.norm import RMSNorm
+from common.nn.rope import RopeScaling, inv_frequencies, rope_tables
+
+
+def positive_int(value: Any, key: str, source: str) -> int:
+    """`value` if it is an int >= 1 (bools excluded), else a UserError naming `source` and `key`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{source}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    hidden_dim: int
+    head_dim: int
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    # llama.cpp's `rope_freqs.weight` (Llama 3.1+ GGUFs): per-pair divisors of the inverse frequencies
+    rope_freq_factors: tuple[float, ...] | None = None
+    tie_embeddings: bool = False
+    qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3)
+    attention_bias: bool = False
+    max_position_embeddings: int = 8192
+    bos_id: int | None = None
+    eos_ids: tuple[int, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim"):
+            positive_int(getattr(self, key), key, "model config")
+        if self.n_heads % self.n_kv_heads:
+            raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any], **family: Any) -> ModelConfig:
+        """Build from the dict of an HF `config.json`; `family` sets what the family knows (e.g. qk_norm=True)."""
+        try:
+            n_heads = hf["num_attention_heads"]
+            dim = hf["hidden_size"]
+            rs = hf.get("rope_scaling") or (hf.get("rope_parameters") or {})
+            scaling = None
+            rope_type = rs.get("rope_type", rs.get("type"))
+            if rope_type not in (None, "default", "llama3"):  # e.g. Qwen3's optional YaRN
+                raise UserError(f"config.json: rope_type {rope_type!r} is not supported (default or llama3)")
+            if hf.get("use_sliding_window") or any(t != "full_attention" for t in hf.get("layer_types") or ()):
+                raise UserError("config.json: sliding-window attention layers are not supported")
+            if rope_type == "llama3":
+                scaling = RopeScaling(
+                    factor=rs["factor"],
+                    low_freq_factor=rs["low_freq_factor"],
+                    high_freq_factor=rs["high_freq_factor"],
+                    original_max_position_embeddings=rs["original_max_position_embeddings"],
+                )
+            theta = hf.get("rope_theta", rs.get("rope_theta", 10000.0))
+            eos = hf.get("eos_token_id")
+            eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
+            return cls(
+                vocab_size=hf["vocab_size"],
+                dim=dim,
+                n_layers=hf["num_hidden_layers"],
+                n_heads=n_heads,
+                n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+                hidden_dim=hf["intermediate_size"],
+                head_dim=hf.get("head_dim") or dim // n_heads,
+                norm_eps=hf.get("rms_norm_eps", 1e-5),
+                rope_theta=float(theta),
+                rope_scaling=scaling,
+                rope_freq_factors=tuple(hf["rope_freq_factors"]) if hf.get("rope_freq_factors") else None,
+                tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                attention_bias=bool(hf.get("attention_bias", False)),
+                max_position_embeddings=hf.get("max_position_embeddings", 8192),
+                bos_id=hf.get("bos_token_id"),
+                eos_ids=eos_ids,
+                **family,
+            )
+        except KeyError as e:
+            raise UserError(f"config.json is missing required key {e.args[0]!r}") from None
+
+    @classmethod
+    def from_gguf(cls, meta: dict[str, Any], arch: str, path: str = "GGUF", **family: Any) -> ModelConfig:
+        """Build from GGUF metadata under `arch.*` (llama.cpp's key names); vocab_size comes from the caller."""
+
+        def get(key: str, default: Any = None) -> Any:
+            value = meta.get(f"{arch}.{key}", default)
+            if value is None:
+                raise UserError(f"{path}: GGUF metadata lacks '{arch}.{key}'")
+            return value
+
+        n_heads = positive_int(get("attention.head_count"), f"{arch}.attention.head_count", path)
+        dim = positive_int(get("embedding_length"), f"{arch}.embedding_length", path)
+        eos = meta.get("tokenizer.ggml.eos_token_id")
+        return cls(
+            dim=dim,
+            n_layers=positive_int(get("block_count"), f"{arch}.block_count", path),
+            n_heads=n_heads,
+            n_kv_heads=get("attention.head_count_kv", n_heads),
+            hidden_dim=get("feed_forward_length"),
+            head_dim=get("attention.key_length", dim // n_heads),
+            norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+            rope_theta=float(get("rope.freq_base", 10000.0)),
+            max_position_embeddings=get("context_length", 8192),
+            bos_id=meta.get("tokenizer.ggml.bos_token_id"),
+            eos_ids=() if eos is None else (int(eos),),
+            **family,
+        )
+
+    def to_hf(self) -> dict[str, Any]:
+        """The llama-style `config.json` fields (the family adds model_type and architectures)."""
+        d = {
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.dim,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "intermediate_size": self.hidden_dim,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta,
+            "tie_word_embeddings": self.tie_embeddings,
+            "attention_bias": self.attention_bias,
+            "max_position_embeddings": self.max_position_embeddings,
+            "bos_token_id": self.bos_id,
+            "eos_token_id": list(self.eos_ids),
+            "hidden_act": "silu",
+        }
+        if self.rope_freq_factors:
+            d["rope_freq_factors"] = list(self.rope_freq_factors)  # not an HF key; read back by from_hf
+        if self.rope_scaling:
+            d["rope_scaling"] = {"rope_type": "llama3", **dataclasses.asdict(self.rope_scaling)}
+        return d
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, max_context_len: int, kernel):
+        super().__init__()
+        cache = FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
+        self.self_attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cache, kernel,
+                                   bias=cfg.attention_bias, qk_norm_eps=cfg.norm_eps if cfg.qk_norm else None)
+        self.mlp = GatedMLP(cfg.dim, cfg.hidden_dim, "silu")
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x, start, cos, sin, rot, mask):
+        x = x + self.self_attn(self.input_layernorm(x), start, cos, sin, rot, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    """Holds the HF `model.*` submodules so HF state-dict keys load as they are."""
+
+    def __init__(self, cfg: ModelConfig, max_context_len: int, kernel):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, max_context_len, kernel) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.max_context_len = max_context_len
+        self.kernel = kernel
+        self.last_logits_only = last_logits_only
+        self.model = Body(cfg, max_context_len, kernel)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        # rotate-half as a matmul when the XNNPACK lowering sets it (common.export.xnnpack_source_transforms)
+        self.register_buffer("rope_rot", None, persistent=False)
+        self.init_buffers(caches=False)
+
+    def init_buffers(self, caches: bool = True) -> None:
+        """(Re)create the runtime buffers: RoPE tables, causal mask and (with `caches`) the KV caches."""
+        cfg, n = self.cfg, self.max_context_len
+        cos, sin = rope_tables(n, inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg.rope_freq_factors))
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("causal_mask", causal_mask(n), persistent=False)
+        if caches:
+            for cache in self.caches():
+                cache.init_buffers()
+
+    def caches(self) -> list[FlatKVCache]:
+        return [layer.self_attn.kv_cache for layer in self.model.layers]
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        seq_len = tokens.size(1)
+        start = start_position(input_pos, seq_len, self.max_context_len)
+        cos = self.rope_cos.narrow(0, start, seq_len)
+        sin = self.rope_sin.narrow(0, start, seq_len)
+        mask = FlatKVCache.mask(self.causal_mask, start, seq_len) if self.kernel.needs_mask else None
+        x = self.model.embed_tokens(tokens)
+        for layer in self.model.layers:
+            x = layer(x, start, cos, sin, self.rope_rot, mask)
+        x = self.model.norm(x)
+        if self.last_logits_only:
+            x = x[:, -1:, :]
+        return self.lm_head(x)
+
+    def fuse_projections(self) -> Transformer:
+        """Fuse each layer's q/k/v and gate/up linears (exact; state-dict names change)."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        return self
+
+    def reset_cache(self) -> None:
+        for cache in self.caches():
+            cache.reset()

@@ -1,0 +1,1 @@
+"""Building blocks every family composes its model from; they take plain ints, never a family's config."""

@@ -1,0 +1,129 @@
+"""Grouped-query attention over a KV cache, with the attention kernel as a strategy object.
+
+`SDPA` is plain PyTorch (exports to any backend, runs eagerly anywhere); `CUSTOM_OPS` is ExecuTorch's
+`llama::update_cache` / `llama::custom_sdpa` (faster: the kernel reads only positions < start + S, and needs no
+mask). A model takes one kernel and hands it to every attention layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.nn.linear import fuse_linears
+from common.nn.norm import RMSNorm
+from common.nn.rope import apply_rope
+
+
+@dataclass(frozen=True)
+class SdpaKernel:
+    """torch.nn.functional.scaled_dot_product_attention over the whole cache with an additive mask."""
+
+    name: str = "sdpa"
+    needs_mask: bool = True
+
+    def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
+        cache.narrow(1, start, x.size(1)).copy_(x)
+
+    def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
+        """q: [B, S, Hq, D], k/v: [B, N, Hkv, D] -> [B, S, Hq, D]."""
+        rep = q.size(2) // k.size(2)
+        k = k.transpose(1, 2).repeat_interleave(rep, dim=1)
+        v = v.transpose(1, 2).repeat_interleave(rep, dim=1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, scale=scale)
+        return out.transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class CustomOpsKernel:
+    """ExecuTorch's llama:: custom ops (kernels in the Python runtime, and in our C++ runner's kernel library)."""
+
+    name: str = "custom_ops"
+    needs_mask: bool = False
+
+    def __post_init__(self) -> None:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama::*
+
+    def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
+        torch.ops.llama.update_cache(x, cache, start)
+
+    def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
+        extra = () if scale is None else (scale,)
+        if mask is not None:
+            return torch.ops.llama.custom_sdpa(q, k, v, start, mask, 0.0, False, *extra)
+        return torch.ops.llama.custom_sdpa(q, k, v, start, None, 0.0, True, *extra)
+
+
+SDPA = SdpaKernel()
+KERNELS = {"sdpa": SdpaKernel, "custom_ops": CustomOpsKernel}
+
+
+def attention_kernel(custom_ops: bool):
+    """The kernel a `--custom-ops/--no-custom-ops` flag names."""
+    return CustomOpsKernel() if custom_ops else SDPA
+
+
+class Attention(nn.Module):
+    """GQA with optional per-head q/k RMSNorm (Qwen3). Module names follow HF so HF state dicts load unchanged."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        cache: nn.Module,
+        kernel,
+        bias: bool = False,
+        qk_norm_eps: float | None = None,
+    ):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.kernel = kernel
+        self.q_proj = nn.Linear(dim, n_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, dim, bias=False)
+        self.q_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps is not None else None
+        self.k_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps is not None else None
+        self.qkv_proj: nn.Linear | None = None
+        self.kv_cache = cache
+
+    def fuse(self) -> None:
+        """q_proj + k_proj + v_proj -> one qkv_proj (see common.nn.linear.fuse_linears)."""
+        self.qkv_proj = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.qkv_proj is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        qkv = self.qkv_proj(x)
+        return qkv[..., :q_dim], qkv[..., q_dim : q_dim + kv_dim], qkv[..., q_dim + kv_dim :]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        start: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        rot: torch.Tensor | None,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, 1, head_dim]; rot: the
+        rotate-half matrix or None; mask: what the cache allows these queries to read (None: causal by position)."""
+        bsz = x.shape[0]
+        # -1 rather than seq_len: XNNPACK delegates a reshape with one inferred dim, not a symbolic one
+        q, k, v = self._project(x)
+        q = q.reshape(bsz, -1, self.n_heads, self.head_dim)
+        k = k.reshape(bsz, -1, self.n_kv_heads, self.head_dim)
+        v = v.reshape(bsz, -1, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+        k_all, v_all = self.kv_cache.update(start, k, v, self.kernel)
+        out = self.kernel.attend(q, k_all, v_all, start, mask)
+        return self.o_proj(out.reshape(bsz, -1, self.n_heads * self.head_dim))
