@@ -83,8 +83,9 @@ class PteEngine(Engine):
         self.pos = 0  # the cache is overwritten from position 0; attention reads only positions < pos
 
     def feed(self, tokens: list[int]):
-        for i in range(0, len(tokens), self.model.max_seq_len):  # chunked, as common.runtime.generate prefills
-            logits = self.model.forward(tokens[i : i + self.model.max_seq_len], self.pos + i)
+        from common.runtime import prefill
+
+        logits = prefill(self.model, tokens, self.pos)  # chunked, as common.runtime.generate prefills
         self.pos += len(tokens)
         return logits
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 CATEGORIES = ("delegated linears", "other XNNPACK ops", "XNNPACK call overhead", "SDPA (llama::custom_sdpa)",
@@ -36,34 +35,21 @@ def category(name: str, delegated: bool) -> str | None:
 
 def profile(pte: str, prompt: list[int], tokens: int, threads: int) -> dict[str, float]:
     """Milliseconds per decoded token in each category."""
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
-    import executorch.kernels.quantized  # noqa: F401
-    import torch
     from executorch.devtools import Inspector
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-    from executorch.runtime import Runtime
+
+    from common.runtime import PteModel, generate
+    from common.sampler import Sampler
 
     _unsafe_reset_threadpool(threads)
-    program = Runtime.get().load_program(pte, enable_etdump=True, debug_buffer_size=0)
-    method = program.load_method("forward")
-    max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
-    for i in range(0, len(prompt), max_seq_len):
-        logits = method.execute([torch.tensor([prompt[i : i + max_seq_len]]), torch.tensor([i])])[0]
-    n_prefill = (len(prompt) + max_seq_len - 1) // max_seq_len
-    pos, execute_s, sample_s = len(prompt), 0.0, 0.0
-    t_all = time.perf_counter()
-    for _ in range(tokens):
-        t0 = time.perf_counter()
-        token = int(logits[0, -1].argmax())
-        t1 = time.perf_counter()
-        logits = method.execute([torch.tensor([[token]]), torch.tensor([pos])])[0]
-        execute_s += time.perf_counter() - t1
-        sample_s += t1 - t0
-        pos += 1
-    wall_s = time.perf_counter() - t_all
+    model = PteModel(pte, etdump=True)
+    n_prefill = (len(prompt) + model.max_seq_len - 1) // model.max_seq_len
+    # tokens + 1 samples: the first comes from the prefill's logits, then `tokens` decode steps
+    gen = generate(model, prompt, Sampler(), tokens + 1, ignore_eos=True)
+    wall_s, sample_s = gen.decode_s, gen.sample_s
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "etdump.etdp"
-        program.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
+        model.write_etdump(str(etdump), str(Path(tmp) / "debug.bin"))
         inspector = Inspector(etdump_path=str(etdump))
     ms = dict.fromkeys(CATEGORIES, 0.0)
     delegate_ms = execute_ms = xnn_ms = 0.0
@@ -91,7 +77,6 @@ def profile(pte: str, prompt: list[int], tokens: int, threads: int) -> dict[str,
     ms["Python overhead"] = max(wall_s * 1e3 - execute_ms - sample_s * 1e3, 0.0)
     out = {k: v / tokens for k, v in ms.items()}
     out["total (wall)"] = wall_s * 1e3 / tokens
-    out["execute (timed in Python)"] = execute_s * 1e3 / tokens
     return out
 
 

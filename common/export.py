@@ -1,7 +1,7 @@
-"""Export a zoo model to an ExecuTorch `.pte` following the zoo contract.
+"""Lower a zoo model to an ExecuTorch `.pte` following one of the contracts in common.contract.
 
-forward(tokens [1, S] int64, input_pos [1] int64) -> logits, KV caches as mutable buffers,
-plus the constant methods ExecuTorch's LLM runners read (`get_max_seq_len`, ...).
+torch.export (example inputs and dynamic dims from the contract) -> XNNPACK source transforms and partitioning
+-> to_executorch; the program must need no operator the runtime (plus the zoo's kernel libraries) lacks.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.contract import Contract
 from common.errors import UserError
 from common.io import atomic_path
 from common.nn.norm import RMSNorm
@@ -28,20 +29,6 @@ class ExportSummary:
     delegated_ops: int
     portable_ops: Counter  # non-delegated op name -> count
     operators: tuple[str, ...]  # operators the runtime must provide
-
-
-def contract_metadata(cfg, max_seq_len: int, max_context_len: int, eos_ids: tuple[int, ...]) -> dict:
-    """Constant methods of the `.pte` contract (names are the ones ExecuTorch's LLM runners read)."""
-    return {
-        "get_max_seq_len": max_seq_len,
-        "get_max_context_len": max_context_len,
-        "get_bos_id": cfg.bos_id if cfg.bos_id is not None else -1,
-        "get_eos_ids": list(eos_ids),
-        "get_vocab_size": cfg.vocab_size,
-        "get_n_layers": cfg.n_layers,
-        "use_kv_cache": True,
-        "enable_dynamic_shape": True,
-    }
 
 
 class XnnpackRMSNorm(RMSNorm):
@@ -85,40 +72,55 @@ def program_operators(program) -> tuple[str, ...]:
 
 
 def export_pte(
-    model: nn.Module,
+    model: nn.Module | dict[str, nn.Module],
     output: str | os.PathLike,
-    metadata: dict,
+    contract: Contract,
+    constants: dict,
     backend: str = "xnnpack",
-    max_seq_len: int = 128,
+    limits: dict[str, int] | None = None,
 ) -> ExportSummary:
-    """torch.export -> to_edge_transform_and_lower -> to_executorch, written atomically to `output`."""
+    """torch.export each of `contract`'s methods (`model`, or a module per method name) -> lower -> to_executorch,
+    written atomically to `output`. `constants` become constant methods (the contract's stamp is added);
+    `limits` size the dynamic dims (default: from get_max_seq_len)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
-    from torch.export import Dim
 
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    max_context_len = metadata["get_max_context_len"]
-    if not 1 <= max_seq_len <= max_context_len:
+    limits = limits or {"max_seq_len": constants["get_max_seq_len"]}
+    max_seq_len, max_context_len = limits.get("max_seq_len"), constants.get("get_max_context_len")
+    if max_context_len is not None and not 1 <= max_seq_len <= max_context_len:
         raise UserError(f"--max-seq-len {max_seq_len}: expected 1..--max-context-len ({max_context_len})")
+    missing = sorted(set(contract.constants) - set(constants))
+    if missing:
+        raise ValueError(f"{contract.name} export lacks constant methods {missing}")
 
-    if backend == "xnnpack":
-        xnnpack_source_transforms(model)
-    example = (torch.zeros((1, 2), dtype=torch.long), torch.tensor([0], dtype=torch.long))
-    dynamic = {"tokens": {1: Dim("seq_len", min=1, max=max_seq_len)}, "input_pos": None}
+    modules = model if isinstance(model, dict) else {"forward": model}
+    programs = {}
     with torch.no_grad():
-        ep = torch.export.export(model, example, dynamic_shapes=dynamic, strict=False)
+        for name, module in modules.items():
+            if backend == "xnnpack":
+                xnnpack_source_transforms(module)
+            programs[name] = torch.export.export(
+                module,
+                contract.example_inputs(name, limits),
+                dynamic_shapes=contract.dynamic_shapes(name, limits),
+                strict=False,
+            )
         edge = to_edge_transform_and_lower(
-            ep,
+            programs,
             partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],
             compile_config=EdgeCompileConfig(_check_ir_validity=False),
-            constant_methods=metadata,
+            constant_methods=constants | contract.stamp(),
         )
-    info = get_delegation_info(edge.exported_program().graph_module)
-    portable = Counter({name: row.non_delegated for name, row in info.delegation_by_operator.items() if row.non_delegated})
+    delegated, portable = 0, Counter()
+    for name in modules:
+        info = get_delegation_info(edge.exported_program(name).graph_module)
+        delegated += info.num_delegated_nodes
+        portable.update({op: row.non_delegated for op, row in info.delegation_by_operator.items() if row.non_delegated})
     et = edge.to_executorch(
         ExecutorchBackendConfig(
             extract_delegate_segments=True,
@@ -135,7 +137,7 @@ def export_pte(
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as f:
             et.write_to_file(f)
-    return ExportSummary(Path(output), info.num_delegated_nodes, portable, ops)
+    return ExportSummary(Path(output), delegated, portable, ops)
 
 
 def format_summary(summary: ExportSummary) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.contract import CAUSAL_LM, Contract
+
 
 def _same(fqn: str, t: torch.Tensor, cfg: Any) -> torch.Tensor:
     return t
@@ -32,7 +34,7 @@ class Family:
     fix_gguf_tensor: Callable[[str, torch.Tensor, Any], torch.Tensor] = _same  # (key, tensor, cfg): undo llama.cpp's layout
     default_checkpoint: Callable[[], str] | None = None  # bundled weights, used when --checkpoint is omitted
     default_checkpoint_name: str | None = None  # how help texts name them
-    contract: str = "causal_lm"  # the .pte contract its exports follow (common.pte.contract)
+    contract: Contract = CAUSAL_LM  # the .pte contract its exports follow
 
     def accepts(self, checkpoint) -> bool:
         """Whether an opened Checkpoint is of this family (by GGUF arch or config.json model_type)."""

@@ -12,8 +12,9 @@ from torch import nn
 
 import models as families
 from common.checkpoint import QUANT_KEY, Checkpoint, load_weights
+from common.contract import causal_lm_constants
 from common.errors import UserError
-from common.export import ExportSummary, contract_metadata, export_pte
+from common.export import ExportSummary, export_pte
 from common.family import Family
 from common.io import atomic_dir
 from common.nn.attention import SDPA
@@ -99,7 +100,8 @@ def export_model(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True
     )
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
-    summary = export_pte(model, output, contract_metadata(cfg, max_seq_len, max_context_len, eos), backend, max_seq_len)
+    constants = causal_lm_constants(cfg, max_seq_len, max_context_len, eos)
+    summary = export_pte(model, output, family.contract, constants, backend, {"max_seq_len": max_seq_len})
     tokenizer.save(os.path.dirname(os.path.abspath(output)))
     return summary, tokenizer
 

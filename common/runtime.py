@@ -20,9 +20,11 @@ PTE_MAGIC_OFFSET, PTE_MAGIC = 4, b"ET"  # flatbuffer file identifier "ETxx" at b
 
 
 class PteModel:
-    """A `.pte` that follows the zoo contract, loaded with `executorch.runtime`."""
+    """A causal-LM `.pte` (common.contract.CAUSAL_LM), loaded with `executorch.runtime`.
 
-    def __init__(self, path: str | os.PathLike):
+    `etdump` records an ETDump (op-level timings) for bench.profile."""
+
+    def __init__(self, path: str | os.PathLike, etdump: bool = False):
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such .pte file")
@@ -34,18 +36,21 @@ class PteModel:
         import executorch.kernels.quantized  # noqa: F401  quantized_decomposed:: kernels
         from executorch.runtime import Runtime
 
+        from common.contract import CAUSAL_LM
+
         t0 = time.perf_counter()
         try:
-            self.program = Runtime.get().load_program(path)
-            self.method = self.program.load_method("forward")
+            kwargs = {"enable_etdump": True, "debug_buffer_size": 0} if etdump else {}
+            self.program = Runtime.get().load_program(path, **kwargs)
         except Exception as e:  # the runtime reports corrupt files as RuntimeError with an error code
             raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
-        self.load_s = time.perf_counter() - t0
         self.path = path
-        names = self.program.method_names
-        missing = {"get_max_seq_len", "get_max_context_len", "get_eos_ids"} - set(names)
-        if missing:
-            raise UserError(f"{path}: not a zoo LLM program (missing constant methods {sorted(missing)})")
+        CAUSAL_LM.check(path, set(self.program.method_names), lambda name: self.program.load_method(name).execute([])[0])
+        try:
+            self.method = self.program.load_method("forward")
+        except Exception as e:
+            raise UserError(f"{path}: cannot load method forward ({e})") from None
+        self.load_s = time.perf_counter() - t0
         self.max_seq_len = self._const("get_max_seq_len")
         self.max_context_len = self._const("get_max_context_len")
         self.eos_ids = tuple(int(t) for t in self.program.load_method("get_eos_ids").execute([]))
@@ -56,6 +61,10 @@ class PteModel:
     def forward(self, tokens: list[int], start: int) -> torch.Tensor:
         out = self.method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
         return out[0][0, -1]
+
+    def write_etdump(self, etdump: str, debug: str) -> None:
+        """Write the ETDump recorded since load (with `etdump=True`)."""
+        self.program.write_etdump_result_to_file(etdump, debug)
 
 
 class EagerModel:
@@ -78,7 +87,8 @@ class Generation:
     tokens: list[int] = field(default_factory=list)  # generated tokens (stop token included if hit)
     prompt_len: int = 0
     prefill_s: float = 0.0
-    decode_s: float = 0.0
+    decode_s: float = 0.0  # sampling included
+    sample_s: float = 0.0  # of which in the sampler
     logits: list[torch.Tensor] = field(default_factory=list)  # per step, when keep_logits
 
     @property
@@ -99,6 +109,13 @@ def check_context(prompt_len: int, max_context_len: int, source: str) -> None:
         )
 
 
+def prefill(model: PteModel | EagerModel, tokens: list[int], start: int = 0) -> torch.Tensor:
+    """Run `tokens` from position `start` in chunks of at most max_seq_len; the logits after the last one."""
+    for i in range(0, len(tokens), model.max_seq_len):
+        logits = model.forward(tokens[i : i + model.max_seq_len], start + i)
+    return logits
+
+
 def generate(
     model: PteModel | EagerModel,
     prompt: list[int],
@@ -107,26 +124,30 @@ def generate(
     on_token: Callable[[int], None] | None = None,
     keep_logits: bool = False,
     source: str = "the model",
+    ignore_eos: bool = False,
 ) -> Generation:
-    """Chunked prefill (max_seq_len per call), then decode until EOS, max_new_tokens or the context end."""
+    """Chunked prefill (max_seq_len per call), then decode until EOS (unless `ignore_eos`), max_new_tokens or the
+    context end. The one generation loop: the CLIs, the tests, the bench and the profiler all run this."""
     if not prompt:
         raise UserError("the prompt is empty")
     check_context(len(prompt), model.max_context_len, source)
     gen = Generation(prompt_len=len(prompt))
     t0 = time.perf_counter()
-    for i in range(0, len(prompt), model.max_seq_len):
-        logits = model.forward(prompt[i : i + model.max_seq_len], i)
+    logits = prefill(model, prompt)
     gen.prefill_s = time.perf_counter() - t0
     pos = len(prompt)
+    stop = () if ignore_eos else model.eos_ids
     t0 = time.perf_counter()
     while True:
         if keep_logits:
             gen.logits.append(logits.clone())
+        ts = time.perf_counter()
         token = sampler(logits)
+        gen.sample_s += time.perf_counter() - ts
         gen.tokens.append(token)
         if on_token:
             on_token(token)
-        if token in model.eos_ids or len(gen.tokens) >= max_new_tokens or pos >= model.max_context_len:
+        if token in stop or len(gen.tokens) >= max_new_tokens or pos >= model.max_context_len:
             break
         logits = model.forward([token], pos)
         pos += 1

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from common.runtime import generate
+from common.runtime import generate, prefill
 from common.sampler import Sampler
 
 # Tokenizer parity sample: scripts, emoji, rare planes, code, whitespace, digits, combining marks, special tokens.
@@ -44,9 +44,7 @@ def cached_logits(model: torch.nn.Module, ids: list[int], prefill: int) -> torch
 
 def step_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
     """Last-position logits (PteModel or EagerModel) after a chunked prefill of `prompt`, then after each of `tokens`."""
-    for i in range(0, len(prompt), model.max_seq_len):
-        logits = model.forward(prompt[i : i + model.max_seq_len], i)
-    out = [logits]
+    out = [prefill(model, prompt)]
     for pos, token in enumerate(tokens, len(prompt)):
         out.append(model.forward([token], pos))
     return torch.stack(out)

@@ -128,10 +128,24 @@ std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
                      (g_logs.empty() ? "" : "; " + g_logs.back()) + ")");
   auto names = r->module_->method_names();
   if (!names.ok()) throw zoo::Error(path + ": cannot read the program's methods (" + describe(names.error()) + ")");
+  // The contract stamp (common/contract.py): a program of another contract is refused by name. An unstamped program
+  // with the causal-LM methods (ExecuTorch's export_llm) is read as causal_lm v1, whose contract ours extends.
+  if (names->count("get_contract")) {
+    auto name = r->module_->execute("get_contract");
+    auto version = r->module_->execute("get_contract_version");
+    if (!name.ok() || name->empty() || !(*name)[0].isString() || !version.ok() || version->empty() ||
+        !(*version)[0].isInt())
+      throw zoo::Error(path + ": unreadable contract stamp (get_contract / get_contract_version)");
+    std::string got((*name)[0].toString());
+    int64_t v = (*version)[0].toInt();
+    if (got != kContractName || v != kContractVersion)
+      throw zoo::Error(path + ": a " + got + " v" + std::to_string(v) + " program, but this runner drives " +
+                       kContractName + " v" + std::to_string(kContractVersion));
+  }
   std::string missing;
   for (const char* m : {"forward", "get_max_seq_len", "get_max_context_len", "get_eos_ids"})
     if (!names->count(m)) missing += (missing.empty() ? "" : ", ") + std::string(m);
-  if (!missing.empty()) throw zoo::Error(path + ": not a zoo LLM program (missing methods " + missing + ")");
+  if (!missing.empty()) throw zoo::Error(path + ": not a zoo causal_lm program (missing methods " + missing + ")");
   if (EtError e = r->module_->load_method("forward"); e != EtError::Ok) throw zoo::Error(explain_method_failure(path, e));
   r->load_ms_ = since_ms(t0);
 

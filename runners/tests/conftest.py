@@ -51,8 +51,9 @@ def _tiny_qwen3(out_dir: Path, tokenizer_dir: Path, use_custom_ops: bool, backen
     """A randomly initialised 2-layer qwen3 (qk-norm) with SmolLM2's tokenizer, exported per the zoo contract."""
     import torch
 
+    from common.contract import CAUSAL_LM, causal_lm_constants
     from common.decoder import ModelConfig, Transformer
-    from common.export import contract_metadata, export_pte
+    from common.export import export_pte
     from common.nn.attention import attention_kernel
     from common.tokenizer import load_tokenizer
 
@@ -76,8 +77,8 @@ def _tiny_qwen3(out_dir: Path, tokenizer_dir: Path, use_custom_ops: bool, backen
     with torch.no_grad():  # sharper logits than the default init, so greedy picks have clear margins
         model.lm_head.weight.mul_(8.0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = contract_metadata(cfg, TINY_SEQ_LEN, TINY_CONTEXT_LEN, tok.eos_ids)
-    export_pte(model, out_dir / "model.pte", meta, backend=backend, max_seq_len=TINY_SEQ_LEN)
+    meta = causal_lm_constants(cfg, TINY_SEQ_LEN, TINY_CONTEXT_LEN, tok.eos_ids)
+    export_pte(model, out_dir / "model.pte", CAUSAL_LM, meta, backend=backend)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, out_dir / name)
     return out_dir / "model.pte"

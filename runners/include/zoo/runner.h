@@ -16,6 +16,10 @@ class Module;
 
 namespace zoo {
 
+// The contract this runner drives, as stamped in the program (common/contract.py CAUSAL_LM).
+inline constexpr const char* kContractName = "causal_lm";
+inline constexpr int64_t kContractVersion = 1;
+
 struct ModelMetadata {  // the .pte contract's constant methods
   int64_t max_seq_len = 0;
   int64_t max_context_len = 0;
