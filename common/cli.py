@@ -39,19 +39,33 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
-    from common.quant import GROUP_SIZES, LINEAR_RECIPES
+    from common.quant import GROUP_SIZES, PRESETS
 
-    p.add_argument("--quantize", "--recipe", dest="quantize", default=default, choices=LINEAR_RECIPES,
-                   help="linear-layer recipe: 8da4w = int8 dynamic activations + int4 grouped weights")
-    p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES, help="8da4w weight group size")
+    p.add_argument("--quantize", choices=PRESETS, default=None,
+                   help=f"preset (default {default}): 8da4w = int8 dynamic activations + int4 grouped weights, "
+                        "8da8w = int8 per-channel weights, fp32 = none")
+    p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES["8da4w"], help="8da4w weight group size")
     p.add_argument("--embedding-bits", type=int, choices=(4, 8), default=None,
                    help="also quantize the embedding table (quantized_decomposed embedding ops)")
+    p.add_argument("--recipe", metavar="FILE",
+                   help="your own quantization rules, JSON or YAML (README: Quantization recipes); "
+                        "replaces --quantize/--group-size/--embedding-bits")
+    p.set_defaults(default_preset=default)
 
 
 def _recipe(args):
-    from common.quant import QuantRecipe
+    """The Recipe the flags name: a --recipe file, or the --quantize preset."""
+    import os
 
-    return QuantRecipe(args.quantize, args.group_size, args.embedding_bits)
+    from common.quant import PRESETS, load_recipe, preset
+
+    if args.recipe and not os.path.exists(args.recipe) and args.recipe in PRESETS:
+        args.quantize, args.recipe = args.recipe, None  # `--recipe 8da4w`: the spelling before recipe files
+    if args.recipe:
+        if args.quantize or args.embedding_bits or args.group_size != 32:
+            raise UserError("--recipe FILE replaces --quantize, --group-size and --embedding-bits; pass one or the other")
+        return load_recipe(args.recipe)
+    return preset(args.quantize or args.default_preset, args.group_size, args.embedding_bits)
 
 
 def _checkpoint_help(family: Family) -> str:
@@ -71,9 +85,10 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
         from common.pipeline import quantize_and_save, resolve_checkpoint
 
         t0 = time.perf_counter()
+        recipe = _recipe(args)
         ckpt = resolve_checkpoint(family, args.checkpoint)
-        out = quantize_and_save(family, ckpt, args.output, _recipe(args))
-        print(f"quantized {ckpt} with {_recipe(args).name} in {time.perf_counter() - t0:.1f}s")
+        out = quantize_and_save(family, ckpt, args.output, recipe)
+        print(f"quantized {ckpt} with {recipe.name} in {time.perf_counter() - t0:.1f}s")
         print(f"wrote {out}/ (config.json, model.safetensors, tokenizer) — {human_size(out)}")
         return 0
 
@@ -101,10 +116,11 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         from common.pipeline import export_model, resolve_checkpoint
 
         t0 = time.perf_counter()
+        recipe = _recipe(args)
         ckpt = resolve_checkpoint(family, args.checkpoint)
-        summary, _ = export_model(family, ckpt, args.output, _recipe(args), args.backend, args.max_seq_len,
+        summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
                                   args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer)
-        print(f"exported {ckpt} ({_recipe(args).name}, {args.backend}, max_seq_len {args.max_seq_len}, "
+        print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "
               f"context {args.max_context_len}) in {time.perf_counter() - t0:.1f}s")
         print(format_summary(summary))
         print(f"wrote {summary.path} — {human_size(summary.path)}")

@@ -10,6 +10,7 @@ with the KV caches as mutable buffers: the causal-LM `.pte` contract (common.pte
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,11 +224,15 @@ class Transformer(nn.Module):
             x = x[:, -1:, :]
         return self.lm_head(x)
 
-    def fuse_projections(self) -> Transformer:
-        """Fuse each layer's q/k/v and gate/up linears (exact; state-dict names change)."""
-        for layer in self.model.layers:
-            layer.self_attn.fuse()
-            layer.mlp.fuse()
+    def fuse_projections(self, allow: Callable[[list[str]], bool] = lambda names: True) -> Transformer:
+        """Fuse each layer's q/k/v and gate/up linears where `allow(their names)` (exact; state-dict names change:
+        qkv_proj, gate_up_proj)."""
+        for i, layer in enumerate(self.model.layers):
+            prefix = f"model.layers.{i}."
+            if allow([prefix + f"self_attn.{p}_proj" for p in "qkv"]):
+                layer.self_attn.fuse()
+            if allow([prefix + "mlp.gate_proj", prefix + "mlp.up_proj"]):
+                layer.mlp.fuse()
         return self
 
     def reset_cache(self) -> None:

@@ -18,7 +18,7 @@ from common.export import ExportSummary, export_pte
 from common.family import Family
 from common.io import atomic_dir
 from common.nn.attention import SDPA
-from common.quant import QuantRecipe, apply_embedding_structure, quantize_model
+from common.quant import Recipe, embedding_shells, fuse_agreeing, quantize_model
 from common.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -53,38 +53,44 @@ def load_model(
     max_context_len: int = 2048,
     kernel=SDPA,
     last_logits_only: bool = False,
-) -> tuple[nn.Module, Any, QuantRecipe | None]:
-    """Build the model and stream weights in; a quantize_and_save dir comes back already quantized."""
+) -> tuple[nn.Module, Any, Recipe | None]:
+    """Build the model and stream weights in; a quantize_and_save dir comes back already quantized (and fused as
+    it was saved: dirs written before fusing was part of quantize_and_save load unfused)."""
     ckpt = open_checkpoint(family, checkpoint)
     cfg = read_config(family, ckpt)
-    recipe = QuantRecipe(**ckpt.saved_recipe) if ckpt.saved_recipe else None
+    saved = dict(ckpt.saved_recipe or {})
+    fused = saved.pop("fused", False)
+    recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else None
     with torch.device("meta"):
         model = family.build(cfg, max_context_len, kernel, last_logits_only)
-        if recipe and recipe.embedding_bits:
-            apply_embedding_structure(model, recipe)
+        if fused:
+            fuse_agreeing(model, recipe)
+        if recipe:
+            embedding_shells(model, recipe)
     load_weights(model, ckpt, family, cfg)
     model.init_buffers()
     return model.eval(), cfg, recipe
 
 
 def prepare_quantized(
-    family: Family, checkpoint: str | Checkpoint, recipe: QuantRecipe, **kwargs
+    family: Family, checkpoint: str | Checkpoint, recipe: Recipe, **kwargs
 ) -> tuple[nn.Module, Any]:
-    """Load, fuse q/k/v and gate/up, and quantize with `recipe`; a pre-quantized checkpoint must carry the same
-    recipe (and stays unfused: its int4 groups are already fixed per linear)."""
+    """Load, fuse q/k/v and gate/up (where their rules agree), and quantize with `recipe`; a pre-quantized checkpoint
+    comes as it was saved, and a non-float `recipe` must then be the one it was saved with."""
     model, cfg, saved = load_model(family, checkpoint, **kwargs)
     if saved is not None:
-        if recipe.linear != "fp32" and saved != recipe:
-            raise UserError(f"{checkpoint}: already quantized as {saved.name}; drop --quantize or pass {saved.linear}")
+        if not recipe.is_float and recipe.rules != saved.rules:
+            raise UserError(f"{getattr(checkpoint, 'path', checkpoint)}: already quantized as {saved.name}; "
+                            f"drop --quantize/--recipe or pass the same recipe")
         return model, cfg
-    return quantize_model(model.fuse_projections(), recipe), cfg
+    return quantize_model(fuse_agreeing(model, recipe), recipe), cfg
 
 
 def export_model(
     family: Family,
     checkpoint: str,
     output: str,
-    recipe: QuantRecipe,
+    recipe: Recipe,
     backend: str = "xnnpack",
     max_seq_len: int = 128,
     max_context_len: int = 2048,
@@ -106,7 +112,7 @@ def export_model(
     return summary, tokenizer
 
 
-def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: QuantRecipe) -> Path:
+def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Recipe, fuse: bool = True) -> Path:
     """Write `output`/ with config.json (+ recipe), model.safetensors (torchao tensors) and the tokenizer."""
     from safetensors.torch import save_file
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
@@ -116,14 +122,14 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Quan
     model, cfg, saved = load_model(family, ckpt, max_context_len=1)
     if saved is not None:
         raise UserError(f"{checkpoint}: already quantized ({saved.name}); quantize the original checkpoint")
-    quantize_model(model, recipe)
+    quantize_model(fuse_agreeing(model, recipe) if fuse else model, recipe)  # the graph export builds in memory
     state = model.state_dict()
     if state["lm_head.weight"] is state.get("model.embed_tokens.weight"):  # absent with --embedding-bits
         del state["lm_head.weight"]  # still tied (fp32 linears): safetensors refuses shared storage
     tensors, metadata = flatten_tensor_state_dict(state)
     with atomic_dir(output) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors", metadata=metadata)
-        hf = family.to_hf(cfg) | {QUANT_KEY: recipe.to_dict()}
+        hf = family.to_hf(cfg) | {QUANT_KEY: recipe.to_dict() | {"fused": fuse}}
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
         tokenizer.save(tmp)
     return Path(output)

@@ -10,7 +10,7 @@ import torch
 from common.cli import inference_main, quantize_main, run_cli
 from common.nn.attention import attention_kernel
 from common.pipeline import load_model, prepare_quantized
-from common.quant import QuantRecipe
+from common.quant import preset
 from models.llama3.model import FAMILY
 from tests.helpers import cached_logits
 
@@ -65,7 +65,7 @@ def test_quantize_and_save_round_trip(tiny, tmp_path: Path, capsys) -> None:
     assert run_cli(quantize_main(FAMILY), argv) == 0
     assert f"wrote {out}/" in capsys.readouterr().out
     saved, _, recipe = load_model(FAMILY, str(out), max_context_len=64)
-    assert recipe == QuantRecipe("8da4w", embedding_bits=4)
+    assert recipe == preset("8da4w", embedding_bits=4)
     fresh, _ = prepare_quantized(FAMILY, t.gguf, recipe, max_context_len=64)
     ids = ids_for(t)
     a = cached_logits(saved, ids, 9)
@@ -95,3 +95,24 @@ def test_inference_cli_eager_greedy_matches_transformers(tiny, capsys) -> None:
     eos = set(t.tokenizer.eos_ids)
     expected = t.tokenizer.decode([x for x in ref.tolist()[: next((i + 1 for i, x in enumerate(ref.tolist()) if x in eos), 6)] if x not in eos])
     assert out.startswith("Hello world" + expected)
+
+
+def test_quantize_and_save_dirs_from_before_recipes_still_load(tiny, tmp_path: Path) -> None:
+    """A dir written before recipes were rules (flags dict in config.json, unfused linears) loads unfused and computes
+    what today's fused in-memory path computes (fusing is exact: same int4 rows, same scales)."""
+    import json
+
+    from common.pipeline import quantize_and_save
+
+    t = tiny["untied"]
+    out = quantize_and_save(FAMILY, t.gguf, str(tmp_path / "old"), preset("8da4w", embedding_bits=4), fuse=False)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["zoo_quantization"] = {"linear": "8da4w", "group_size": 32, "embedding_bits": 4, "embedding_group_size": 32}
+    (out / "config.json").write_text(json.dumps(cfg))
+    old, _, recipe = load_model(FAMILY, str(out), max_context_len=64)
+    assert recipe == preset("8da4w", embedding_bits=4)
+    assert "q_proj" in dict(old.model.layers[0].self_attn.named_children())
+    fresh, _ = prepare_quantized(FAMILY, t.gguf, recipe, max_context_len=64)
+    assert "qkv_proj" in dict(fresh.model.layers[0].self_attn.named_children())
+    ids = ids_for(t)
+    assert torch.allclose(cached_logits(old, ids, 9), cached_logits(fresh, ids, 9), atol=1e-5)

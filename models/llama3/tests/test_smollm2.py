@@ -66,14 +66,14 @@ def test_pte_matches_eager_8da4w_with_chunked_prefill(smollm2_gguf: str, smollm2
     (8da4w, 4-bit embeddings) prefilling it in one call, both scored along the eager model's greedy tokens: KL
     per position within int8-dynamic noise, and the eager greedy token among the .pte's top few."""
     from common.pipeline import prepare_quantized
-    from common.quant import QuantRecipe
+    from common.quant import preset
     from tests.helpers import kl_per_position, step_logits
 
     pte = PteModel(smollm2_pte)
     tok = load_tokenizer(smollm2_pte.parent)
     ids = tok.encode("Paris is the capital and most populous city of France. " * 30)[:300]
     assert len(ids) > 2 * pte.max_seq_len
-    model, _ = prepare_quantized(FAMILY, smollm2_gguf, QuantRecipe("8da4w", embedding_bits=4), max_context_len=1024)
+    model, _ = prepare_quantized(FAMILY, smollm2_gguf, preset("8da4w", embedding_bits=4), max_context_len=1024)
     eager = EagerModel(model, ())
     assert eager.max_seq_len >= len(ids)  # one chunk
     ref = generate(eager, ids, Sampler(), 8, keep_logits=True)

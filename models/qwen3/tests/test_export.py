@@ -9,7 +9,7 @@ import torch
 
 from common.cli import export_main, inference_main, run_cli
 from common.pipeline import load_model, prepare_quantized
-from common.quant import QuantRecipe
+from common.quant import preset
 from common.runtime import EagerModel, PteModel
 from common.tokenizer import load_tokenizer
 from models.qwen3.model import FAMILY
@@ -81,7 +81,7 @@ def test_8da4w_pte_greedy_matches_eager_8da4w(tiny, q_pte) -> None:
     t = tiny["untied"]
     path, stdout = q_pte
     assert "custom_sdpa" not in stdout
-    quantized, _ = prepare_quantized(FAMILY, t.gguf, QuantRecipe("8da4w"), max_context_len=MAX_CONTEXT_LEN)
+    quantized, _ = prepare_quantized(FAMILY, t.gguf, preset("8da4w"), max_context_len=MAX_CONTEXT_LEN)
     eager, pte, prompt = EagerModel(quantized, (), MAX_SEQ_LEN), PteModel(path), _prompt(t)
     tokens = greedy(eager, prompt, DECODE_STEPS + 1)
     assert greedy(pte, prompt, DECODE_STEPS + 1) == tokens

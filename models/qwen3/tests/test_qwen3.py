@@ -13,7 +13,7 @@ from common.cli import encode_prompt, inference_main, quantize_main, run_cli
 from common.errors import UserError
 from common.nn.attention import attention_kernel
 from common.pipeline import load_model, prepare_quantized
-from common.quant import QuantRecipe
+from common.quant import preset
 from common.tokenizer import load_tokenizer
 from models.qwen3.model import FAMILY, SIZES, config, hf_config
 from tests.helpers import cached_logits
@@ -214,10 +214,10 @@ def test_quantize_and_save_round_trip(tiny, tmp_path: Path, capsys) -> None:
     assert run_cli(quantize_main(FAMILY), ["--checkpoint", t.dir, "--quantize", "8da4w", "--output", str(out)]) == 0
     assert f"wrote {out}/" in capsys.readouterr().out
     hf = json.loads((out / "config.json").read_text())
-    assert (hf["model_type"], hf["zoo_quantization"]["linear"], hf["head_dim"]) == ("qwen3", "8da4w", 32)
+    assert (hf["model_type"], hf["zoo_quantization"]["name"], hf["head_dim"]) == ("qwen3", "8da4w-g32", 32)
     saved, _, recipe = load_model(FAMILY, str(out), max_context_len=64)
-    fresh, _ = prepare_quantized(FAMILY, t.dir, QuantRecipe("8da4w"), max_context_len=64)
-    assert recipe == QuantRecipe("8da4w")
+    fresh, _ = prepare_quantized(FAMILY, t.dir, preset("8da4w"), max_context_len=64)
+    assert recipe == preset("8da4w")
     ids = ids_for(t)
     a, b = cached_logits(saved, ids, 10), cached_logits(fresh, ids, 10)
     assert torch.equal(a, b)
@@ -235,6 +235,6 @@ def test_quantize_and_save_from_gguf_with_embeddings(tiny, tmp_path: Path) -> No
     assert run_cli(quantize_main(FAMILY), argv) == 0
     saved, cfg, recipe = load_model(FAMILY, str(out), max_context_len=64)
     fresh, _ = prepare_quantized(FAMILY, t.gguf_q8, recipe, max_context_len=64)
-    assert (recipe.linear, recipe.embedding_bits, cfg.tie_embeddings) == ("8da8w", 8, False)
+    assert (recipe, cfg.tie_embeddings) == (preset("8da8w", embedding_bits=8), False)
     ids = ids_for(t)
     assert torch.equal(cached_logits(saved, ids, 10), cached_logits(fresh, ids, 10))

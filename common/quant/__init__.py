@@ -1,0 +1,231 @@
+"""Quantization recipes as data: ordered rules over module names -> a scheme and a scale method.
+
+A rule matches a module when its regex fullmatches the module's name (HF names: `model.layers.3.mlp.down_proj`),
+the module is of a type the scheme applies to, and (optionally) its layer index is in `layers` [lo, hi). The first
+matching rule wins; a module no rule matches stays float. Schemes (each lowered and tested on XNNPACK; torchao
+weight-only intx lowered to XNNPACK gives wrong numbers with executorch 1.5.1, so it is not here):
+
+| scheme  | modules   | what                                                              |
+| 8da4w   | Linear    | int8 dynamic activations, int4 symmetric weight groups (32/64/128) |
+| 8da8w   | Linear    | int8 dynamic activations, int8 per-channel weights                 |
+| emb4    | Embedding | int4 symmetric groups (quantized_decomposed.embedding_4bit)        |
+| emb8    | Embedding | int8 symmetric groups (quantized_decomposed.embedding_byte)        |
+| fp32    | any       | keep float (stops later rules from matching)                       |
+
+Today's flags are presets (`preset("8da4w", group_size=64, embedding_bits=4)`); `load_recipe(FILE)` reads a
+user's own rules (JSON or YAML). Linears that read the same input (q/k/v, gate/up) are fused into one GEMM when
+their rules agree, before quantizing, on every path (in memory and quantize_and_save).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.errors import UserError
+from common.quant.embedding import QuantizedEmbedding
+from common.quant.scales import SCALE_METHODS, quantize_groups
+
+SCHEMES = {"8da4w": nn.Linear, "8da8w": nn.Linear, "emb4": nn.Embedding, "emb8": nn.Embedding, "fp32": nn.Module}
+GROUP_SIZES = {"8da4w": (32, 64, 128), "emb4": (32, 64, 128, 256), "emb8": (32, 64, 128, 256)}
+PRESETS = ("fp32", "8da4w", "8da8w")  # --quantize values
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str  # regex, fullmatched against the module name
+    scheme: str  # a key of SCHEMES
+    group_size: int = 32  # 8da4w / emb4 / emb8
+    scale_method: str = "lsq"  # common.quant.scales.SCALE_METHODS
+    layers: tuple[int, int] | None = None  # only layers lo <= i < hi
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise UserError(f"recipe rule {self.pattern!r}: scheme {self.scheme!r}, expected one of {', '.join(SCHEMES)}")
+        sizes = GROUP_SIZES.get(self.scheme)
+        if sizes and self.group_size not in sizes:
+            raise UserError(f"recipe rule {self.pattern!r}: {self.scheme} group_size {self.group_size}, expected one of {sizes}")
+        if self.scale_method not in SCALE_METHODS:
+            raise UserError(f"recipe rule {self.pattern!r}: scale_method {self.scale_method!r}, expected one of {SCALE_METHODS}")
+        try:
+            re.compile(self.pattern)
+        except re.error as e:
+            raise UserError(f"recipe rule {self.pattern!r}: not a regular expression ({e})") from None
+
+    def matches(self, name: str, module: nn.Module) -> bool:
+        if not isinstance(module, SCHEMES[self.scheme]) or not re.fullmatch(self.pattern, name):
+            return False
+        if self.layers is None:
+            return True
+        m = _LAYER.search(name)
+        return m is not None and self.layers[0] <= int(m.group(1)) < self.layers[1]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+    origin: str = field(default="flags", compare=False)  # "flags" (a preset) or the recipe file, for messages
+
+    def rule_for(self, name: str, module: nn.Module) -> Rule | None:
+        """The first rule matching a Linear or Embedding (None: stays float)."""
+        if not isinstance(module, (nn.Linear, nn.Embedding)):
+            return None
+        rule = next((r for r in self.rules if r.matches(name, module)), None)
+        return None if rule is None or rule.scheme == "fp32" else rule
+
+    @property
+    def is_float(self) -> bool:
+        return all(r.scheme == "fp32" for r in self.rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "rules": [_rule_dict(r) for r in self.rules]}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "recipe") -> Recipe:
+        """From `to_dict()`'s form, or the flags dict `quantize_and_save` wrote before recipes were rules."""
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: expected a mapping with 'rules', got {type(d).__name__}")
+        if "linear" in d:  # {"linear": "8da4w", "group_size": 32, "embedding_bits": 4, "embedding_group_size": 32}
+            legacy = {k: d[k] for k in ("linear", "group_size", "embedding_bits", "embedding_group_size") if k in d}
+            return preset(**legacy)
+        unknown = set(d) - {"name", "rules"}
+        if unknown or not isinstance(d.get("rules"), list):
+            raise UserError(f"{source}: expected keys 'name' and 'rules' (a list){f', not {sorted(unknown)}' if unknown else ''}")
+        rules = []
+        for i, r in enumerate(d["rules"]):
+            if not isinstance(r, dict):
+                raise UserError(f"{source}: rule {i} is not a mapping")
+            bad = set(r) - {"pattern", "scheme", "group_size", "scale_method", "layers"}
+            if bad or "pattern" not in r or "scheme" not in r:
+                raise UserError(f"{source}: rule {i} needs 'pattern' and 'scheme'{f'; unknown keys {sorted(bad)}' if bad else ''}")
+            layers = r.get("layers")
+            if layers is not None and (not isinstance(layers, list) or len(layers) != 2 or not all(isinstance(x, int) for x in layers)):
+                raise UserError(f"{source}: rule {i}: layers must be [lo, hi]")
+            rules.append(Rule(**{**r, "layers": tuple(layers) if layers else None}))
+        return cls(str(d.get("name", Path(source).stem)), tuple(rules), source)
+
+
+def _rule_dict(r: Rule) -> dict[str, Any]:
+    d = asdict(r)
+    d["layers"] = list(r.layers) if r.layers else None
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def preset(
+    linear: str = "fp32", group_size: int = 32, embedding_bits: int | None = None, embedding_group_size: int = 32
+) -> Recipe:
+    """Today's flags as a recipe: `--quantize LINEAR --group-size N --embedding-bits B`."""
+    if linear not in PRESETS:
+        raise UserError(f"--quantize {linear!r}: expected one of {', '.join(PRESETS)}")
+    if linear == "8da4w" and group_size not in GROUP_SIZES["8da4w"]:
+        raise UserError(f"--group-size {group_size}: expected one of {GROUP_SIZES['8da4w']}")
+    if embedding_bits not in (None, 4, 8):
+        raise UserError(f"--embedding-bits {embedding_bits}: expected 4 or 8")
+    rules = []
+    if embedding_bits:
+        rules.append(Rule(".*", f"emb{embedding_bits}", embedding_group_size))
+    if linear == "8da4w":
+        rules.append(Rule(".*", "8da4w", group_size))
+    elif linear == "8da8w":
+        rules.append(Rule(".*", "8da8w", scale_method="minmax"))  # torchao's per-channel scales, as before
+    name = linear + (f"-g{group_size}" if linear == "8da4w" else "") + (f"-emb{embedding_bits}" if embedding_bits else "")
+    return Recipe(name, tuple(rules))
+
+
+def load_recipe(path: str) -> Recipe:
+    """A user's recipe file: JSON, or YAML (.yaml / .yml) — {name, rules: [{pattern, scheme, ...}]}."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--recipe {path}: no such file")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"--recipe {path}: not UTF-8 text") from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError: one line naming the file
+        raise UserError(f"--recipe {path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return Recipe.from_dict(data, path)
+
+
+def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
+    """Module name -> the rule that quantizes it, for every Linear and Embedding a rule matches."""
+    return {name: rule for name, mod in model.named_modules() if (rule := recipe.rule_for(name, mod)) is not None}
+
+
+def fuse_agreeing(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """Fuse q/k/v and gate/up where each group's members get the same rule (exact; see common.nn.linear)."""
+    rules = {name: recipe.rule_for(name, mod) for name, mod in model.named_modules()}
+    model.fuse_projections(lambda names: len({rules[n] for n in names}) == 1)
+    return model
+
+
+def quantize_model(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """Quantize `model` in place by `recipe` (linears with torchao, embedding tables with QuantizedEmbedding)."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    targets = plan(model, recipe)
+    for name, rule in targets.items():
+        mod = model.get_submodule(name)
+        if rule.scheme == "8da4w" and mod.in_features % rule.group_size:
+            ok = [g for g in GROUP_SIZES["8da4w"] if mod.in_features % g == 0]
+            what = "--group-size" if recipe.origin == "flags" else f"{recipe.origin}: rule {rule.pattern!r} group_size"
+            raise UserError(f"{what} {rule.group_size} does not divide in_features {mod.in_features} of {name}; "
+                            f"use one of {ok}")
+    with torch.no_grad():
+        linear = {n: r for n, r in targets.items() if r.scheme in ("8da4w", "8da8w")}
+        floats = {n: model.get_submodule(n).weight.detach().clone() for n in linear}
+        for rule in dict.fromkeys(linear.values()):
+            names = {n for n, r in linear.items() if r == rule}
+            granularity = PerGroup(rule.group_size) if rule.scheme == "8da4w" else PerAxis(0)
+            config = Int8DynamicActivationIntxWeightConfig(
+                weight_dtype=torch.int4 if rule.scheme == "8da4w" else torch.int8, weight_granularity=granularity)
+            quantize_(model, config, filter_fn=lambda m, fqn, names=names: fqn in names)
+        for name, rule in linear.items():
+            if rule.scale_method != "minmax" or rule.scheme == "8da4w":
+                _refit(model.get_submodule(name).weight, floats[name], rule)
+        for name, rule in targets.items():
+            if rule.scheme.startswith("emb"):
+                emb = model.get_submodule(name)
+                _replace(model, name, QuantizedEmbedding.from_float(emb.weight, int(rule.scheme[3:]), rule.group_size,
+                                                                    rule.scale_method))
+    return model
+
+
+def _refit(qweight, weight: torch.Tensor, rule: Rule) -> None:
+    """Replace torchao's int values and scales (IntxUnpackedToInt8Tensor) with `rule.scale_method`'s."""
+    rows = weight.shape[0]
+    group = rule.group_size if rule.scheme == "8da4w" else weight.shape[1]
+    bits = 4 if rule.scheme == "8da4w" else 8
+    # XNNPACK stores 8da4w scales as bf16: fit them as it will run them
+    q, scales = quantize_groups(weight.float().reshape(rows, -1, group), bits, bf16=bits == 4, method=rule.scale_method)
+    qweight.qdata.copy_(q.reshape(qweight.qdata.shape))
+    qweight.scale.copy_(scales.reshape(qweight.scale.shape))
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def embedding_shells(model: nn.Module, recipe: Recipe) -> None:
+    """Swap quantized embeddings in as empty QuantizedEmbedding modules, so a saved state dict loads into them."""
+    for name, rule in plan(model, recipe).items():
+        if rule.scheme.startswith("emb"):
+            emb = model.get_submodule(name)
+            _replace(model, name, QuantizedEmbedding(emb.num_embeddings, emb.embedding_dim, int(rule.scheme[3:]),
+                                                     rule.group_size))
