@@ -66,11 +66,12 @@ class PteEngine(Engine):
         self.pte, self.threads = pte, threads
 
     def setup(self) -> None:
-        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
-        import executorch.kernels.quantized  # noqa: F401
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
         from executorch.runtime import Runtime
 
+        from common.kernels import load_kernel_libraries
+
+        load_kernel_libraries()
         Runtime.get()
         _unsafe_reset_threadpool(self.threads)
 

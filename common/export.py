@@ -53,15 +53,6 @@ def xnnpack_source_transforms(model: nn.Module) -> nn.Module:
     return model
 
 
-def runtime_operator_names() -> set[str]:
-    """Operators with kernels in the pip runtime (portable + optimized + quantized + custom ops once imported)."""
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama:: kernels
-    import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed:: kernels
-    from executorch.extension.pybindings import portable_lib
-
-    return set(portable_lib._get_operator_names())
-
-
 def program_operators(program) -> tuple[str, ...]:
     """Names ('ns::op[.overload]') of the non-delegated operators an ExecuTorch program calls."""
     names = set()
@@ -130,6 +121,8 @@ def export_pte(
         )
     )
     ops = program_operators(et.executorch_program)
+    from common.kernels import runtime_operator_names
+
     available = {name.split(".")[0] for name in runtime_operator_names()}
     missing = [op for op in ops if op.split(".")[0] not in available]
     if missing:

@@ -32,11 +32,12 @@ class PteModel:
             head = f.read(8)
         if head[PTE_MAGIC_OFFSET : PTE_MAGIC_OFFSET + 2] != PTE_MAGIC:
             raise UserError(f"{path}: not an ExecuTorch program (no 'ET' file identifier)")
-        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  llama:: kernels for this process
-        import executorch.kernels.quantized  # noqa: F401  quantized_decomposed:: kernels
         from executorch.runtime import Runtime
 
         from common.contract import CAUSAL_LM
+        from common.kernels import load_kernel_libraries
+
+        load_kernel_libraries()
 
         t0 = time.perf_counter()
         try:

@@ -45,7 +45,9 @@ class CustomOpsKernel:
     needs_mask: bool = False
 
     def __post_init__(self) -> None:
-        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama::*
+        from common.kernels import library_for
+
+        library_for("llama::custom_sdpa").load()  # registers llama::* for eager and export
 
     def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
         torch.ops.llama.update_cache(x, cache, start)

@@ -13,7 +13,6 @@
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/platform/platform.h>
 
-#include "llama_kernels.h"
 #include "zoo/errors.h"
 #include "zoo/unicode.h"
 
@@ -108,7 +107,6 @@ Runner::~Runner() = default;
 
 std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
   install_log_capture(verbose);
-  register_llama_kernels();
   struct stat st {};
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) throw zoo::Error(path + ": no such .pte file");
   {

@@ -5,12 +5,12 @@
 // Semantics follow executorch/extension/llm/custom_ops (op_update_cache.cpp, op_sdpa.cpp) for the way the zoo
 // calls them: caches [B, L, Hkv, D] (sequence before heads), query [B, S, Hq, D] at positions
 // start_pos .. start_pos + S - 1, causal, grouped-query (head h reads kv head h / (Hq / Hkv)), no mask.
-#include "llama_kernels.h"
-
+//
+// A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, it
+// registers its kernels before main. Declared for Python in common/kernels.py (library "llama").
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
@@ -102,20 +102,11 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
 constexpr char kUpdateCache[] = "llama::update_cache.out";
 constexpr char kCustomSdpa[] = "llama::custom_sdpa.out";
 
+const executorch::runtime::Kernel kKernels[] = {
+    executorch::extension::make_boxed_kernel(kUpdateCache, EXECUTORCH_FN(update_cache_out, kUpdateCache)),
+    executorch::extension::make_boxed_kernel(kCustomSdpa, EXECUTORCH_FN(custom_sdpa_out, kCustomSdpa)),
+};
+// Nothing else in the runner registers these names (ExecuTorch aborts on a duplicate registration).
+const bool kRegistered = executorch::runtime::register_kernels({kKernels, 2}) == Error::Ok;
+
 }  // namespace
-
-namespace zoo {
-
-void register_llama_kernels() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    static const executorch::runtime::Kernel kernels[] = {
-        executorch::extension::make_boxed_kernel(kUpdateCache, EXECUTORCH_FN(update_cache_out, kUpdateCache)),
-        executorch::extension::make_boxed_kernel(kCustomSdpa, EXECUTORCH_FN(custom_sdpa_out, kCustomSdpa)),
-    };
-    // Nothing else in the runner registers these names (ExecuTorch aborts on a duplicate registration).
-    (void)executorch::runtime::register_kernels({kernels, 2});
-  });
-}
-
-}  // namespace zoo
