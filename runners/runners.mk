@@ -8,7 +8,8 @@
 # later runs rebuild incrementally (and through ccache when it is installed).
 # Standalone: make -f runners/runners.mk llama3-xnnpack
 
-ZOO_CPP_MODELS ?= llama3 qwen3
+# Every models/<name>/main.cpp, the same glob CMakeLists.txt uses: a new family's runner needs no edit here.
+ZOO_CPP_MODELS ?= $(patsubst models/%/main.cpp,%,$(sort $(wildcard models/*/main.cpp)))
 ZOO_CPP_BACKENDS ?= xnnpack portable cuda
 ZOO_CMAKE ?= $(if $(wildcard .venv/bin/cmake),.venv/bin/cmake,cmake)
 ZOO_PYTHON ?= .venv/bin/python
