@@ -12,6 +12,7 @@
 #include "zoo/errors.h"
 #include "zoo/runner.h"
 #include "zoo/sampler.h"
+#include "zoo/chat.h"
 #include "zoo/tokenizer.h"
 
 namespace zoo {
@@ -23,7 +24,7 @@ void add_standard_options(ArgParser& args, CliOptions& o, const std::string& mod
   args.option("--prompt", &o.prompt, "TEXT", "prompt text (default: \"The capital of France is\")");
   args.option("--prompt-file", &o.prompt_file, "FILE", "read the prompt from a file (instead of --prompt)");
   args.option("--prompt-ids", &o.prompt_ids, "FILE", "token ids to feed as they are (instead of a text prompt)");
-  args.flag("--chat", &o.chat, "wrap the prompt in the model's ChatML chat template");
+  args.flag("--chat", &o.chat, "wrap the prompt in the model's chat template (ChatML, Llama 3 or Gemma format)");
   args.option("--system", &o.system, "TEXT", "system message (with --chat)");
   args.option("--max-new-tokens", &o.max_new_tokens, "N", "most tokens to generate (default 64)");
   args.option("--temperature", &o.temperature, "T", "0 = greedy (default)");

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <functional>
 #include <fstream>
 #include <map>
@@ -169,18 +170,28 @@ struct Tokenizer::Impl {
   std::string path;
   std::unordered_map<std::string, int64_t> vocab;  // byte-level string -> id
   std::unordered_map<uint64_t, std::pair<uint32_t, int64_t>> merges;  // (left id, right id) -> (rank, merged id)
-  std::array<int64_t, 256> byte_ids{};  // id of each single byte's symbol (-1 if absent)
+  std::array<int64_t, 256> byte_ids{};  // byte-level: id of each single byte's symbol (-1 if absent)
+  // SentencePiece-style BPE (Gemma, Llama 2): symbols start as UTF-8 characters; a character missing from the
+  // vocab becomes its bytes' <0xXX> tokens (byte_fallback), else unk (consecutive unks fused with fuse_unk).
+  bool byte_level = false;
+  bool byte_fallback = false, fuse_unk = false;
+  std::array<int64_t, 256> fallback_ids{};  // id of "<0xXX>" for each byte (-1 if absent)
   std::vector<std::string> id_bytes;    // id -> the bytes it decodes to
   std::vector<AddedToken> added;
   std::array<bool, 256> added_first_byte{};  // quick filter: can an added token start with this byte?
   bool ignore_merges = false;
   int64_t unk_id = -1;
-  bool nfc = false;
+  struct Normalize {  // one normalizer step: NFC, Replace(String from -> to) or Prepend(to)
+    enum Kind { Nfc, Replace, Prepend } kind;
+    std::string from, to;
+  };
+  std::vector<Normalize> normalizers;
   struct Step {
     bool byte_level_regex;  // ByteLevel with use_regex: the GPT-2 split
     bool add_prefix_space;
     bool split;  // Split with a known pattern
     Pattern pattern;
+    std::string literal;  // Split on a literal string (MergedWithPrevious: each piece ends with it) when non-empty
   };
   std::vector<Step> steps;
   std::string bos_token, eos_token, chat_template;
@@ -188,6 +199,8 @@ struct Tokenizer::Impl {
   mutable std::unordered_map<std::string, std::vector<int64_t>> cache;
 
   void bpe(const std::string& word, std::vector<int64_t>& out) const;
+  void initial_symbols(const std::string& word, std::vector<int64_t>& ids) const;
+  std::string normalize(const std::string& text) const;
   void encode_piece(const std::string& piece, std::vector<int64_t>& out) const;
   void encode_text(const std::string& text, std::vector<int64_t>& out) const;
   // Splits `text` on added tokens of one kind (normalized or not): (text, -1) gaps and (content, id) matches.
@@ -202,7 +215,11 @@ void Tokenizer::Impl::bpe(const std::string& word, std::vector<int64_t>& out) co
   }
   std::vector<int64_t> result;
   std::string mapped;
-  for (unsigned char b : word) uc::append_utf8(mapped, kByteChars[b]);
+  if (byte_level) {
+    for (unsigned char b : word) uc::append_utf8(mapped, kByteChars[b]);
+  } else {
+    mapped = word;
+  }
   auto whole = vocab.find(mapped);
   if (ignore_merges && whole != vocab.end()) {
     result.push_back(whole->second);
@@ -213,11 +230,11 @@ void Tokenizer::Impl::bpe(const std::string& word, std::vector<int64_t>& out) co
       int prev, next;
       bool alive;
     };
+    std::vector<int64_t> ids;
+    initial_symbols(word, ids);
     std::vector<Sym> syms;
-    for (size_t k = 0; k < word.size(); ++k) {
-      int64_t id = byte_ids[static_cast<unsigned char>(word[k])];
-      syms.push_back({id, static_cast<int>(k) - 1, k + 1 < word.size() ? static_cast<int>(k) + 1 : -1, true});
-    }
+    for (size_t k = 0; k < ids.size(); ++k)
+      syms.push_back({ids[k], static_cast<int>(k) - 1, k + 1 < ids.size() ? static_cast<int>(k) + 1 : -1, true});
     using Entry = std::tuple<uint32_t, int, int64_t>;  // rank, position, merged id
     std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> queue;
     auto push = [&](int pos) {
@@ -253,15 +270,75 @@ void Tokenizer::Impl::bpe(const std::string& word, std::vector<int64_t>& out) co
   if (cache.size() < 100000) cache.emplace(word, std::move(result));
 }
 
+void Tokenizer::Impl::initial_symbols(const std::string& word, std::vector<int64_t>& ids) const {
+  if (byte_level) {
+    for (unsigned char b : word) ids.push_back(byte_ids[b]);
+    return;
+  }
+  bool last_unk = false;
+  for (uint32_t cp : uc::decode_utf8(word)) {
+    std::string ch;
+    uc::append_utf8(ch, cp);
+    if (auto it = vocab.find(ch); it != vocab.end()) {
+      ids.push_back(it->second);
+      last_unk = false;
+      continue;
+    }
+    bool all = byte_fallback;
+    for (unsigned char b : ch) all = all && fallback_ids[b] >= 0;
+    if (all) {
+      for (unsigned char b : ch) ids.push_back(fallback_ids[b]);
+      last_unk = false;
+    } else if (!(fuse_unk && last_unk)) {
+      ids.push_back(-1);  // unk (or dropped without one), as tokenizers does
+      last_unk = true;
+    }
+  }
+}
+
+std::string Tokenizer::Impl::normalize(const std::string& text) const {
+  std::string s = text;
+  for (const Normalize& n : normalizers) {
+    if (n.kind == Normalize::Nfc) {
+      s = uc::nfc(s);
+    } else if (n.kind == Normalize::Prepend) {
+      if (!s.empty()) s = n.to + s;
+    } else {
+      std::string out;
+      for (size_t i = 0; i < s.size();) {
+        if (!n.from.empty() && s.compare(i, n.from.size(), n.from) == 0) {
+          out += n.to;
+          i += n.from.size();
+        } else {
+          out += s[i++];
+        }
+      }
+      s.swap(out);
+    }
+  }
+  return s;
+}
+
 void Tokenizer::Impl::encode_piece(const std::string& piece, std::vector<int64_t>& out) const {
   std::vector<std::string> pieces{piece}, next;
   for (const Step& step : steps) {
     next.clear();
     for (std::string& p : pieces) {
       if (step.add_prefix_space && (p.empty() || p[0] != ' ')) p.insert(p.begin(), ' ');
-      if (step.byte_level_regex) split_pattern(Pattern::Gpt2, p, next);
-      else if (step.split) split_pattern(step.pattern, p, next);
-      else next.push_back(std::move(p));
+      if (step.byte_level_regex) {
+        split_pattern(Pattern::Gpt2, p, next);
+      } else if (!step.literal.empty()) {  // MergedWithPrevious: "a b" on " " -> "a ", "b"
+        size_t from = 0;
+        for (size_t at = p.find(step.literal); at != std::string::npos; at = p.find(step.literal, from)) {
+          next.push_back(p.substr(from, at + step.literal.size() - from));
+          from = at + step.literal.size();
+        }
+        if (from < p.size()) next.push_back(p.substr(from));
+      } else if (step.split) {
+        split_pattern(step.pattern, p, next);
+      } else {
+        next.push_back(std::move(p));
+      }
     }
     pieces.swap(next);
   }
@@ -313,7 +390,7 @@ void Tokenizer::Impl::encode_text(const std::string& text, std::vector<int64_t>&
       out.push_back(id);
       continue;
     }
-    std::string norm = nfc ? uc::nfc(raw) : raw;
+    std::string norm = normalize(raw);
     for (auto& [piece, id2] : split_added(norm, true)) {
       if (id2 >= 0) out.push_back(id2);
       else encode_piece(piece, out);
@@ -330,14 +407,16 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& arg) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   auto unsupported = [&](const std::string& what) {
-    return Error(path + ": " + what + " is not supported by the C++ tokenizer (byte-level BPE tokenizers only)");
+    return Error(path + ": " + what +
+                 " is not supported by the C++ tokenizer (byte-level BPE, or SentencePiece-style BPE with byte fallback)");
   };
 
   const json::Value* model = root.find("model");
   if (!model || !model->is_object()) throw Error(path + ": not a tokenizer.json (no \"model\" object)");
   std::string type = model->get_string("type", "BPE");
   if (type != "BPE") throw unsupported("model type " + type);
-  if (model->get_bool("byte_fallback", false)) throw unsupported("BPE with byte_fallback (SentencePiece style)");
+  impl->byte_fallback = model->get_bool("byte_fallback", false);
+  impl->fuse_unk = model->get_bool("fuse_unk", false);
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (!model->get_string(key).empty()) throw unsupported(std::string("BPE ") + key);
   impl->ignore_merges = model->get_bool("ignore_merges", false);
@@ -401,28 +480,28 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& arg) {
     uc::append_utf8(s, byte_chars[b]);
     auto it = impl->vocab.find(s);
     impl->byte_ids[b] = it == impl->vocab.end() ? -1 : it->second;
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+    auto fb = impl->vocab.find(hex);
+    impl->fallback_ids[b] = fb == impl->vocab.end() ? -1 : fb->second;
   }
-  auto to_bytes = [&](const std::string& token) {  // the ByteLevel decoder (raw text if not byte-level)
-    std::string bytes;
-    for (uint32_t cp : uc::decode_utf8(token)) {
-      auto it = char_bytes.find(cp);
-      if (it == char_bytes.end()) return token;
-      bytes += static_cast<char>(it->second);
-    }
-    return bytes;
-  };
-  impl->id_bytes.assign(static_cast<size_t>(max_id + 1), std::string());
-  for (const auto& [token, id] : all_tokens) impl->id_bytes[id] = to_bytes(token);
-  for (const AddedToken& a : impl->added) impl->id_bytes[a.id] = to_bytes(a.content);
 
-  // Normalizer: none or NFC.
+  // Normalizer: NFC, Replace(String), Prepend, or a Sequence of them.
   std::function<void(const json::Value&)> normalizer = [&](const json::Value& n) {
     if (n.is_null()) return;
     std::string t = n.get_string("type");
-    if (t == "NFC") impl->nfc = true;
-    else if (t == "Sequence" && n.find("normalizers") && n.find("normalizers")->is_array())
+    if (t == "NFC") {
+      impl->normalizers.push_back({Impl::Normalize::Nfc, "", ""});
+    } else if (t == "Replace" && n.find("pattern") && !n.find("pattern")->get_string("String").empty()) {
+      impl->normalizers.push_back({Impl::Normalize::Replace, n.find("pattern")->get_string("String"),
+                                   n.get_string("content")});
+    } else if (t == "Prepend") {
+      impl->normalizers.push_back({Impl::Normalize::Prepend, "", n.get_string("prepend")});
+    } else if (t == "Sequence" && n.find("normalizers") && n.find("normalizers")->is_array()) {
       for (const json::Value& sub : n.find("normalizers")->items()) normalizer(sub);
-    else throw unsupported("normalizer " + t);
+    } else {
+      throw unsupported("normalizer " + t);
+    }
   };
   if (const json::Value* n = root.find("normalizer")) normalizer(*n);
 
@@ -432,7 +511,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& arg) {
     std::string t = p.get_string("type");
     if (t == "ByteLevel") {
       byte_level = true;
-      impl->steps.push_back({p.get_bool("use_regex", true), p.get_bool("add_prefix_space", false), false, Pattern::Gpt2});
+      impl->steps.push_back({p.get_bool("use_regex", true), p.get_bool("add_prefix_space", false), false, Pattern::Gpt2, ""});
+    } else if (t == "Split" && p.find("pattern") && !p.find("pattern")->get_string("String").empty()) {
+      if (p.get_string("behavior") != "MergedWithPrevious" || p.get_bool("invert", false))
+        throw unsupported("Split on a string with behavior " + p.get_string("behavior"));
+      impl->steps.push_back({false, false, false, Pattern::Gpt2, p.find("pattern")->get_string("String")});
     } else if (t == "Split") {
       const json::Value* pat = p.find("pattern");
       std::string regex = pat ? pat->get_string("Regex") : "";
@@ -443,7 +526,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& arg) {
       else throw unsupported("Split pre-tokenizer pattern " + (regex.empty() ? std::string("(not a regex)") : regex));
       if (p.get_string("behavior") != "Isolated" || p.get_bool("invert", false))
         throw unsupported("Split behavior " + p.get_string("behavior"));
-      impl->steps.push_back({false, false, true, which});
+      impl->steps.push_back({false, false, true, which, ""});
     } else if (t == "Sequence" && p.find("pretokenizers") && p.find("pretokenizers")->is_array()) {
       for (const json::Value& sub : p.find("pretokenizers")->items()) pre(sub);
     } else {
@@ -451,14 +534,52 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& arg) {
     }
   };
   if (const json::Value* p = root.find("pre_tokenizer"); p && !p->is_null()) pre(*p);
-  if (!byte_level) throw unsupported("a tokenizer without a ByteLevel pre-tokenizer");
+  impl->byte_level = byte_level;
+  // Decoder: ByteLevel, or SentencePiece's Replace("▁" -> " ") + ByteFallback + Fuse (each id's bytes fixed).
+  std::string space_marker;
   if (const json::Value* d = root.find("decoder"); d && !d->is_null()) {
     std::string t = d->get_string("type");
-    bool ok = t == "ByteLevel";
-    if (t == "Sequence" && d->find("decoders"))
-      for (const json::Value& sub : d->find("decoders")->items()) ok |= sub.get_string("type") == "ByteLevel";
+    bool ok = t == "ByteLevel" && byte_level;
+    if (t == "Sequence" && d->find("decoders")) {
+      ok = true;
+      for (const json::Value& sub : d->find("decoders")->items()) {
+        std::string s = sub.get_string("type");
+        if (s == "Replace" && sub.find("pattern") && sub.get_string("content") == " ")
+          space_marker = sub.find("pattern")->get_string("String");
+        else if (s == "ByteLevel") ok = ok && byte_level;
+        else if (s != "ByteFallback" && s != "Fuse") ok = false;  // e.g. Strip: not a per-token mapping
+      }
+    }
     if (!ok) throw unsupported("decoder " + t);
   }
+  if (!byte_level && !impl->byte_fallback) throw unsupported("a tokenizer with neither ByteLevel nor byte_fallback");
+  auto to_bytes = [&](const std::string& token) {
+    if (!byte_level) {  // <0xXX> is that byte; the space marker is a space
+      if (token.size() == 6 && token.compare(0, 3, "<0x") == 0 && token[5] == '>' && std::isxdigit(token[3]) &&
+          std::isxdigit(token[4]))
+        return std::string(1, static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16)));
+      std::string out;
+      for (size_t i = 0; i < token.size();) {
+        if (!space_marker.empty() && token.compare(i, space_marker.size(), space_marker) == 0) {
+          out += ' ';
+          i += space_marker.size();
+        } else {
+          out += token[i++];
+        }
+      }
+      return out;
+    }
+    std::string bytes;  // the ByteLevel decoder (raw text for tokens outside its alphabet, e.g. added ones)
+    for (uint32_t cp : uc::decode_utf8(token)) {
+      auto it = char_bytes.find(cp);
+      if (it == char_bytes.end()) return token;
+      bytes += static_cast<char>(it->second);
+    }
+    return bytes;
+  };
+  impl->id_bytes.assign(static_cast<size_t>(max_id + 1), std::string());
+  for (const auto& [token, id] : all_tokens) impl->id_bytes[id] = to_bytes(token);
+  for (const AddedToken& a : impl->added) impl->id_bytes[a.id] = byte_level ? to_bytes(a.content) : a.content;
 
   // tokenizer_config.json: special tokens, add_bos_token, chat template.
   std::string dir = dirname(path);
@@ -534,58 +655,5 @@ const std::string& Tokenizer::eos_token() const { return impl_->eos_token; }
 bool Tokenizer::add_bos_token() const { return impl_->add_bos; }
 const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
 const std::string& Tokenizer::path() const { return impl_->path; }
-
-// ---- ChatML ----
-
-namespace {
-
-// A system prompt the template writes when the conversation has none, e.g. SmolLM2's
-// '<|im_start|>system\nYou are a helpful AI assistant named SmolLM...<|im_end|>\n': the first literal
-// "<|im_start|>system" + newline + plain text + "<|im_end|>" inside one jinja string.
-std::string default_system_prompt(const std::string& tmpl) {
-  const std::string head = "<|im_start|>system";
-  for (size_t at = tmpl.find(head); at != std::string::npos; at = tmpl.find(head, at + 1)) {
-    size_t i = at + head.size();
-    if (tmpl.compare(i, 1, "\n") == 0) i += 1;
-    else if (tmpl.compare(i, 2, "\\n") == 0) i += 2;
-    else continue;
-    size_t end = tmpl.find("<|im_end|>", i);
-    if (end == std::string::npos) continue;
-    std::string raw = tmpl.substr(i, end - i);
-    if (raw.empty() || raw.find_first_of("'\"{}+") != std::string::npos) continue;  // not a plain literal
-    std::string text;
-    for (size_t k = 0; k < raw.size(); ++k) {  // jinja string escapes
-      if (raw[k] == '\\' && k + 1 < raw.size()) {
-        char e = raw[++k];
-        text += e == 'n' ? '\n' : e == 't' ? '\t' : e;
-      } else {
-        text += raw[k];
-      }
-    }
-    return text;
-  }
-  return "";
-}
-
-}  // namespace
-
-std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options) {
-  const std::string& tmpl = tokenizer.chat_template();
-  if (tmpl.empty()) throw Error(tokenizer.path() + ": tokenizer has no chat template; drop --chat and pass raw text");
-  if (tmpl.find("<|im_start|>") == std::string::npos)
-    throw Error(tokenizer.path() +
-                ": --chat supports ChatML templates (<|im_start|>, as SmolLM2 and Qwen use) only; this template is "
-                "not one, so format the prompt yourself and drop --chat");
-  std::string system = options.system.empty() ? default_system_prompt(tmpl) : options.system;
-  std::string text;
-  if (!system.empty()) text += "<|im_start|>system\n" + system + "<|im_end|>\n";
-  text += "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n";
-  if (options.enable_thinking.has_value() && !*options.enable_thinking) {
-    if (tmpl.find("enable_thinking") == std::string::npos)
-      throw Error(tokenizer.path() + ": this chat template has no thinking switch (enable_thinking)");
-    text += "<think>\n\n</think>\n\n";
-  }
-  return text;
-}
 
 }  // namespace zoo

@@ -47,6 +47,14 @@ def smollm2_tokenizer_dir(smollm2_gguf: str, tmp_path_factory: pytest.TempPathFa
     return load_tokenizer(smollm2_gguf).save(tmp_path_factory.mktemp("smollm2-tokenizer"))
 
 
+@pytest.fixture(scope="session")
+def gemma3_tokenizer_dir(gemma3_gguf: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gemma 3 270M's SentencePiece-style tokenizer saved as an HF directory."""
+    from common.tokenizer import load_tokenizer
+
+    return load_tokenizer(gemma3_gguf).save(tmp_path_factory.mktemp("gemma3-tokenizer"))
+
+
 def _tiny_qwen3(out_dir: Path, tokenizer_dir: Path, use_custom_ops: bool, backend: str) -> Path:
     """A randomly initialised 2-layer qwen3 (qk-norm) with SmolLM2's tokenizer, exported per the zoo contract."""
     import torch

@@ -165,16 +165,62 @@ def test_qwen3_chat_template_and_thinking_switch(
         assert cpp_ids(qwen3_runner, *base, *([flag] if flag else [])) == expected, flag
 
 
-def test_chat_refused_for_non_chatml_template(llama3_runner: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
-    directory = tmp_path / "gemma-style"
+def test_chat_refused_for_an_unknown_template(llama3_runner: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "mistral-style"
     shutil.copytree(smollm2_tokenizer_dir, directory)
     (directory / "chat_template.jinja").write_text(
-        "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+        "{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
     )
     line = one_error_line(
         run(llama3_runner, "--tokenize-only", "--chat", "--tokenizer", str(directory), "--prompt", "x")
     )
-    assert "ChatML" in line
+    assert "ChatML" in line and "Llama 3" in line and "Gemma" in line
+
+
+def _with_template(src: Path, dst: Path, template: str) -> Path:
+    shutil.copytree(src, dst)
+    shutil.copy(Path(__file__).parents[2] / "tests" / "data" / template, dst / "chat_template.jinja")
+    return dst
+
+
+@pytest.mark.parametrize("fmt", ["llama3", "gemma3"])
+@pytest.mark.parametrize("system", [None, "You are terse.\nAnswer in French.  "])
+def test_chat_formats_match_their_jinja_templates(
+    llama3_runner: Path, smollm2_tokenizer_dir: Path, gemma3_tokenizer_dir: Path, tmp_path: Path, fmt: str,
+    system: str | None
+) -> None:
+    """The Llama 3 and Gemma 3 Instruct templates rendered by jinja (transformers' way) and by the C++ registry give
+    the same ids (each on a tokenizer of its kind: Gemma's SentencePiece one, SmolLM2's for Llama 3)."""
+    from common.cli import encode_prompt
+    from common.tokenizer import load_tokenizer
+
+    source = gemma3_tokenizer_dir if fmt == "gemma3" else smollm2_tokenizer_dir
+    directory = _with_template(source, tmp_path / fmt, f"{fmt}_chat_template.jinja")
+    prompt = "  What is the capital of France? Réponds en une phrase 🇫🇷\n"
+    expected = encode_prompt(load_tokenizer(directory), prompt, chat=True, system=system)
+    args = ["--tokenize-only", "--chat", "--tokenizer", str(directory), "--prompt", prompt]
+    assert cpp_ids(llama3_runner, *args, *(["--system", system] if system else [])) == expected
+
+
+def test_sentencepiece_tokenizer_matches_hf(llama3_runner: Path, gemma3_tokenizer_dir: Path) -> None:
+    """Gemma 3's tokenizer.json (SentencePiece-style BPE, byte fallback, "▁" spaces): the C++ ids are transformers'
+    (BOS as tokenizer_config says) on the multilingual sample, byte-fallback characters included."""
+    import tokenizers
+
+    from common.tokenizer import load_tokenizer
+
+    hf = tokenizers.Tokenizer.from_file(str(gemma3_tokenizer_dir / "tokenizer.json"))
+    ours = load_tokenizer(gemma3_tokenizer_dir)
+    fallback = {hf.token_to_id(f"<0x{b:02X}>") for b in range(256)}
+    used_fallback = False
+    for text in [*MULTILINGUAL, "a  b   c", "<start_of_turn>user\nHi<end_of_turn>\n"]:
+        expected = [ours.bos_id] + hf.encode(text, add_special_tokens=False).ids
+        assert ours.encode(text) == expected, text
+        assert cpp_ids(llama3_runner, "--tokenize-only", "--tokenizer", str(gemma3_tokenizer_dir), "--prompt", text) == (
+            expected
+        ), text
+        used_fallback |= bool(fallback & set(expected))
+    assert used_fallback  # the sample reaches the byte-fallback path
 
 
 # --- generation --------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-// Byte-level BPE over an HF tokenizer.json (GPT-2 / SmolLM2 / Llama 3 / Qwen style), encoding exactly as
-// the `tokenizers` library does: added/special tokens split first, optional NFC, the regex pre-tokenizer
-// (hand-written matchers for the GPT-2, Llama 3 and Qwen 2 patterns), byte mapping, then ranked merges.
+// BPE over an HF tokenizer.json, encoding exactly as the `tokenizers` library does: added/special tokens split
+// first, the normalizers (NFC, Replace, Prepend), the pre-tokenizer, then ranked merges. Two kinds:
+// - byte-level (GPT-2 / SmolLM2 / Llama 3 / Qwen): hand-written matchers for their regexes, bytes as symbols;
+// - SentencePiece-style with byte fallback (Gemma): characters as symbols, unknown ones as <0xXX> byte tokens,
+//   "▁" for spaces.
 #pragma once
 
 #include <cstdint>
@@ -39,14 +41,5 @@ class Tokenizer {
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-struct ChatOptions {
-  std::string system;                   // system message; empty = the template's default, if any
-  std::optional<bool> enable_thinking;  // Qwen3: false appends an empty <think></think> block
-};
-
-// The one-turn chat prompt text, rendered as the model's ChatML template does (SmolLM2, Qwen). Templates
-// that are not ChatML are refused with a zoo::Error (the C++ runner has no jinja engine).
-std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options);
 
 }  // namespace zoo

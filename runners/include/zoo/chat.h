@@ -1,0 +1,24 @@
+// Chat formats as a small registry: each renders a one-turn prompt exactly as its jinja template does (the C++
+// runner has no jinja engine), and is picked by a marker its template contains.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "zoo/tokenizer.h"
+
+namespace zoo {
+
+struct ChatOptions {
+  std::string system;                   // system message; empty = the template's default, if any
+  std::optional<bool> enable_thinking;  // Qwen3: false appends an empty <think></think> block
+};
+
+// The one-turn chat prompt text for the tokenizer's template (ChatML, Llama 3 or Gemma); encode it without
+// adding BOS (the formats that want one write it). Other templates are refused with a zoo::Error.
+std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options);
+
+// The registered format names, for messages: "ChatML, Llama 3, Gemma".
+std::string chat_format_names();
+
+}  // namespace zoo

@@ -1,0 +1,114 @@
+#include "zoo/chat.h"
+
+#include <string_view>
+
+#include "zoo/errors.h"
+
+namespace zoo {
+namespace {
+
+// jinja's `trim`: Python's str.strip() (ASCII whitespace is what these prompts carry).
+std::string trim(const std::string& s) {
+  const char* ws = " \t\n\r\f\v";
+  size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+// A system prompt the template writes when the conversation has none, e.g. SmolLM2's
+// '<|im_start|>system\nYou are a helpful AI assistant named SmolLM...<|im_end|>\n': the first literal
+// "<|im_start|>system" + newline + plain text + "<|im_end|>" inside one jinja string.
+std::string default_chatml_system(const std::string& tmpl) {
+  const std::string head = "<|im_start|>system";
+  for (size_t at = tmpl.find(head); at != std::string::npos; at = tmpl.find(head, at + 1)) {
+    size_t i = at + head.size();
+    if (tmpl.compare(i, 1, "\n") == 0) i += 1;
+    else if (tmpl.compare(i, 2, "\\n") == 0) i += 2;
+    else continue;
+    size_t end = tmpl.find("<|im_end|>", i);
+    if (end == std::string::npos) continue;
+    std::string raw = tmpl.substr(i, end - i);
+    if (raw.empty() || raw.find_first_of("'\"{}+") != std::string::npos) continue;  // not a plain literal
+    std::string text;
+    for (size_t k = 0; k < raw.size(); ++k) {  // jinja string escapes
+      if (raw[k] == '\\' && k + 1 < raw.size()) {
+        char e = raw[++k];
+        text += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+      } else {
+        text += raw[k];
+      }
+    }
+    return text;
+  }
+  return "";
+}
+
+// ChatML (SmolLM2, Qwen): content as it is; Qwen3's enable_thinking=false adds an empty think block.
+std::string chatml(const Tokenizer& tok, const std::string& user, const ChatOptions& o) {
+  const std::string& tmpl = tok.chat_template();
+  std::string system = o.system.empty() ? default_chatml_system(tmpl) : o.system;
+  std::string text;
+  if (!system.empty()) text += "<|im_start|>system\n" + system + "<|im_end|>\n";
+  text += "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n";
+  if (o.enable_thinking.has_value() && !*o.enable_thinking) {
+    if (tmpl.find("enable_thinking") == std::string::npos)
+      throw Error(tok.path() + ": this chat template has no thinking switch (enable_thinking)");
+    text += "<think>\n\n</think>\n\n";
+  }
+  return text;
+}
+
+// Llama 3 / 3.2 Instruct without the date header: BOS, then each turn's header and its trimmed content.
+std::string llama3(const Tokenizer& tok, const std::string& user, const ChatOptions& o) {
+  if (tok.chat_template().find("Cutting Knowledge Date") != std::string::npos)
+    throw Error(tok.path() + ": Llama 3.1+ templates write a dated system header the C++ runner does not render; "
+                             "format the prompt yourself and drop --chat");
+  auto turn = [](const char* role, const std::string& content) {
+    return std::string("<|start_header_id|>") + role + "<|end_header_id|>\n\n" + trim(content) + "<|eot_id|>";
+  };
+  std::string text = tok.bos_token();
+  if (!o.system.empty()) text += turn("system", o.system);
+  return text + turn("user", user) + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+}
+
+// Gemma 3: BOS; the system message (as it is) prefixes the first user turn; content trimmed; "model" answers.
+std::string gemma(const Tokenizer& tok, const std::string& user, const ChatOptions& o) {
+  std::string prefix = o.system.empty() ? "" : o.system + "\n\n";
+  return tok.bos_token() + "<start_of_turn>user\n" + prefix + trim(user) + "<end_of_turn>\n<start_of_turn>model\n";
+}
+
+struct ChatFormat {
+  const char* name;
+  const char* marker;  // a string its templates contain
+  std::string (*render)(const Tokenizer&, const std::string&, const ChatOptions&);
+  bool thinking;  // supports --enable-thinking
+};
+
+const ChatFormat kFormats[] = {
+    {"ChatML", "<|im_start|>", chatml, true},
+    {"Llama 3", "<|start_header_id|>", llama3, false},
+    {"Gemma", "<start_of_turn>", gemma, false},
+};
+
+}  // namespace
+
+std::string chat_format_names() {
+  std::string names;
+  for (const ChatFormat& f : kFormats) names += (names.empty() ? "" : ", ") + std::string(f.name);
+  return names;
+}
+
+std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options) {
+  const std::string& tmpl = tokenizer.chat_template();
+  if (tmpl.empty()) throw Error(tokenizer.path() + ": tokenizer has no chat template; drop --chat and pass raw text");
+  for (const ChatFormat& f : kFormats) {
+    if (tmpl.find(f.marker) == std::string::npos) continue;
+    if (options.enable_thinking.has_value() && !f.thinking)
+      throw Error(tokenizer.path() + ": the " + f.name + " chat format has no thinking switch (enable_thinking)");
+    return f.render(tokenizer, user, options);
+  }
+  throw Error(tokenizer.path() + ": --chat knows the " + chat_format_names() +
+              " chat formats; this template is none of them, so format the prompt yourself and drop --chat");
+}
+
+}  // namespace zoo
