@@ -28,8 +28,8 @@ def export_key(package: str, checkpoint: str, args: Sequence[str]) -> str:
     h.update(f"{Path(checkpoint).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     for pkg in KEY_PACKAGES:
         h.update(f"{pkg}={importlib.metadata.version(pkg)}".encode())
-    for path in sorted([*ROOT.glob("common/*.py"), *ROOT.glob(f"models/{package}/*.py")]):
-        h.update(path.name.encode() + path.read_bytes())
+    for path in sorted([*ROOT.glob("common/**/*.py"), *ROOT.glob(f"models/{package}/*.py"), ROOT / "models/__init__.py"]):
+        h.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -24,11 +24,6 @@ from common.errors import UserError
 QUANT_KEY = "zoo_quantization"  # config.json entry written by quantize_and_save
 
 
-def checkpoint_kind(path: str | os.PathLike) -> str:
-    """'gguf', 'hf' (dir with config.json + safetensors), or 'quantized' (quantize_and_save output)."""
-    return Checkpoint.open(path).kind
-
-
 def _read_config_json(path: Path) -> dict:
     try:
         hf = json.loads((path / "config.json").read_bytes().decode("utf-8"))

@@ -60,7 +60,6 @@ class CustomOpsKernel:
 
 
 SDPA = SdpaKernel()
-KERNELS = {"sdpa": SdpaKernel, "custom_ops": CustomOpsKernel}
 
 
 def attention_kernel(custom_ops: bool):
