@@ -46,9 +46,9 @@ def xnnpack_source_transforms(model: nn.Module) -> nn.Module:
             mod.__class__ = XnnpackRMSNorm  # same state, delegable mean
     # Rotate-half as a matmul lets XNNPACK take all of RoPE (it delegates a linear, not a slice of a dynamic-length
     # tensor). With the SDPA kernel (rotated k feeding the in-place cache copy) its partitioner then finds a
-    # dependency cycle, so only with kernels that write the cache themselves.
+    # dependency cycle, so only with kernels that write the cache in an op of their own.
     kernel = getattr(model, "kernel", None)
-    if kernel is not None and not kernel.needs_mask and hasattr(model, "rope_rot"):
+    if kernel is not None and kernel.writes_cache_in_op and hasattr(model, "rope_rot"):
         model.rope_rot = rotate_half_matrix(model.rope_cos.shape[-1])
     return model
 

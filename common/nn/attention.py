@@ -24,6 +24,7 @@ class SdpaKernel:
 
     name: str = "sdpa"
     needs_mask: bool = True
+    writes_cache_in_op: bool = False  # the cache is written by an in-place copy_ in the graph
 
     def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
         cache.narrow(1, start, x.size(1)).copy_(x)
@@ -43,6 +44,7 @@ class CustomOpsKernel:
 
     name: str = "custom_ops"
     needs_mask: bool = False
+    writes_cache_in_op: bool = True  # llama::update_cache
 
     def __post_init__(self) -> None:
         from common.kernels import library_for
