@@ -68,6 +68,34 @@ def _recipe(args):
     return preset(args.quantize or args.default_preset, args.group_size, args.embedding_bits)
 
 
+MAX_CONTEXT = 1 << 20  # KV-cache positions: beyond this an export is a typo, not a model
+
+
+def check_limits(args) -> None:
+    """--max-seq-len / --max-context-len in range, before any work."""
+    for flag in ("max_context_len", "max_seq_len"):
+        value = getattr(args, flag, None)
+        if value is not None and not 1 <= value <= MAX_CONTEXT:
+            raise UserError(f"--{flag.replace('_', '-')} {value}: expected 1..{MAX_CONTEXT}")
+
+
+def check_inference_args(args) -> None:
+    """Sampling and generation flags in range, and flags that need --chat given with it."""
+    import math
+
+    check_limits(args)
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens {args.max_new_tokens}: expected at least 1")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UserError(f"--temperature {args.temperature}: expected a finite value >= 0 (0 = greedy)")
+    if not (0 < args.top_p <= 1):
+        raise UserError(f"--top-p {args.top_p}: expected a value in (0, 1]")
+    if args.top_k < 0:
+        raise UserError(f"--top-k {args.top_k}: expected >= 0 (0 = off)")
+    if not args.chat and (args.system is not None or args.enable_thinking is not None):
+        raise UserError("--system and --enable-thinking need --chat")
+
+
 def _checkpoint_help(family: Family) -> str:
     bundled = f" (default: {family.default_checkpoint_name})" if family.default_checkpoint_name else ""
     return f"HF checkpoint dir, GGUF file, or quantize_and_save dir{bundled}"
@@ -110,6 +138,7 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--tokenizer", help="tokenizer source if the checkpoint has none (HF dir, tokenizer.json, GGUF)")
         p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
         args = p.parse_args(argv)
+        check_limits(args)
         from common.export import format_summary
         from common.io import human_size
         from common.nn.attention import attention_kernel
@@ -150,6 +179,7 @@ def inference_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--top-k", type=int, default=0)
         p.add_argument("--seed", type=int, default=0)
         args = p.parse_args(argv)
+        check_inference_args(args)
         from common.runtime import generate
         from common.sampler import Sampler, SamplerConfig
         from common.tokenizer import StreamDecoder

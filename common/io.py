@@ -1,4 +1,4 @@
-"""Atomic file output and human-readable sizes."""
+"""Atomic file and directory output that never deletes what the zoo did not write; human-readable sizes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from common.errors import UserError
 
 
 def _umask() -> int:
@@ -32,18 +34,47 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp directory beside `dest`; it replaces `dest` only if the block succeeds."""
+def check_output_dir(dest: str | os.PathLike, ours: Callable[[Path], bool], flag: str = "--output") -> Path:
+    """`dest` as a Path if writing a directory there can lose nothing of the user's: it does not exist, or is an
+    empty directory, or is one the zoo wrote (`ours(dest)`). Checked before long work, and again at commit."""
     dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir() or dest.is_symlink():
+            raise UserError(f"{flag} {dest}: exists and is not a directory; pick a new path")
+        if any(dest.iterdir()) and not ours(dest):
+            raise UserError(f"{flag} {dest}: directory is not empty and was not written by this tool; "
+                            "pick a new or empty directory (nothing was deleted)")
+    parent = dest.resolve().parent
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {dest}: cannot write in {parent}")
+    return dest
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike, ours: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
+    """Yield a temp directory beside `dest`; it replaces `dest` only if the block succeeds.
+
+    An existing `dest` is replaced only if it is empty or `ours(dest)` (check_output_dir), and never deleted
+    before the new one is in place: it is renamed aside, the new one renamed in, then the old one removed."""
+    dest = check_output_dir(dest, ours)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        check_output_dir(dest, ours)  # again: the destination may have changed during the work
+        old = None
         if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / "d")
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if old is not None:
+                os.replace(old / "d", dest)  # put the previous one back
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,10 +16,20 @@ from common.contract import causal_lm_constants
 from common.errors import UserError
 from common.export import ExportSummary, export_pte
 from common.family import Family
-from common.io import atomic_dir
+from common.io import atomic_dir, check_output_dir
 from common.nn.attention import SDPA
 from common.quant import Recipe, embedding_shells, fuse_agreeing, quantize_model
 from common.tokenizer import Tokenizer, load_tokenizer
+
+
+def is_quantized_dir(path: Path) -> bool:
+    """Whether `path` holds a quantize_and_save output (config.json with the zoo's recipe, and nothing else of
+    note): the only non-empty directory quantize_and_save may replace."""
+    expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
+    try:
+        return QUANT_KEY in json.loads((path / "config.json").read_text()) and {p.name for p in path.iterdir()} <= expected
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_checkpoint(family: Family, checkpoint: str | None) -> str:
@@ -117,6 +127,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     from safetensors.torch import save_file
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
+    check_output_dir(output, is_quantized_dir)  # before minutes of work, not after
     ckpt = open_checkpoint(family, checkpoint)
     tokenizer = load_tokenizer(checkpoint)
     model, cfg, saved = load_model(family, ckpt, max_context_len=1)
@@ -127,7 +138,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     if state["lm_head.weight"] is state.get("model.embed_tokens.weight"):  # absent with --embedding-bits
         del state["lm_head.weight"]  # still tied (fp32 linears): safetensors refuses shared storage
     tensors, metadata = flatten_tensor_state_dict(state)
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, is_quantized_dir) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors", metadata=metadata)
         hf = family.to_hf(cfg) | {QUANT_KEY: recipe.to_dict() | {"fused": fuse}}
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")

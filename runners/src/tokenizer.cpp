@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <fstream>
@@ -425,20 +426,36 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& arg) {
   const json::Value* merges = model->find("merges");
   if (!vocab || !vocab->is_object() || !merges || !merges->is_array())
     throw Error(path + ": BPE model without vocab/merges");
+  // Every id read from the file is checked before it indexes anything (a negative or huge id used to write out of
+  // bounds or end in std::bad_alloc).
+  constexpr int64_t kMaxId = int64_t{1} << 24;
+  auto checked_id = [&](const json::Value& v, const std::string& token) {
+    double x = v.is_number() ? v.as_number() : -1.0;
+    if (!(x >= 0 && x < static_cast<double>(kMaxId)) || x != std::floor(x)) {
+      std::ostringstream shown;
+      shown << (v.is_number() ? x : -1.0);
+      throw Error(path + ": token \"" + token + "\" has id " + (v.is_number() ? shown.str() : "(not a number)") +
+                  ", expected an integer in [0, " + std::to_string(kMaxId) + ")");
+    }
+    return static_cast<int64_t>(x);
+  };
   int64_t max_id = -1;
   impl->vocab.reserve(vocab->members().size());
+  std::vector<std::pair<std::string, int64_t>> all_tokens;
+  all_tokens.reserve(vocab->members().size());
   for (const auto& [token, id] : vocab->members()) {
-    impl->vocab.emplace(token, id.as_int());
-    max_id = std::max(max_id, id.as_int());
+    int64_t i = checked_id(id, token);
+    impl->vocab.emplace(token, i);
+    all_tokens.emplace_back(token, i);
+    max_id = std::max(max_id, i);
   }
-  std::vector<std::pair<std::string, int64_t>> all_tokens(vocab->members().size());
-  size_t k = 0;
-  for (const auto& [token, id] : vocab->members()) all_tokens[k++] = {token, id.as_int()};
 
   const json::Value* added = root.find("added_tokens");
   if (added && added->is_array()) {
     for (const json::Value& t : added->items()) {
-      AddedToken a{t.get_string("content"), t.find("id") ? t.find("id")->as_int() : -1, t.get_bool("single_word", false),
+      std::string content = t.get_string("content");
+      if (!t.find("id")) throw Error(path + ": added token \"" + content + "\" has no id");
+      AddedToken a{content, checked_id(*t.find("id"), content), t.get_bool("single_word", false),
                    t.get_bool("lstrip", false), t.get_bool("rstrip", false), t.get_bool("normalized", false),
                    t.get_bool("special", false)};
       if (a.id < 0 || a.content.empty()) continue;

@@ -400,3 +400,22 @@ def test_missing_and_corrupt_tokenizer(llama3_runner: Path, smollm2_pte: Path, t
     wordpiece.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0}}}))
     line = one_error_line(run(llama3_runner, "--model", str(smollm2_pte), "--tokenizer", str(wordpiece)))
     assert "WordPiece is not supported" in line
+
+
+@pytest.mark.parametrize("bad_id", ["-5", "99999999999", "1.5", "1e300", '"7"'])
+def test_tokenizer_ids_out_of_range_are_refused(llama3_runner: Path, tmp_path: Path, bad_id: str) -> None:
+    """Every id read from tokenizer.json is checked before use (a negative id used to write out of bounds, a huge
+    one to end in a bare std::bad_alloc): one line naming the file and the token."""
+    for where in ("vocab", "added"):
+        d = tmp_path / where
+        d.mkdir()
+        vocab = f'{{"a": 0, "b": {bad_id if where == "vocab" else "1"}}}'
+        added = f'[{{"id": {bad_id if where == "added" else "2"}, "content": "<x>"}}]'
+        model = f'{{"type": "BPE", "vocab": {vocab}, "merges": []}}'
+        (d / "tokenizer.json").write_text(
+            f'{{"model": {model}, "added_tokens": {added}, '
+            '"pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}'
+        )
+        line = one_error_line(run(llama3_runner, "--tokenize-only", "--tokenizer", str(d), "--prompt", "a"))
+        token = '"b"' if where == "vocab" else '"<x>"'
+        assert f"{d / 'tokenizer.json'}: token {token} has id" in line and "expected an integer in [0, " in line

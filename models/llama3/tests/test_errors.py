@@ -105,3 +105,65 @@ def test_atomic_outputs_get_normal_permissions(tmp_path: Path) -> None:
         os.umask(mask)
     assert (tmp_path / "f.pte").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def _listing(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["user-dir", "cwd", "a-file"])
+def test_quantize_and_save_never_deletes_user_data(tiny, tmp_path: Path, capsys, monkeypatch, where: str) -> None:
+    """--output naming a non-empty directory the zoo did not write (or `.`, or a file) is refused before any work,
+    and everything there stays as it was (issue 10: it used to be emptied)."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / "thesis.tex").write_text("years of work")
+    (home / "notes" / "a.txt").write_text("a")
+    monkeypatch.chdir(home)
+    output = {"user-dir": str(home), "cwd": ".", "a-file": "thesis.tex"}[where]
+    before = _listing(home)
+    err = _fails(quantize_main, ["--checkpoint", tiny["tied"].gguf, "--output", output], capsys)
+    assert f"--output {output}:" in err and ("not empty" in err or "not a directory" in err)
+    assert _listing(home) == before and sorted(p.name for p in home.iterdir()) == ["notes", "thesis.tex"]
+
+
+def test_quantize_and_save_replaces_its_own_output_atomically(tiny, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "q"
+    argv = ["--checkpoint", tiny["tied"].gguf, "--quantize", "8da8w", "--output", str(out)]
+    assert run_cli(quantize_main(FAMILY), argv) == 0
+    first = _listing(out)
+    argv[3] = "8da4w"
+    assert run_cli(quantize_main(FAMILY), argv) == 0  # a previous zoo output may be replaced
+    second = _listing(out)
+    assert set(first) == set(second) and first["model.safetensors"] != second["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]  # no temp or old copy left beside it
+    (out / "mine.txt").write_text("added by the user")
+    capsys.readouterr()
+    _fails(quantize_main, argv, capsys)  # now it holds something the zoo did not write
+    assert (out / "mine.txt").read_text() == "added by the user"
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--temperature", "-1"], "--temperature -1.0"),
+    (["--temperature", "nan"], "--temperature nan"),
+    (["--top-p", "2"], "--top-p 2.0"),
+    (["--top-p", "0"], "--top-p 0.0"),
+    (["--top-k", "-1"], "--top-k -1"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0"),
+    (["--max-new-tokens", "-3"], "--max-new-tokens -3"),
+    (["--max-context-len", "-1"], "--max-context-len -1"),
+    (["--max-context-len", "99999999999"], "--max-context-len 99999999999"),
+    (["--system", "be brief"], "--system and --enable-thinking need --chat"),
+    (["--no-enable-thinking"], "--system and --enable-thinking need --chat"),
+])
+def test_inference_flags_out_of_range(tiny, capsys, flags: list[str], named: str) -> None:
+    """Checked before anything loads: one line naming the flag (these used to be tracebacks or ignored)."""
+    err = _fails(inference_main, ["--checkpoint", tiny["tied"].gguf, *flags], capsys)
+    assert named in err
+
+
+@pytest.mark.parametrize("flags", [["--max-context-len", "-1"], ["--max-seq-len", "0"], ["--max-context-len", "2000000"]])
+def test_export_limits_out_of_range(tiny, tmp_path: Path, capsys, flags: list[str]) -> None:
+    err = _fails(export_main, ["--checkpoint", tiny["tied"].gguf, *flags, "--output", str(tmp_path / "m.pte")], capsys)
+    assert flags[0] in err and "expected 1.." in err
+    assert list(tmp_path.iterdir()) == []
