@@ -54,7 +54,7 @@ class ModelConfig:
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim"):
+        for key in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim"):
             positive_int(getattr(self, key), key, "model config")
         if self.n_heads % self.n_kv_heads:
             raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
@@ -63,8 +63,8 @@ class ModelConfig:
     def from_hf(cls, hf: dict[str, Any], **family: Any) -> ModelConfig:
         """Build from the dict of an HF `config.json`; `family` sets what the family knows (e.g. qk_norm=True)."""
         try:
-            n_heads = hf["num_attention_heads"]
-            dim = hf["hidden_size"]
+            n_heads = positive_int(hf["num_attention_heads"], "num_attention_heads", "config.json")
+            dim = positive_int(hf["hidden_size"], "hidden_size", "config.json")
             rs = hf.get("rope_scaling") or (hf.get("rope_parameters") or {})
             scaling = None
             rope_type = rs.get("rope_type", rs.get("type"))
@@ -83,9 +83,9 @@ class ModelConfig:
             eos = hf.get("eos_token_id")
             eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
             return cls(
-                vocab_size=hf["vocab_size"],
+                vocab_size=positive_int(hf["vocab_size"], "vocab_size", "config.json"),
                 dim=dim,
-                n_layers=hf["num_hidden_layers"],
+                n_layers=positive_int(hf["num_hidden_layers"], "num_hidden_layers", "config.json"),
                 n_heads=n_heads,
                 n_kv_heads=hf.get("num_key_value_heads") or n_heads,
                 hidden_dim=hf["intermediate_size"],

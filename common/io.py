@@ -50,6 +50,19 @@ def check_output_dir(dest: str | os.PathLike, ours: Callable[[Path], bool], flag
     return dest
 
 
+def check_output_file(dest: str | os.PathLike, flag: str = "--output") -> Path:
+    """`dest` as a Path if a file can be written there: not a directory, in a directory we may write."""
+    dest = Path(dest)
+    if dest.is_dir():
+        raise UserError(f"{flag} {dest}: is a directory; pass a file path")
+    parent = dest.resolve().parent
+    while not parent.exists():  # it will be created: check the nearest existing ancestor
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {dest}: cannot write in {parent}")
+    return dest
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike, ours: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
     """Yield a temp directory beside `dest`; it replaces `dest` only if the block succeeds.

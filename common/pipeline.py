@@ -16,7 +16,7 @@ from common.contract import causal_lm_constants
 from common.errors import UserError
 from common.export import ExportSummary, export_pte
 from common.family import Family
-from common.io import atomic_dir, check_output_dir
+from common.io import atomic_dir, check_output_dir, check_output_file
 from common.nn.attention import SDPA
 from common.quant import Recipe, embedding_shells, fuse_agreeing, quantize_model
 from common.tokenizer import Tokenizer, load_tokenizer
@@ -53,8 +53,13 @@ def open_checkpoint(family: Family, checkpoint: str | Checkpoint) -> Checkpoint:
 
 
 def read_config(family: Family, ckpt: Checkpoint):
-    """The family's config for an opened checkpoint."""
-    return family.config_from_gguf(ckpt) if ckpt.kind == "gguf" else family.config_from_hf(ckpt.hf_config)
+    """The family's config for an opened checkpoint (config.json errors name the checkpoint's file)."""
+    if ckpt.kind == "gguf":
+        return family.config_from_gguf(ckpt)
+    try:
+        return family.config_from_hf(ckpt.hf_config)
+    except UserError as e:
+        raise UserError(f"{ckpt.path}/{e}" if str(e).startswith("config.json") else str(e)) from None
 
 
 def load_model(
@@ -110,6 +115,7 @@ def export_model(
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
+    check_output_file(output)  # before minutes of export, not after
     ckpt = open_checkpoint(family, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
     tokenizer = load_tokenizer(tokenizer_path or checkpoint)
     model, cfg = prepare_quantized(

@@ -54,6 +54,7 @@ class PteModel:
         self.load_s = time.perf_counter() - t0
         self.max_seq_len = self._const("get_max_seq_len")
         self.max_context_len = self._const("get_max_context_len")
+        self.vocab_size = self._const("get_vocab_size")
         self.eos_ids = tuple(int(t) for t in self.program.load_method("get_eos_ids").execute([]))
 
     def _const(self, name: str) -> int:
@@ -75,6 +76,7 @@ class EagerModel:
         self.model = model
         self.max_context_len = model.max_context_len
         self.max_seq_len = max_seq_len or model.max_context_len
+        self.vocab_size = model.lm_head.out_features
         self.eos_ids = eos_ids
         self.load_s = 0.0
 
@@ -131,6 +133,10 @@ def generate(
     context end. The one generation loop: the CLIs, the tests, the bench and the profiler all run this."""
     if not prompt:
         raise UserError("the prompt is empty")
+    vocab = getattr(model, "vocab_size", None)
+    if vocab is not None and max(prompt) >= vocab:
+        raise UserError(f"prompt token id {max(prompt)} is outside {source}'s vocabulary of {vocab} ids: "
+                        f"the tokenizer does not belong to this model")
     check_context(len(prompt), model.max_context_len, source)
     gen = Generation(prompt_len=len(prompt))
     t0 = time.perf_counter()

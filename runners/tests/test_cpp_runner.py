@@ -14,8 +14,10 @@ right.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -419,3 +421,24 @@ def test_tokenizer_ids_out_of_range_are_refused(llama3_runner: Path, tmp_path: P
         line = one_error_line(run(llama3_runner, "--tokenize-only", "--tokenizer", str(d), "--prompt", "a"))
         token = '"b"' if where == "vocab" else '"<x>"'
         assert f"{d / 'tokenizer.json'}: token {token} has id" in line and "expected an integer in [0, " in line
+
+
+def test_python_runner_refuses_a_tokenizer_larger_than_the_model(
+    tiny_qwen3_pte: Path, smollm2_tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """A prompt id beyond the .pte's vocabulary (a tokenizer of another model) is one clear error in the Python
+    runner (it used to crash inside the runtime), as the C++ runner already refused it."""
+    d = tmp_path / "bigger"
+    shutil.copytree(smollm2_tokenizer_dir, d)
+    data = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+    new_id = max(*data["model"]["vocab"].values(), *(t["id"] for t in data["added_tokens"])) + 1
+    data["added_tokens"].append({"id": new_id, "content": "<|extra|>", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": True})
+    (d / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.qwen3.inference", "--pte", str(tiny_qwen3_pte), "--tokenizer", str(d),
+         "--prompt", "hi <|extra|>"], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    # ExecuTorch's runtime logs its CPU probing on stderr ("[cpuinfo_utils.cpp:71] ..."): not ours, left out
+    ours = [ln for ln in proc.stderr.splitlines() if not re.match(r"\[\w+\.cpp:\d+\]", ln)]
+    assert proc.returncode == 2 and len(ours) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert ours[0].startswith(f"error: prompt token id {new_id} is outside model.pte's vocabulary"), ours

@@ -167,3 +167,39 @@ def test_export_limits_out_of_range(tiny, tmp_path: Path, capsys, flags: list[st
     err = _fails(export_main, ["--checkpoint", tiny["tied"].gguf, *flags, "--output", str(tmp_path / "m.pte")], capsys)
     assert flags[0] in err and "expected 1.." in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("invalid-json", "config.json: not valid JSON"),
+    ("array", "config.json: expected a JSON object, got list"),
+    ("not-utf8", "config.json: not UTF-8 text"),
+    ("zero-heads", "config.json: num_attention_heads must be a positive integer, got 0"),
+    ("string-layers", "config.json: num_hidden_layers must be a positive integer, got 'two'"),
+    ("tampered-recipe", "zoo_quantization: rule 0 needs 'pattern' and 'scheme'"),
+])
+def test_bad_config_json(tiny, tmp_path: Path, capsys, case: str, expected: str) -> None:
+    """A checkpoint dir whose config.json is broken: one line naming the file, never a traceback."""
+    import json
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(tiny["tied"].dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    content = {
+        "invalid-json": b"{not json",
+        "array": b"[1, 2]",
+        "not-utf8": b'{"model_type": "llama\xff"}',
+        "zero-heads": json.dumps(cfg | {"num_attention_heads": 0}).encode(),
+        "string-layers": json.dumps(cfg | {"num_hidden_layers": "two"}).encode(),
+        "tampered-recipe": json.dumps(cfg | {"zoo_quantization": {"name": "x", "rules": [{"scheme": "8da4w"}]}}).encode(),
+    }[case]
+    (d / "config.json").write_bytes(content)
+    out = tmp_path / "out"
+    err = _fails(export_main, ["--checkpoint", str(d), "--output", str(out / "m.pte")], capsys)
+    assert expected in err and str(d) in err
+    _assert_nothing_written(out)
+
+
+def test_export_output_that_is_a_directory(tiny, tmp_path: Path, capsys) -> None:
+    (tmp_path / "m.pte").mkdir()
+    err = _fails(export_main, ["--checkpoint", tiny["tied"].gguf, "--output", str(tmp_path / "m.pte")], capsys)
+    assert "is a directory" in err
