@@ -6,8 +6,11 @@ filters, the message clean-up it applies) without importing transformers, so inf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
@@ -84,11 +87,55 @@ class _GenerationTag(jinja2.ext.Extension):
         return caller()
 
 
+# Bounds on what a template may cost: a chat prompt larger than this fits no model's context anyway.
+MAX_RENDER_CHARS = 4 << 20
+MAX_RENDER_SECONDS = 5.0
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus bounds on `*` and `**` (`'x' * 10**10` would allocate 10 GB before any output check)."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RENDER_CHARS:
+                    raise jinja2.exceptions.SecurityError(f"chat template: a repetition of {len(seq) * n} items")
+        if operator == "**" and isinstance(right, int) and abs(right) > 1024 and not (-1 <= left <= 1):
+            raise jinja2.exceptions.SecurityError(f"chat template: an exponent of {right}")
+        return super().call_binop(context, operator, left, right)
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise _Timeout in this (main) thread after `seconds`; elsewhere, no bound (signals need the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @lru_cache(maxsize=32)
 def compile_chat_template(template: str) -> jinja2.Template:
     """The compiled template, built once per template string; a syntax error is a UserError."""
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
+    env = _BoundedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols],
+        loader=jinja2.DictLoader({}),  # include / import / extends find nothing: a TemplateNotFound, not a crash
     )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
@@ -142,13 +189,20 @@ def render_chat_template(template: str, messages: list[dict], add_generation_pro
     # transformers drops None-valued keys (OpenAI-style `content=None`), then copies reasoning to its aliases.
     chat = [_alias_reasoning({k: v for k, v in _plain(m).items() if v is not None}) for m in messages]
     compiled = compile_chat_template(template)
+    variables = dict(messages=chat, tools=_plain(tools), documents=_plain(documents),
+                     add_generation_prompt=add_generation_prompt, **_plain(kwargs))
     try:
-        return compiled.render(
-            messages=chat,
-            tools=_plain(tools),
-            documents=_plain(documents),
-            add_generation_prompt=add_generation_prompt,
-            **_plain(kwargs),
-        )
+        with _deadline(MAX_RENDER_SECONDS):
+            out, size = [], 0
+            for chunk in compiled.generate(**variables):  # streamed, so the size bound holds while rendering
+                size += len(chunk)
+                if size > MAX_RENDER_CHARS:
+                    raise UserError(f"chat template: rendered more than {MAX_RENDER_CHARS} characters")
+                out.append(chunk)
+            return "".join(out)
+    except _Timeout:
+        raise UserError(f"chat template: rendering took longer than {MAX_RENDER_SECONDS:.0f} s") from None
     except jinja2.TemplateError as e:
         raise UserError(f"chat template: {e}") from None
+    except ArithmeticError as e:  # 1 / 0, overflow
+        raise UserError(f"chat template: {type(e).__name__}: {e}") from None

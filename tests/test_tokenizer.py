@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,30 @@ def test_render_chat_template_environment() -> None:
         render_chat_template("{% set ns = namespace(_x=1) %}", msgs)
     with pytest.raises(UserError, match="empty conversation"):
         render_chat_template("x", [])
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{{ 'x' * 10**10 }}", "a repetition of 10000000000 items"),
+    ("{{ [1] * 10**9 }}", "a repetition of 1000000000 items"),
+    ("{{ 7 ** 100000000 }}", "an exponent of 100000000"),
+    ("{% for i in range(100000) %}{{ 'y' * 100 }}{% endfor %}", "rendered more than"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "took longer than"),
+    ("{% include 'other.jinja' %}", "other.jinja"),
+    ("{% import 'macros.jinja' as m %}", "macros.jinja"),
+    ("{{ 1 / 0 }}", "ZeroDivisionError"),
+])
+def test_chat_templates_are_bounded(monkeypatch, template: str, message: str) -> None:
+    """A hostile template (a 10 GB string, endless loops, include/import, 1/0) is one UserError, in bounded time and
+    memory (issue 10: these used to allocate, hang or raise a traceback)."""
+    import time
+
+    import common.chat
+
+    monkeypatch.setattr(common.chat, "MAX_RENDER_SECONDS", 0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=re.escape(message)):
+        render_chat_template(template, [{"role": "user", "content": "hi"}])
+    assert time.perf_counter() - t0 < 5
 
 
 def test_tiny_tokenizer_save_load(tmp_path: Path) -> None:
