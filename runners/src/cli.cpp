@@ -1,6 +1,7 @@
 #include "zoo/cli.h"
 
-
+#include <algorithm>
+#include <limits>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -188,7 +189,9 @@ int run(const CliOptions& o) {
     return 0;
   }
   Sampler sampler(SamplerConfig{static_cast<float>(o.temperature), static_cast<float>(o.top_p),
-                                static_cast<int>(o.top_k), static_cast<uint64_t>(o.seed)});
+                                // a K past INT_MAX keeps every token, as any K >= the vocabulary does (no wrap to 1)
+                                static_cast<int>(std::min<int64_t>(o.top_k, std::numeric_limits<int>::max())),
+                                static_cast<uint64_t>(o.seed)});
   const ModelMetadata& meta = runner->metadata();
   if (meta.vocab_size > 0 && tokenizer->vocab_size() > meta.vocab_size)
     throw Error(tok_path + ": tokenizer has " + std::to_string(tokenizer->vocab_size()) + " ids but " + o.model +

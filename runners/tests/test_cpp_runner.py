@@ -442,3 +442,12 @@ def test_python_runner_refuses_a_tokenizer_larger_than_the_model(
     ours = [ln for ln in proc.stderr.splitlines() if not re.match(r"\[\w+\.cpp:\d+\]", ln)]
     assert proc.returncode == 2 and len(ours) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert ours[0].startswith(f"error: prompt token id {new_id} is outside model.pte's vocabulary"), ours
+
+
+def test_huge_top_k_keeps_every_token(qwen3_runner: Path, tiny_qwen3_pte: Path) -> None:
+    """--top-k past INT_MAX means "keep all" (as 0 does); it used to wrap to 1, silently greedy."""
+    args = ["--model", str(tiny_qwen3_pte), "--max-new-tokens", "24", "--print-ids", "--temperature", "1.5",
+            "--seed", "3"]
+    sampled = cpp_ids(qwen3_runner, *args, "--top-k", "0")
+    assert cpp_ids(qwen3_runner, *args, "--top-k", "4294967297") == sampled
+    assert cpp_ids(qwen3_runner, *args, "--top-k", "1") != sampled
