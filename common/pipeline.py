@@ -18,7 +18,7 @@ from common.export import ExportSummary, export_pte
 from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file
 from common.nn.attention import SDPA
-from common.quant import Recipe, embedding_shells, fuse_agreeing, quantize_model
+from common.quant import Recipe, check_quantized, embedding_shells, fuse_agreeing, quantize_model
 from common.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -83,6 +83,8 @@ def load_model(
         if recipe:
             embedding_shells(model, recipe)
     load_weights(model, ckpt, family, cfg)
+    if recipe:
+        check_quantized(model, recipe, ckpt.path)
     model.init_buffers()
     return model.eval(), cfg, recipe
 
@@ -128,6 +130,20 @@ def export_model(
     return summary, tokenizer
 
 
+def _without_shared(state: dict) -> dict:
+    """Drop the later of plain tensors sharing storage (a tied LM head left float): safetensors refuses shared
+    storage, and loading ties it back through the tie map. state_dict() detaches, so `is` cannot tell."""
+    seen: set[int] = set()
+    for key in list(state):
+        t = state[key]
+        if type(t) is torch.Tensor:
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:
+                del state[key]
+            seen.add(ptr)
+    return state
+
+
 def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Recipe, fuse: bool = True) -> Path:
     """Write `output`/ with config.json (+ recipe), model.safetensors (torchao tensors) and the tokenizer."""
     from safetensors.torch import save_file
@@ -140,9 +156,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     if saved is not None:
         raise UserError(f"{checkpoint}: already quantized ({saved.name}); quantize the original checkpoint")
     quantize_model(fuse_agreeing(model, recipe) if fuse else model, recipe)  # the graph export builds in memory
-    state = model.state_dict()
-    if state["lm_head.weight"] is state.get("model.embed_tokens.weight"):  # absent with --embedding-bits
-        del state["lm_head.weight"]  # still tied (fp32 linears): safetensors refuses shared storage
+    state = _without_shared(model.state_dict())
     tensors, metadata = flatten_tensor_state_dict(state)
     with atomic_dir(output, is_quantized_dir) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors", metadata=metadata)

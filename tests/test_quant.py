@@ -128,3 +128,13 @@ def test_hqq_matches_torchaos_hqq_config() -> None:
     q, s = quantize_groups(w.reshape(16, 2, 32), 4, method="hqq")
     assert torch.allclose(s.reshape(lin.weight.scale.shape), lin.weight.scale.float(), rtol=1e-5)
     assert torch.equal(q.reshape(16, 64), lin.weight.qdata.to(torch.int8))
+
+
+def test_rules_written_for_member_names_apply_after_fusing() -> None:
+    """A rule naming q/k/v (not `.*`) still quantizes the fused qkv_proj: fused linears match by member names."""
+    recipe = Recipe("attn-only", (Rule(r".*\.self_attn\.[qkv]_proj", "8da4w"),))
+    model = quantize_model(fuse_agreeing(_tiny(1), recipe), recipe)
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert hasattr(attn.qkv_proj.weight, "qdata") and tuple(attn.qkv_proj.weight.block_size) == (1, 32)
+    assert type(attn.o_proj.weight) is nn.Parameter  # not named by the rule
+    assert type(mlp.gate_up_proj.weight) is nn.Parameter  # gate/up agree (both float): fused, float

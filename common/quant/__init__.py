@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from common.nn.linear import member_names
 from common.quant.embedding import QuantizedEmbedding
 from common.quant.scales import SCALE_METHODS, quantize_groups
 
@@ -75,9 +76,11 @@ class Recipe:
     origin: str = field(default="flags", compare=False)  # "flags" (a preset) or the recipe file, for messages
 
     def rule_for(self, name: str, module: nn.Module) -> Rule | None:
-        """The first rule matching a Linear or Embedding (None: stays float)."""
+        """The first rule matching a Linear or Embedding (None: stays float). A fused linear (qkv_proj) is matched
+        by its first member's name (q_proj): fusing happens only where the members' rules agree."""
         if not isinstance(module, (nn.Linear, nn.Embedding)):
             return None
+        name = member_names(name)[0]
         rule = next((r for r in self.rules if r.matches(name, module)), None)
         return None if rule is None or rule.scheme == "fp32" else rule
 
@@ -204,6 +207,27 @@ def quantize_model(model: nn.Module, recipe: Recipe) -> nn.Module:
                 _replace(model, name, QuantizedEmbedding.from_float(emb.weight, int(rule.scheme[3:]), rule.group_size,
                                                                     rule.scale_method))
     return model
+
+
+def check_quantized(model: nn.Module, recipe: Recipe, source: str) -> None:
+    """Refuse a loaded quantize_and_save model whose linears are not what its recipe says (a g64 label on g32
+    tensors, float weights labelled 8da4w). Embedding shells are checked by their tensor shapes when loading."""
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        rule = recipe.rule_for(name, mod)
+        w = mod.weight
+        quantized = hasattr(w, "qdata") and hasattr(w, "block_size")
+        got = "float" if not quantized else (
+            f"int{4 if w.target_dtype == torch.int4 else 8} weights in blocks {tuple(w.block_size)}")
+        if rule is None:
+            want = "float"
+        elif rule.scheme == "8da4w":
+            want = f"int4 weights in blocks {(1, rule.group_size)}"
+        else:
+            want = f"int8 weights in blocks {(1, mod.in_features)}"
+        if got != want:
+            raise UserError(f"{source}: {name} holds {got}, but its recipe {recipe.name!r} says {want}")
 
 
 def _refit(qweight, weight: torch.Tensor, rule: Rule) -> None:

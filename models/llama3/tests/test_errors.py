@@ -203,3 +203,26 @@ def test_export_output_that_is_a_directory(tiny, tmp_path: Path, capsys) -> None
     (tmp_path / "m.pte").mkdir()
     err = _fails(export_main, ["--checkpoint", tiny["tied"].gguf, "--output", str(tmp_path / "m.pte")], capsys)
     assert "is a directory" in err
+
+
+@pytest.mark.parametrize("saved, label, says", [
+    ("8da4w", {"name": "relabelled", "rules": [{"pattern": ".*", "scheme": "8da4w", "group_size": 64}]},
+     "holds int4 weights in blocks (1, 32), but its recipe 'relabelled' says int4 weights in blocks (1, 64)"),
+    ("fp32", {"name": "relabelled", "rules": [{"pattern": ".*", "scheme": "8da4w"}]},
+     "holds float, but its recipe 'relabelled' says int4 weights in blocks (1, 32)"),
+])
+def test_saved_recipe_must_describe_its_tensors(tiny, tmp_path: Path, capsys, saved: str, label: dict,
+                                                says: str) -> None:
+    """A quantize_and_save dir whose config.json recipe does not match its tensors is refused on load (it used to
+    load and run as something else)."""
+    import json
+
+    out = tmp_path / "q"
+    assert run_cli(quantize_main(FAMILY), ["--checkpoint", tiny["tied"].gguf, "--quantize", saved,
+                                           "--output", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["zoo_quantization"] = label | {"fused": cfg["zoo_quantization"]["fused"]}
+    (out / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    err = _fails(inference_main, ["--checkpoint", str(out), "--max-new-tokens", "1"], capsys)
+    assert str(out) in err and says in err
