@@ -34,6 +34,9 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a permission denied: name the file, no traceback (outputs are atomic)
+        print(f"error: {e.filename or 'output'}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -92,6 +92,22 @@ def atomic_dir(dest: str | os.PathLike, ours: Callable[[Path], bool] = lambda p:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_outputs(dest_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp directory inside `dest_dir`; when the block succeeds, every file written there is renamed into
+    `dest_dir` (renames cannot fail for lack of space), so related outputs (a .pte and its tokenizer) are committed
+    together: a failure while writing any of them leaves none of them."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staged.", dir=dest_dir))
+    try:
+        yield stage
+        for f in sorted(stage.iterdir()):
+            os.replace(f, dest_dir / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def human_size(path: str | os.PathLike) -> str:
     """Size of a file or directory as e.g. '98.2 MB'."""
     p = Path(path)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from common.contract import causal_lm_constants
 from common.errors import UserError
 from common.export import ExportSummary, export_pte
 from common.family import Family
-from common.io import atomic_dir, check_output_dir, check_output_file
+from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
 from common.quant import Recipe, check_quantized, embedding_shells, fuse_agreeing, quantize_model
 from common.tokenizer import Tokenizer, load_tokenizer
@@ -125,9 +125,11 @@ def export_model(
     )
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, max_seq_len, max_context_len, eos)
-    summary = export_pte(model, output, family.contract, constants, backend, {"max_seq_len": max_seq_len})
-    tokenizer.save(os.path.dirname(os.path.abspath(output)))
-    return summary, tokenizer
+    out = Path(output)
+    with staged_outputs(out.resolve().parent) as stage:  # the .pte and its tokenizer files land together or not
+        summary = export_pte(model, stage / out.name, family.contract, constants, backend, {"max_seq_len": max_seq_len})
+        tokenizer.save(stage)
+    return dataclasses.replace(summary, path=out), tokenizer
 
 
 def _without_shared(state: dict) -> dict:

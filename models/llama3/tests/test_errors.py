@@ -226,3 +226,30 @@ def test_saved_recipe_must_describe_its_tensors(tiny, tmp_path: Path, capsys, sa
     capsys.readouterr()
     err = _fails(inference_main, ["--checkpoint", str(out), "--max-new-tokens", "1"], capsys)
     assert str(out) in err and says in err
+
+
+@pytest.mark.slow
+def test_export_commits_pte_and_tokenizer_together(tiny, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A full disk while writing the tokenizer (after the .pte is written) leaves neither: the .pte and its
+    tokenizer files are committed together (issue 10: the .pte used to stay, with no or a stale tokenizer)."""
+    import errno
+
+    from common.tokenizer import Tokenizer
+
+    def full_disk(self, directory):
+        (Path(directory) / "tokenizer.json").write_text("{half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(directory) / "tokenizer.json"))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's")
+    monkeypatch.setattr(Tokenizer, "save", full_disk)
+    argv = ["--checkpoint", tiny["tied"].gguf, "--quantize", "fp32", "--no-custom-ops", "--max-seq-len", "4",
+            "--max-context-len", "16", "--output", str(out / "m.pte")]
+    assert run_cli(export_main(FAMILY), argv) == 2
+    err = capsys.readouterr().err.split("\r")[-1].strip()  # after the load bar, which clears its line
+    assert err.startswith("error: ") and "\n" not in err and err.endswith("tokenizer.json: No space left on device")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    monkeypatch.undo()
+    assert run_cli(export_main(FAMILY), argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "m.pte", "tokenizer.json", "tokenizer_config.json"]
