@@ -111,6 +111,12 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, family, cfg) -> None:
         if "not found in checkpoint" in str(e):
             raise UserError(f"{ckpt.path}: {e}") from None
         raise
+    except FileNotFoundError as e:  # a shard model.safetensors.index.json names that is not there
+        raise UserError(f"{ckpt.path}: a file the checkpoint names is missing ({e})") from None
+    except Exception as e:  # safetensors.SafetensorError: empty, truncated, huge or garbage header
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise UserError(f"{ckpt.path}: corrupt safetensors file ({e})") from None
 
 
 def _hf_key(name: str) -> str | None:

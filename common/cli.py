@@ -35,7 +35,7 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a permission denied: name the file, no traceback (outputs are atomic)
-        print(f"error: {e.filename or 'output'}: {e.strerror or e}", file=sys.stderr)
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -253,3 +253,29 @@ def test_export_commits_pte_and_tokenizer_together(tiny, tmp_path: Path, capsys,
     monkeypatch.undo()
     assert run_cli(export_main(FAMILY), argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "m.pte", "tokenizer.json", "tokenizer_config.json"]
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("empty", "corrupt safetensors file (Error while deserializing header: header too small)"),
+    ("truncated", "corrupt safetensors file (Error while deserializing header"),
+    ("huge-header", "corrupt safetensors file (Error while deserializing header: header too large)"),
+    ("garbage-header", "corrupt safetensors file (Error while deserializing header: invalid JSON"),
+    ("missing-shard", "a file the checkpoint names is missing"),
+])
+def test_bad_safetensors(tiny, tmp_path: Path, capsys, case: str, expected: str) -> None:
+    import json
+    import struct
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(tiny["tied"].dir, d)
+    st = d / "model.safetensors"
+    if case == "missing-shard":
+        st.unlink()
+        index = {"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}
+        (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    else:
+        st.write_bytes({"empty": b"", "truncated": st.read_bytes()[:1000],
+                        "huge-header": struct.pack("<Q", 1 << 60) + b"{}",
+                        "garbage-header": struct.pack("<Q", 10) + b"not json!!" + bytes(100)}[case])
+    err = _fails(inference_main, ["--checkpoint", str(d), "--max-new-tokens", "1"], capsys)
+    assert err.startswith(f"error: {d}: ") and expected in err
