@@ -24,11 +24,13 @@ from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
 from common.nn.rope import RopeScaling, inv_frequencies, rope_tables
 
+MAX_SIZE = 1 << 22  # any one model dimension, layer or vocabulary count: larger is a corrupt file, not a model
+
 
 def positive_int(value: Any, key: str, source: str) -> int:
-    """`value` if it is an int >= 1 (bools excluded), else a UserError naming `source` and `key`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{source}: {key} must be a positive integer, got {value!r}")
+    """`value` if it is an int in [1, MAX_SIZE] (bools excluded), else a UserError naming `source` and `key`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+        raise UserError(f"{source}: {key} must be a positive integer (at most {MAX_SIZE}), got {value!r}")
     return value
 
 
@@ -103,6 +105,8 @@ class ModelConfig:
             )
         except KeyError as e:
             raise UserError(f"config.json is missing required key {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong type (a dict for a number, ...)
+            raise UserError(f"config.json: a value of an unexpected type ({type(e).__name__}: {e})") from None
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], arch: str, path: str = "GGUF", **family: Any) -> ModelConfig:

@@ -46,23 +46,31 @@ class PteModel:
         except Exception as e:  # the runtime reports corrupt files as RuntimeError with an error code
             raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
         self.path = path
-        CAUSAL_LM.check(path, set(self.program.method_names), lambda name: self.program.load_method(name).execute([])[0])
         try:
+            CAUSAL_LM.check(path, set(self.program.method_names), lambda name: self.program.load_method(name).execute([])[0])
             self.method = self.program.load_method("forward")
-        except Exception as e:
-            raise UserError(f"{path}: cannot load method forward ({e})") from None
-        self.load_s = time.perf_counter() - t0
-        self.max_seq_len = self._const("get_max_seq_len")
-        self.max_context_len = self._const("get_max_context_len")
-        self.vocab_size = self._const("get_vocab_size")
-        self.eos_ids = tuple(int(t) for t in self.program.load_method("get_eos_ids").execute([]))
+            self.load_s = time.perf_counter() - t0
+            self.max_seq_len = self._const("get_max_seq_len")
+            self.max_context_len = self._const("get_max_context_len")
+            self.vocab_size = self._const("get_vocab_size")
+            self.eos_ids = tuple(int(t) for t in self.program.load_method("get_eos_ids").execute([]))
+        except UserError:
+            raise
+        except Exception as e:  # a corrupt method or constant (bad string bytes, wrong types): one line
+            raise UserError(f"{path}: cannot load ExecuTorch program ({type(e).__name__}: {e})") from None
+        if not 1 <= self.max_seq_len <= self.max_context_len:
+            raise UserError(f"{path}: bad contract constants (get_max_seq_len {self.max_seq_len}, "
+                            f"get_max_context_len {self.max_context_len})")
 
     def _const(self, name: str) -> int:
         return int(self.program.load_method(name).execute([])[0])
 
     def forward(self, tokens: list[int], start: int) -> torch.Tensor:
-        out = self.method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
-        return out[0][0, -1]
+        try:
+            out = self.method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
+            return out[0][0, -1]
+        except Exception as e:  # the runtime's failures (a corrupt program's plan, a kernel error) as one line
+            raise UserError(f"{self.path}: forward failed at position {start} ({type(e).__name__}: {e})") from None
 
     def write_etdump(self, etdump: str, debug: str) -> None:
         """Write the ETDump recorded since load (with `etdump=True`)."""

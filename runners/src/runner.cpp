@@ -121,7 +121,9 @@ std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
   g_logs.clear();
   auto t0 = std::chrono::steady_clock::now();
   r->module_ = std::make_unique<Module>(path, Module::LoadMode::Mmap);
-  if (EtError e = r->module_->load(); e != EtError::Ok)
+  // Full flatbuffer verification: a corrupt or hostile file is refused here instead of crashing later (the
+  // default, Minimal, checks only the header).
+  if (EtError e = r->module_->load(executorch::runtime::Program::Verification::InternalConsistency); e != EtError::Ok)
     throw zoo::Error(path + ": cannot load ExecuTorch program (" + describe(e) +
                      (g_logs.empty() ? "" : "; " + g_logs.back()) + ")");
   auto names = r->module_->method_names();
