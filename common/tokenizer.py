@@ -198,6 +198,12 @@ def _from_json(path: Path) -> Tokenizer:
     except Exception as e:  # tokenizers raises a bare Exception for bad JSON or an unknown model
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path}: not a valid tokenizer.json ({reason})") from None
+    try:  # a post-processor naming a token the vocab lacks makes the Rust side panic on first use: find out now
+        backend.encode("a", add_special_tokens=True)
+    except BaseException as e:  # pyo3's PanicException derives from BaseException, not Exception
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise UserError(f"{path}: inconsistent tokenizer.json ({type(e).__name__}: {e})") from None
     config_path = path.parent / "tokenizer_config.json"
     config = _read_json(config_path, "tokenizer config") if config_path.is_file() else {}
     config["chat_template"] = _chat_template(config.get("chat_template"))

@@ -112,7 +112,9 @@ def _in_process(call: Callable[[], object]) -> tuple[str, str]:
         return ("refused", "") if "\n" not in str(e) else ("multi-line error", str(e)[:300])
     except _Hang:
         return "hang", f"over {CASE_SECONDS} s"
-    except Exception as e:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # Exception, and pyo3's PanicException (a Rust panic in tokenizers/safetensors)
         return "traceback", "".join(traceback.format_exception_only(type(e), e)).strip()[:300] + " at " + repr(
             traceback.extract_tb(e.__traceback__)[-1][:3])
     finally:
@@ -155,8 +157,10 @@ def make_seeds(root: Path) -> dict[str, Path]:
     return {"hf": Path(hf_dir), "gguf": Path(gguf), "pte": pte}
 
 
-def fuzz(cases: int, seconds: float, seed: int = 0, cpp_runner: Path | None = None, log=print) -> Report:
-    """Run up to `cases` mutated inputs within `seconds`; the report counts outcomes and lists failures."""
+def fuzz(cases: int, seconds: float, seed: int = 0, cpp_runner: Path | None = None, log=print,
+         keep: Path | None = None) -> Report:
+    """Run up to `cases` mutated inputs within `seconds`; the report counts outcomes and lists failures (their
+    inputs copied under `keep`, when given, to reproduce them)."""
     from common.pipeline import load_model
     from common.tokenizer import load_tokenizer
     from models.llama3.model import FAMILY
@@ -206,6 +210,8 @@ def fuzz(cases: int, seconds: float, seed: int = 0, cpp_runner: Path | None = No
                 (work / name).write_bytes(mutate(rng, name, (hf / name).read_bytes()))
             outcome, detail = check(work)
             report.record(target, outcome, f"case {case} (seed {seed}): {detail}")
+            if keep and outcome not in ("accepted", "refused"):
+                shutil.copytree(work, keep / f"case{case}", dirs_exist_ok=True)
             shutil.rmtree(work, ignore_errors=True)
             if log and case % 500 == 499:
                 log(f"{case + 1} cases, {len(report.failures)} failures, {time.monotonic() - t0:.0f} s")
@@ -218,11 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1800, help="stop after this long, whatever --cases says")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpp-runner", type=Path, help="a built runner (make llama3-xnnpack) to fuzz as well")
+    p.add_argument("--keep", type=Path, help="copy each failing case's files here")
     args = p.parse_args(argv)
     from common.cli import quiet_imports
 
     quiet_imports()
-    report = fuzz(args.cases, args.seconds, args.seed, args.cpp_runner, log=lambda m: print(m, file=sys.stderr))
+    report = fuzz(args.cases, args.seconds, args.seed, args.cpp_runner, log=lambda m: print(m, file=sys.stderr),
+                  keep=args.keep)
     for (target, outcome), n in sorted(report.outcomes.items()):
         print(f"{target:28s} {outcome:16s} {n}")
     print(f"{sum(report.outcomes.values())} cases, {len(report.failures)} failures")

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -37,10 +38,27 @@ void capture_log(et_timestamp_t, et_pal_log_level_t level, const char*, const ch
   if (g_logs.size() < 1000) g_logs.push_back(std::move(line));
 }
 
+// The program being loaded or run, for the abort message below.
+std::string g_program;
+
+// ExecuTorch's runtime aborts (ET_CHECK) on some malformed programs that pass flatbuffer verification, e.g. a value
+// index past the value table: report that in one line, as every other failure, instead of a bare SIGABRT.
+[[noreturn]] void runtime_abort() {
+  std::string why = g_logs.empty() ? "no reason logged" : g_logs.back();
+  std::fprintf(stderr, "error: %s: the ExecuTorch runtime stopped on this program (%s); the file is corrupt or not "
+                       "a program this runtime can run\n", g_program.c_str(), why.c_str());
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
 void install_log_capture(bool verbose) {
   static std::once_flag once;
   g_verbose = verbose;
-  std::call_once(once, [] { executorch::runtime::register_pal(executorch::runtime::PalImpl::create(capture_log, __FILE__)); });
+  std::call_once(once, [] {
+    executorch::runtime::register_pal(executorch::runtime::PalImpl::create(
+        nullptr, runtime_abort, nullptr, nullptr, capture_log, nullptr, nullptr, __FILE__));
+  });
 }
 
 const char* error_name(EtError e) {
@@ -107,6 +125,7 @@ Runner::~Runner() = default;
 
 std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
   install_log_capture(verbose);
+  g_program = path;
   struct stat st {};
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) throw zoo::Error(path + ": no such .pte file");
   {

@@ -451,3 +451,17 @@ def test_huge_top_k_keeps_every_token(qwen3_runner: Path, tiny_qwen3_pte: Path) 
     sampled = cpp_ids(qwen3_runner, *args, "--top-k", "0")
     assert cpp_ids(qwen3_runner, *args, "--top-k", "4294967297") == sampled
     assert cpp_ids(qwen3_runner, *args, "--top-k", "1") != sampled
+
+
+def test_program_the_runtime_aborts_on_is_one_error_line(llama3_runner: Path, smollm2_tokenizer_dir: Path) -> None:
+    """A .pte found by tests/fuzz.py (a value index past the value table) passes flatbuffer verification, then
+    trips an ExecuTorch ET_CHECK: the runner reports it in one line (it was a bare SIGABRT); Python refuses it too."""
+    from common.errors import UserError
+    from common.runtime import PteModel
+
+    pte = Path(__file__).parents[2] / "tests" / "data" / "fuzz_value_index_out_of_range.pte"
+    proc = run(llama3_runner, "--model", str(pte), "--tokenizer", str(smollm2_tokenizer_dir), "--prompt", "a")
+    line = one_error_line(proc)
+    assert proc.returncode == 1 and "the ExecuTorch runtime stopped on this program" in line and str(pte) in line
+    with pytest.raises(UserError, match="cannot load ExecuTorch program"):
+        PteModel(pte)
