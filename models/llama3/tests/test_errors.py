@@ -173,8 +173,8 @@ def test_export_limits_out_of_range(tiny, tmp_path: Path, capsys, flags: list[st
     ("invalid-json", "config.json: not valid JSON"),
     ("array", "config.json: expected a JSON object, got list"),
     ("not-utf8", "config.json: not UTF-8 text"),
-    ("zero-heads", "config.json: num_attention_heads must be a positive integer, got 0"),
-    ("string-layers", "config.json: num_hidden_layers must be a positive integer, got 'two'"),
+    ("zero-heads", "config.json: num_attention_heads must be a positive integer (at most 4194304), got 0"),
+    ("string-layers", "config.json: num_hidden_layers must be a positive integer (at most 4194304), got 'two'"),
     ("tampered-recipe", "zoo_quantization: rule 0 needs 'pattern' and 'scheme'"),
 ])
 def test_bad_config_json(tiny, tmp_path: Path, capsys, case: str, expected: str) -> None:
