@@ -6,11 +6,8 @@ filters, the message clean-up it applies) without importing transformers, so inf
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import signal
-import threading
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
@@ -23,6 +20,7 @@ import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from common.errors import UserError
+from common.timeout import Timeout, deadline
 
 # Names a message's reasoning may come under; transformers copies it to `reasoning_content` and `thinking`.
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -107,29 +105,6 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-class _Timeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float):
-    """Raise _Timeout in this (main) thread after `seconds`; elsewhere, no bound (signals need the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @lru_cache(maxsize=32)
 def compile_chat_template(template: str) -> jinja2.Template:
     """The compiled template, built once per template string; a syntax error is a UserError."""
@@ -192,7 +167,7 @@ def render_chat_template(template: str, messages: list[dict], add_generation_pro
     variables = dict(messages=chat, tools=_plain(tools), documents=_plain(documents),
                      add_generation_prompt=add_generation_prompt, **_plain(kwargs))
     try:
-        with _deadline(MAX_RENDER_SECONDS):
+        with deadline(MAX_RENDER_SECONDS):
             out, size = [], 0
             for chunk in compiled.generate(**variables):  # streamed, so the size bound holds while rendering
                 size += len(chunk)
@@ -200,7 +175,7 @@ def render_chat_template(template: str, messages: list[dict], add_generation_pro
                     raise UserError(f"chat template: rendered more than {MAX_RENDER_CHARS} characters")
                 out.append(chunk)
             return "".join(out)
-    except _Timeout:
+    except Timeout:
         raise UserError(f"chat template: rendering took longer than {MAX_RENDER_SECONDS:.0f} s") from None
     except jinja2.TemplateError as e:
         raise UserError(f"chat template: {e}") from None

@@ -8,6 +8,7 @@ the config parsing, the GGUF -> state-dict name map and llama.cpp's tensor fixes
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -73,13 +74,14 @@ class Checkpoint:
         """The quantization recipe a quantize_and_save dir was written with."""
         return (self.hf_config or {}).get(QUANT_KEY)
 
+    @functools.cached_property
     def gguf_tensors(self) -> dict[str, Any]:
         """GGUF tensor name -> `gguf.ReaderTensor` (raw blocks, type and shape)."""
         return {t.name: t for t in self.reader.tensors}
 
     def gguf_tensor(self, name: str) -> torch.Tensor | None:
         """One GGUF tensor dequantized to fp32, or None if the file has none of that name."""
-        t = self.gguf_tensors().get(name)
+        t = self.gguf_tensors.get(name)
         return None if t is None else gguf_loader.dequantize(t)
 
     def iter_gguf(self, _path: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:

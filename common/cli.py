@@ -58,8 +58,6 @@ def _add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
 
 def _recipe(args):
     """The Recipe the flags name: a --recipe file, or the --quantize preset."""
-    import os
-
     from common.quant import PRESETS, load_recipe, preset
 
     if args.recipe and not os.path.exists(args.recipe) and args.recipe in PRESETS:

@@ -20,6 +20,7 @@ from torch import nn
 from common.errors import UserError
 from common.nn.attention import SDPA, Attention
 from common.nn.kv_cache import FlatKVCache, causal_mask, start_position
+from common.nn.linear import member_names
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
 from common.nn.rope import RopeScaling, inv_frequencies, rope_tables
@@ -232,10 +233,9 @@ class Transformer(nn.Module):
         """Fuse each layer's q/k/v and gate/up linears where `allow(their names)` (exact; state-dict names change:
         qkv_proj, gate_up_proj)."""
         for i, layer in enumerate(self.model.layers):
-            prefix = f"model.layers.{i}."
-            if allow([prefix + f"self_attn.{p}_proj" for p in "qkv"]):
+            if allow(list(member_names(f"model.layers.{i}.self_attn.qkv_proj"))):
                 layer.self_attn.fuse()
-            if allow([prefix + "mlp.gate_proj", prefix + "mlp.up_proj"]):
+            if allow(list(member_names(f"model.layers.{i}.mlp.gate_up_proj"))):
                 layer.mlp.fuse()
         return self
 

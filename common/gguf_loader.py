@@ -87,7 +87,7 @@ def hf_name(gguf_name: str) -> str | None:
 
 def vocab_and_tie(ckpt) -> dict:
     """vocab_size from the embedding table, tie_embeddings from the absence of output.weight (llama.cpp's layout)."""
-    tensors = ckpt.gguf_tensors()
+    tensors = ckpt.gguf_tensors
     emb = tensors.get("token_embd.weight")
     if emb is None:
         raise UserError(f"{ckpt.path}: GGUF has no token_embd.weight tensor")

@@ -44,10 +44,7 @@ def check_output_dir(dest: str | os.PathLike, ours: Callable[[Path], bool], flag
         if any(dest.iterdir()) and not ours(dest):
             raise UserError(f"{flag} {dest}: directory is not empty and was not written by this tool; "
                             "pick a new or empty directory (nothing was deleted)")
-    parent = dest.resolve().parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise UserError(f"{flag} {dest}: cannot write in {parent}")
-    return dest
+    return _writable_parent(dest, flag)
 
 
 def check_output_file(dest: str | os.PathLike, flag: str = "--output") -> Path:
@@ -55,8 +52,13 @@ def check_output_file(dest: str | os.PathLike, flag: str = "--output") -> Path:
     dest = Path(dest)
     if dest.is_dir():
         raise UserError(f"{flag} {dest}: is a directory; pass a file path")
+    return _writable_parent(dest, flag)
+
+
+def _writable_parent(dest: Path, flag: str) -> Path:
+    """`dest` if its directory (or, when that is still to be made, its nearest existing ancestor) is writable."""
     parent = dest.resolve().parent
-    while not parent.exists():  # it will be created: check the nearest existing ancestor
+    while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UserError(f"{flag} {dest}: cannot write in {parent}")

@@ -47,7 +47,7 @@ class PteModel:
             raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
         self.path = path
         try:
-            CAUSAL_LM.check(path, set(self.program.method_names), lambda name: self.program.load_method(name).execute([])[0])
+            CAUSAL_LM.check(path, set(self.program.method_names), self._value)
             self.method = self.program.load_method("forward")
             self.load_s = time.perf_counter() - t0
             self.max_seq_len = self._const("get_max_seq_len")
@@ -62,8 +62,12 @@ class PteModel:
             raise UserError(f"{path}: bad contract constants (get_max_seq_len {self.max_seq_len}, "
                             f"get_max_context_len {self.max_context_len})")
 
+    def _value(self, name: str):
+        """The (first) value a constant method returns."""
+        return self.program.load_method(name).execute([])[0]
+
     def _const(self, name: str) -> int:
-        return int(self.program.load_method(name).execute([])[0])
+        return int(self._value(name))
 
     def forward(self, tokens: list[int], start: int) -> torch.Tensor:
         try:

@@ -19,7 +19,6 @@ import collections
 import json
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -92,34 +91,24 @@ class Report:
             self.failures.append(f"{target}: {outcome}: {detail}")
 
 
-class _Hang(Exception):
-    pass
-
-
 def _in_process(call: Callable[[], object]) -> tuple[str, str]:
     """('accepted' | 'refused' | 'traceback' | 'hang', detail) for a reader called in this process."""
     from common.errors import UserError
+    from common.timeout import Timeout, deadline
 
-    def expire(signum, frame):
-        raise _Hang
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
-        call()
+        with deadline(CASE_SECONDS):
+            call()
         return "accepted", ""
     except UserError as e:
         return ("refused", "") if "\n" not in str(e) else ("multi-line error", str(e)[:300])
-    except _Hang:
+    except Timeout:
         return "hang", f"over {CASE_SECONDS} s"
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # Exception, and pyo3's PanicException (a Rust panic in tokenizers/safetensors)
         return "traceback", "".join(traceback.format_exception_only(type(e), e)).strip()[:300] + " at " + repr(
             traceback.extract_tb(e.__traceback__)[-1][:3])
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _subprocess(cmd: list[str]) -> tuple[str, str]:
