@@ -12,6 +12,7 @@ import sysconfig
 from pathlib import Path
 
 from common.errors import UserError
+from common.io import read_text_arg
 
 CANDIDATES = (
     Path("/usr/share/common-licenses/GPL-3"),
@@ -22,9 +23,11 @@ CANDIDATES = (
 
 def corpus(path: str | None = None) -> tuple[Path, str, str]:
     """(path, text, sha256) of the perplexity text: `path` if given, else the first CANDIDATES file present."""
-    options = [Path(path)] if path else list(CANDIDATES)
-    for p in options:
+    if path:
+        text = read_text_arg(path, "--text")
+        return Path(path), text, hashlib.sha256(text.encode("utf-8")).hexdigest()
+    for p in CANDIDATES:
         if p.is_file():
             data = p.read_bytes()
             return p, data.decode("utf-8"), hashlib.sha256(data).hexdigest()
-    raise UserError(f"no perplexity text found (looked for {', '.join(map(str, options))}); pass --text FILE")
+    raise UserError(f"no perplexity text found (looked for {', '.join(map(str, CANDIDATES))}); pass --text FILE")

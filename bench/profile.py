@@ -11,7 +11,6 @@ per-execute overhead, sampling, and Python (wall time outside `execute`).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -84,16 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from bench.corpus import corpus
+    from bench.run import _positive
+    from common.cli import ArgumentParser
+    from common.errors import UserError
+    from common.runtime import PteModel
     from common.tokenizer import load_tokenizer
 
-    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     p.add_argument("--pte", required=True, help="a zoo .pte (tokenizer.json beside it)")
-    p.add_argument("--context", type=int, default=128, help="prompt tokens before the timed decode")
-    p.add_argument("--tokens", type=int, default=64, help="decode steps profiled")
-    p.add_argument("--repeats", type=int, default=3, help="profiles taken; the median of each category is shown")
-    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--context", type=_positive, default=128, help="prompt tokens before the timed decode")
+    p.add_argument("--tokens", type=_positive, default=64, help="decode steps profiled")
+    p.add_argument("--repeats", type=_positive, default=3, help="profiles taken; the median of each category is shown")
+    p.add_argument("--threads", type=_positive, default=os.cpu_count())
     args = p.parse_args(argv)
-    prompt = load_tokenizer(Path(args.pte).parent).encode(corpus()[1])[: args.context]
+    limit = PteModel(args.pte).max_context_len  # the program first: its errors name the .pte
+    if args.context + args.tokens + 1 > limit:
+        raise UserError(f"--context {args.context} + --tokens {args.tokens}: more than {args.pte}'s context of {limit}")
+    prompt = load_tokenizer(Path(args.pte).resolve().parent).encode(corpus()[1])[: args.context]
     runs = [profile(args.pte, prompt, args.tokens, args.threads) for _ in range(args.repeats)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     total = med["total (wall)"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.artefacts import CACHE, cached_export
 from bench.registry import BenchModel, discover
 from common.errors import UserError
+from common.io import check_writable_dir, read_text_arg, staged_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("ours", "cpp", "llama.cpp", "transformers")
@@ -148,19 +149,34 @@ def run_bench(models: list[BenchModel], s: Settings) -> list[dict]:
 
 
 def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v for v in value.split(",") if v)
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
+    return items
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    from common.cli import ArgumentParser
+
+    p = ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--models", type=_csv, help="comma-separated registered models (default: all)")
     p.add_argument("--engines", type=_csv, default=ENGINES, help=f"subset of {','.join(ENGINES)}")
     p.add_argument("--builds", type=_csv, help="our builds to run, e.g. 8da4w,fp32 (default: all)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine (default: all cores)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median and best reported)")
-    p.add_argument("--prompt-lens", type=lambda v: tuple(int(x) for x in _csv(v)), default=(128, 512))
-    p.add_argument("--decode-tokens", type=int, default=128)
-    p.add_argument("--ppl-tokens", type=int, default=512, help="tokens of the text scored for perplexity")
+    p.add_argument("--threads", type=_positive, default=os.cpu_count(), help="threads for every engine (default: all cores)")
+    p.add_argument("--repeats", type=_positive, default=3, help="timed runs per measurement (median and best reported)")
+    p.add_argument("--prompt-lens", type=lambda v: tuple(_positive(x) for x in _csv(v)), default=(128, 512))
+    p.add_argument("--decode-tokens", type=_positive, default=128)
+    p.add_argument("--ppl-tokens", type=_positive, default=512, help="tokens of the text scored for perplexity (>= 2)")
     p.add_argument("--text", help="perplexity text (default: /usr/share/common-licenses/GPL-3)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for the JSON and PNG")
     p.add_argument("--cache", default=str(CACHE), help="directory for our exports (reused while nothing changed)")
@@ -183,19 +199,27 @@ def main(argv: list[str] | None = None) -> int:
     bad = set(args.engines) - set(ENGINES)
     if bad:
         raise UserError(f"--engines {','.join(sorted(bad))}: expected some of {','.join(ENGINES)}")
-    if args.repeats < 1 or args.threads < 1:
-        raise UserError("--repeats and --threads must be >= 1")
+    models = [registered[n] for n in (args.models or registered)]
+    builds = {b.name for m in models for b in m.builds}
+    if args.builds and not set(args.builds) <= builds:
+        raise UserError(f"--builds {','.join(sorted(set(args.builds) - builds))}: not a build of "
+                        f"{', '.join(m.name for m in models)} (have {', '.join(sorted(builds))})")
+    if args.ppl_tokens < 2:
+        raise UserError(f"--ppl-tokens {args.ppl_tokens}: expected at least 2 (perplexity scores tokens after the first)")
+    check_writable_dir(args.out, "--out")
+    if args.text:
+        read_text_arg(args.text, "--text")  # now, not after ten minutes of exports
     s = Settings(args.threads, args.repeats, args.prompt_lens, args.decode_tokens, args.ppl_tokens, args.engines,
                  args.builds, args.text, Path(args.cache))
-    models = [registered[n] for n in (args.models or registered)]
     rows = run_bench(models, s)
     table = markdown(rows, list(s.prompt_lens), s.decode_tokens)
     print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(s).items()}
-    js = write_json(out / f"bench-{stamp}.json", rows, settings)
-    png = write_chart(out / f"bench-{stamp}.png", rows, list(s.prompt_lens), s.decode_tokens,
-                      f"{s.threads} threads, median of {s.repeats}")
-    print(f"wrote {js} and {png}")
+    with staged_outputs(out) as stage:  # the JSON and the chart land together or not at all
+        write_json(stage / f"bench-{stamp}.json", rows, settings)
+        write_chart(stage / f"bench-{stamp}.png", rows, list(s.prompt_lens), s.decode_tokens,
+                    f"{s.threads} threads, median of {s.repeats}")
+    print(f"wrote {out / f'bench-{stamp}.json'} and {out / f'bench-{stamp}.png'}")
     return 0

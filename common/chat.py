@@ -99,9 +99,9 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RENDER_CHARS:
-                    raise jinja2.exceptions.SecurityError(f"chat template: a repetition of {len(seq) * n} items")
+                    raise jinja2.exceptions.SecurityError(f"a repetition of {len(seq) * n} items, more than the {MAX_RENDER_CHARS} a prompt may have")
         if operator == "**" and isinstance(right, int) and abs(right) > 1024 and not (-1 <= left <= 1):
-            raise jinja2.exceptions.SecurityError(f"chat template: an exponent of {right}")
+            raise jinja2.exceptions.SecurityError(f"an exponent of {right}")
         return super().call_binop(context, operator, left, right)
 
 
@@ -177,6 +177,8 @@ def render_chat_template(template: str, messages: list[dict], add_generation_pro
             return "".join(out)
     except Timeout:
         raise UserError(f"chat template: rendering took longer than {MAX_RENDER_SECONDS:.0f} s") from None
+    except jinja2.TemplateNotFound as e:
+        raise UserError(f"chat template: include, import and extends are not allowed (it asked for {e.name!r})") from None
     except jinja2.TemplateError as e:
         raise UserError(f"chat template: {e}") from None
     except ArithmeticError as e:  # 1 / 0, overflow

@@ -25,16 +25,25 @@ from common.errors import UserError
 QUANT_KEY = "zoo_quantization"  # config.json entry written by quantize_and_save
 
 
-def _read_config_json(path: Path) -> dict:
+def _read_json_object(file: Path) -> dict:
     try:
-        hf = json.loads((path / "config.json").read_bytes().decode("utf-8"))
+        data = json.loads(file.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
-        raise UserError(f"{path}/config.json: not UTF-8 text") from None
+        raise UserError(f"{file}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}/config.json: not valid JSON ({e})") from None
-    if not isinstance(hf, dict):
-        raise UserError(f"{path}/config.json: expected a JSON object, got {type(hf).__name__}")
-    return hf
+        raise UserError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _check_index(file: Path) -> None:
+    """model.safetensors.index.json maps tensor names to shard files in its own directory."""
+    weight_map = _read_json_object(file).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v and Path(v).name == v for k, v in weight_map.items()
+    ):
+        raise UserError(f"{file}: expected a 'weight_map' of tensor names to shard file names in its directory")
 
 
 @dataclass
@@ -58,7 +67,9 @@ class Checkpoint:
                 raise UserError(f"{p}: checkpoint directory has no config.json")
             if not (p / "model.safetensors").is_file() and not (p / "model.safetensors.index.json").is_file():
                 raise UserError(f"{p}: checkpoint directory has no model.safetensors or model.safetensors.index.json")
-            hf = _read_config_json(p)
+            hf = _read_json_object(p / "config.json")
+            if (p / "model.safetensors.index.json").is_file():
+                _check_index(p / "model.safetensors.index.json")
             return cls(os.fspath(p), "quantized" if QUANT_KEY in hf else "hf", hf_config=hf)
         raise UserError(f"{p}: no such checkpoint (expected a .gguf file or an HF checkpoint directory)")
 

@@ -10,7 +10,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from common.errors import UserError
+from common.errors import UserError, one_line
 from common.family import Family
 
 DEFAULT_PROMPT = "The capital of France is"
@@ -26,16 +26,24 @@ def quiet_imports() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as the usage line, then one `error:` line (exit 2), as every other error."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a CLI body: a UserError becomes one line on stderr and exit status 2."""
     quiet_imports()
     try:
         return main(argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a permission denied: name the file, no traceback (outputs are atomic)
-        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(f'{e.filename}: {e.strerror}' if e.filename else str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -78,6 +86,9 @@ def check_limits(args) -> None:
         value = getattr(args, flag, None)
         if value is not None and not 1 <= value <= MAX_CONTEXT:
             raise UserError(f"--{flag.replace('_', '-')} {value}: expected 1..{MAX_CONTEXT}")
+    seq, context = getattr(args, "max_seq_len", None), getattr(args, "max_context_len", None)
+    if seq is not None and context is not None and seq > context:
+        raise UserError(f"--max-seq-len {seq}: expected 1..--max-context-len ({context})")
 
 
 def check_inference_args(args) -> None:
@@ -104,7 +115,7 @@ def _checkpoint_help(family: Family) -> str:
 
 def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
-        p = argparse.ArgumentParser(prog=f"python -m models.{family.name}.quantize_and_save",
+        p = ArgumentParser(prog=f"python -m models.{family.name}.quantize_and_save",
                                     description=f"Quantize a {family.title} checkpoint with torchao and save it as safetensors.")
         p.add_argument("--checkpoint", help=_checkpoint_help(family))
         _add_recipe_args(p, "8da4w")
@@ -126,7 +137,7 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
 
 def export_main(family: Family) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
-        p = argparse.ArgumentParser(prog=f"python -m models.{family.name}.export",
+        p = ArgumentParser(prog=f"python -m models.{family.name}.export",
                                     description=f"Export {family.title} to an ExecuTorch .pte (zoo contract).")
         p.add_argument("--checkpoint", help=_checkpoint_help(family))
         _add_recipe_args(p, "8da4w")
@@ -162,13 +173,15 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
 
 def inference_main(family: Family) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
-        p = argparse.ArgumentParser(prog=f"python -m models.{family.name}.inference",
+        p = ArgumentParser(prog=f"python -m models.{family.name}.inference",
                                     description=f"Generate text with {family.title} from a checkpoint (eager) or a .pte.")
         src = p.add_mutually_exclusive_group()
         src.add_argument("--checkpoint", help=_checkpoint_help(family) + "; runs the eager model")
         src.add_argument("--pte", help="exported .pte (tokenizer.json is read from beside it)")
         p.add_argument("--tokenizer", help="tokenizer.json / HF dir / GGUF (default: beside the .pte or the checkpoint)")
-        p.add_argument("--prompt", default=DEFAULT_PROMPT)
+        prompt = p.add_mutually_exclusive_group()
+        prompt.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
+        prompt.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 text file")
         p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
         p.add_argument("--system", help="system message (with --chat)")
         p.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
@@ -181,6 +194,9 @@ def inference_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--seed", type=int, default=0)
         args = p.parse_args(argv)
         check_inference_args(args)
+        from common.io import read_text_arg
+
+        args.prompt = read_text_arg(args.prompt_file, "--prompt-file") if args.prompt_file else args.prompt or DEFAULT_PROMPT
         from common.runtime import generate
         from common.sampler import Sampler, SamplerConfig
         from common.tokenizer import StreamDecoder

@@ -55,6 +55,17 @@ def check_output_file(dest: str | os.PathLike, flag: str = "--output") -> Path:
     return _writable_parent(dest, flag)
 
 
+def check_writable_dir(dest: str | os.PathLike, flag: str) -> Path:
+    """`dest` as a Path if new files can be written into it: a directory we may write, or a path where one can be
+    made."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{flag} {dest}: exists and is not a directory")
+    if dest.is_dir() and not os.access(dest, os.W_OK):
+        raise UserError(f"{flag} {dest}: cannot write in it")
+    return _writable_parent(dest, flag)
+
+
 def _writable_parent(dest: Path, flag: str) -> Path:
     """`dest` if its directory (or, when that is still to be made, its nearest existing ancestor) is writable."""
     parent = dest.resolve().parent
@@ -108,6 +119,18 @@ def staged_outputs(dest_dir: str | os.PathLike) -> Iterator[Path]:
             os.replace(f, dest_dir / f.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_text_arg(path: str | os.PathLike, flag: str) -> str:
+    """The UTF-8 text of the file a flag names, or one UserError naming the flag and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag} {path}: {'not a file' if path.exists() else 'no such file'}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{flag} {path}: not UTF-8 text (malformed byte at offset {e.start})") from None
 
 
 def human_size(path: str | os.PathLike) -> str:

@@ -37,12 +37,14 @@ class Tokenizer:
         chat_template: str | None = None,
         unk_token: str | None = None,
         pad_token: str | None = None,
+        source: str | None = None,
     ) -> None:
         self.backend = backend
         self.bos_token, self.eos_token = bos_token, eos_token
         self.unk_token, self.pad_token = unk_token, pad_token
         self.add_bos_token = add_bos_token
         self.chat_template = chat_template
+        self.source = source or "tokenizer"  # the file it was read from, for error messages
 
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self.backend.token_to_id(token)
@@ -82,10 +84,14 @@ class Tokenizer:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs: Any) -> str:
         """The prompt text for `messages`, identical to transformers' apply_chat_template(tokenize=False)."""
         if self.chat_template is None:
-            raise UserError("tokenizer has no chat template (pass a model whose tokenizer ships one, or raw text)")
-        return render_chat_template(
-            self.chat_template, messages, add_generation_prompt, **{**self.special_tokens(), **kwargs}
-        )
+            raise UserError(f"{self.source}: tokenizer has no chat template (pass a model whose tokenizer ships one, "
+                            "or raw text)")
+        try:
+            return render_chat_template(
+                self.chat_template, messages, add_generation_prompt, **{**self.special_tokens(), **kwargs}
+            )
+        except UserError as e:
+            raise UserError(f"{self.source}: {e}") from None
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write tokenizer.json + tokenizer_config.json so transformers' AutoTokenizer loads the same tokenizer."""
@@ -160,7 +166,7 @@ def _adds_bos(backend: tokenizers.Tokenizer, bos_token: str | None) -> bool:
     return bos_id is not None and backend.encode("", add_special_tokens=True).ids[:1] == [bos_id]
 
 
-def _build(backend: tokenizers.Tokenizer, config: dict[str, Any]) -> Tokenizer:
+def _build(backend: tokenizers.Tokenizer, config: dict[str, Any], source: Path) -> Tokenizer:
     bos = _token_str(config.get("bos_token"))
     add_bos = config.get("add_bos_token")
     return Tokenizer(
@@ -171,6 +177,7 @@ def _build(backend: tokenizers.Tokenizer, config: dict[str, Any]) -> Tokenizer:
         chat_template=config.get("chat_template"),
         unk_token=_token_str(config.get("unk_token")),
         pad_token=_token_str(config.get("pad_token")),
+        source=str(source),
     )
 
 
@@ -192,13 +199,39 @@ def _chat_template(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _template_pieces(processor: Any) -> Iterable[tuple[dict, dict]]:
+    """(TemplateProcessing processor, SpecialToken piece) for every special-token piece of a post-processor."""
+    if not isinstance(processor, dict):
+        return
+    for inner in processor.get("processors") or ():  # a Sequence of processors
+        yield from _template_pieces(inner)
+    if processor.get("type") == "TemplateProcessing":
+        for piece in [*(processor.get("single") or ()), *(processor.get("pair") or ())]:
+            if isinstance(piece, dict) and isinstance(piece.get("SpecialToken"), dict):
+                yield processor, piece["SpecialToken"]
+
+
+def _check_post_processor(path: Path, backend: tokenizers.Tokenizer) -> None:
+    """A TemplateProcessing piece must name a token of its special_tokens map, with ids in the vocabulary: the Rust
+    side panics on the first encode otherwise (printing a backtrace), or emits ids the model does not have."""
+    data = json.loads(backend.to_str())
+    vocab = backend.get_vocab_size(with_added_tokens=True)
+    for processor, piece in _template_pieces(data.get("post_processor")):
+        token = (processor.get("special_tokens") or {}).get(piece.get("id"))
+        ids = token.get("ids") if isinstance(token, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
+            raise UserError(f"{path}: inconsistent tokenizer.json (its post-processor adds {piece.get('id')!r}, "
+                            f"which its special_tokens do not map to ids in [0, {vocab}))")
+
+
 def _from_json(path: Path) -> Tokenizer:
     try:
         backend = tokenizers.Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception for bad JSON or an unknown model
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path}: not a valid tokenizer.json ({reason})") from None
-    try:  # a post-processor naming a token the vocab lacks makes the Rust side panic on first use: find out now
+    _check_post_processor(path, backend)
+    try:  # any other inconsistency the Rust side only finds on first use: find out now
         backend.encode("a", add_special_tokens=True)
     except BaseException as e:  # pyo3's PanicException derives from BaseException, not Exception
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
@@ -209,8 +242,12 @@ def _from_json(path: Path) -> Tokenizer:
     config["chat_template"] = _chat_template(config.get("chat_template"))
     jinja = path.parent / "chat_template.jinja"  # transformers >= 4.43 saves the template here; it wins
     if jinja.is_file():
-        config["chat_template"] = jinja.read_text(encoding="utf-8")
-    return _build(backend, config)
+        try:
+            config["chat_template"] = jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{jinja}: cannot read the chat template ({e})") from None
+    source = jinja if jinja.is_file() else config_path if config["chat_template"] is not None else path
+    return _build(backend, config, source)
 
 
 def _from_gguf(path: Path) -> Tokenizer:
@@ -234,7 +271,20 @@ def _from_gguf(path: Path) -> Tokenizer:
         backend, _ = convert_gguf_tokenizer(architecture, tokenizer_dict)
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
-    return _build(backend, config)
+    return _build(_only_file_tokens(backend, len(tokenizer_dict["tokens"])), config, path)
+
+
+def _only_file_tokens(backend: tokenizers.Tokenizer, n_tokens: int) -> tokenizers.Tokenizer:
+    """The backend without added tokens past the file's `n_tokens` ids.
+
+    transformers builds a gpt2-type GGUF vocabulary through GPT2Tokenizer, whose defaults add `<|endoftext|>` when
+    the file lacks it (every Llama 3 GGUF: 128256 tokens, none of them `<|endoftext|>`). That id is one past the
+    model's vocabulary: a stop id the model can never emit, and an id our C++ runner refuses in tokenizer.json."""
+    if backend.get_vocab_size(with_added_tokens=True) <= n_tokens:
+        return backend
+    data = json.loads(backend.to_str())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["id"] < n_tokens]
+    return tokenizers.Tokenizer.from_str(json.dumps(data))
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -100,8 +100,8 @@ def _in_process(call: Callable[[], object]) -> tuple[str, str]:
         with deadline(CASE_SECONDS):
             call()
         return "accepted", ""
-    except UserError as e:
-        return ("refused", "") if "\n" not in str(e) else ("multi-line error", str(e)[:300])
+    except UserError:
+        return "refused", ""  # printed as one line (common.errors.one_line)
     except Timeout:
         return "hang", f"over {CASE_SECONDS} s"
     except (KeyboardInterrupt, SystemExit):

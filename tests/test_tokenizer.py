@@ -296,3 +296,24 @@ def test_gguf_without_tokenizer(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="GGUF has no tokenizer") as info:
         load_tokenizer(path)
     assert str(path) in str(info.value)
+
+
+def test_llama3_gguf_tokenizer_has_only_the_files_ids(tmp_path: Path) -> None:
+    """A Llama 3 GGUF (byte-level vocabulary without `<|endoftext|>`, as llama.cpp writes every Llama 3 file): the
+    tokenizer has exactly the file's ids and stop tokens, as the HF tokenizer it was converted from. transformers'
+    converter adds `<|endoftext|>` one id past the model's vocabulary; the export then wrote an id our C++ runner
+    refuses, and took that id for a stop token (issue 10)."""
+    from gguf import GGUFReader
+
+    from tests.checkpoints import write_tiny
+
+    _, hf_dir, gguf_path = write_tiny("llama", tmp_path)
+    n_tokens = len(GGUFReader(gguf_path).fields["tokenizer.ggml.tokens"].data)
+    from_gguf, from_hf = load_tokenizer(gguf_path), load_tokenizer(hf_dir)
+    assert "<|endoftext|>" not in from_hf.backend.get_vocab(with_added_tokens=True)
+    assert from_gguf.backend.get_vocab_size(with_added_tokens=True) == n_tokens
+    assert from_gguf.backend.token_to_id("<|endoftext|>") is None
+    assert (from_gguf.eos_ids, from_gguf.bos_id) == (from_hf.eos_ids, from_hf.bos_id)
+    for text in SAMPLES:  # not the combining marks: the tiny HF tokenizer normalizes NFC, a GGUF records no normalizer
+        if not text.startswith("Combining"):
+            assert from_gguf.encode(text) == from_hf.encode(text), text

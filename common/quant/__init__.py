@@ -112,7 +112,10 @@ class Recipe:
             layers = r.get("layers")
             if layers is not None and (not isinstance(layers, list) or len(layers) != 2 or not all(isinstance(x, int) for x in layers)):
                 raise UserError(f"{source}: rule {i}: layers must be [lo, hi]")
-            rules.append(Rule(**{**r, "layers": tuple(layers) if layers else None}))
+            try:
+                rules.append(Rule(**{**r, "layers": tuple(layers) if layers else None}))
+            except (UserError, TypeError) as e:  # a bad scheme, size or pattern; a value of the wrong type
+                raise UserError(f"{source}: rule {i}: {e}") from None
         return cls(str(d.get("name", Path(source).stem)), tuple(rules), source)
 
 

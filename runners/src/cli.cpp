@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "zoo/errors.h"
@@ -15,6 +17,7 @@
 #include "zoo/sampler.h"
 #include "zoo/chat.h"
 #include "zoo/tokenizer.h"
+#include "zoo/unicode.h"
 
 namespace zoo {
 
@@ -57,6 +60,10 @@ void ArgParser::option(const std::string& name, double* out, const std::string& 
   specs_.push_back({name, metavar, help, Spec::Float, out});
 }
 
+std::string ArgParser::usage_line() const {
+  return "usage: " + program_ + " --model FILE.pte [options]  (--help lists them)";
+}
+
 std::string ArgParser::usage() const {
   std::ostringstream s;
   s << "usage: " << program_ << " --model FILE.pte [options]\n\n" << description_ << "\n\noptions:\n";
@@ -72,7 +79,8 @@ std::string ArgParser::usage() const {
 
 int ArgParser::parse(int argc, char** argv) {
   auto fail = [&](const std::string& why) {
-    std::fprintf(stderr, "%s\nerror: %s\n", usage().c_str(), why.c_str());
+    std::fprintf(stderr, "%s\n", usage_line().c_str());
+    print_error(why);
     return 2;
   };
   for (int i = 1; i < argc; ++i) {
@@ -145,16 +153,26 @@ void validate(const CliOptions& o) {
     throw UsageError("--system and --enable-thinking need --chat");
 }
 
-std::string read_prompt_file(const std::string& path) {
+std::string read_file_arg(const std::string& path, const char* flag) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error(std::string(flag) + " " + path + (std::filesystem::exists(path, ec) ? ": not a file" : ": no such file"));
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot read prompt file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  if (!f.is_open() || f.bad()) throw Error(std::string(flag) + " " + path + ": cannot read it");
+  return text;
+}
+
+std::string read_prompt_file(const std::string& path) {
+  std::string text = read_file_arg(path, "--prompt-file");
+  size_t bad = unicode::invalid_utf8_at(text);
+  if (bad != std::string::npos)
+    throw Error("--prompt-file " + path + ": not UTF-8 text (malformed byte at offset " + std::to_string(bad) + ")");
+  return text;
 }
 
 std::vector<int64_t> read_prompt_ids(const std::string& path, int64_t vocab_size) {
-  std::istringstream in(read_prompt_file(path));
+  std::istringstream in(read_file_arg(path, "--prompt-ids"));
   std::vector<int64_t> ids;
   std::string word;
   while (in >> word) {
@@ -238,13 +256,11 @@ int run_cli(const CliOptions& options, const ArgParser& parser) {
     validate(options);
     return run(options);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s\nerror: %s\n", parser.usage().c_str(), e.what());
+    std::fprintf(stderr, "%s\n", parser.usage_line().c_str());
+    print_error(e.what());
     return 2;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (const std::exception& e) {  // zoo::Error and anything else: one line, exit 1
+    print_error(e.what());
     return 1;
   }
 }

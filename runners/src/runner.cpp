@@ -45,8 +45,8 @@ std::string g_program;
 // index past the value table: report that in one line, as every other failure, instead of a bare SIGABRT.
 [[noreturn]] void runtime_abort() {
   std::string why = g_logs.empty() ? "no reason logged" : g_logs.back();
-  std::fprintf(stderr, "error: %s: the ExecuTorch runtime stopped on this program (%s); the file is corrupt or not "
-                       "a program this runtime can run\n", g_program.c_str(), why.c_str());
+  print_error(g_program + ": the ExecuTorch runtime stopped on this program (" + why +
+              "); the file is corrupt or not a program this runtime can run");
   std::fflush(stdout);
   std::fflush(stderr);
   std::_Exit(1);
@@ -83,11 +83,6 @@ std::string describe(EtError e) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%s, code 0x%x", error_name(e), static_cast<unsigned>(e));
   return buf;
-}
-
-std::string base_name(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 double since_ms(std::chrono::steady_clock::time_point t0) {
@@ -223,7 +218,7 @@ const std::vector<float>& Runner::forward(const int64_t* tokens, size_t n, int64
 void Runner::check_prompt(size_t n) const {
   if (n == 0) throw zoo::Error("the prompt is empty");
   if (static_cast<int64_t>(n) >= meta_.max_context_len)
-    throw zoo::Error("prompt is " + std::to_string(n) + " tokens but " + base_name(path_) + " holds a context of " +
+    throw zoo::Error("prompt is " + std::to_string(n) + " tokens but " + path_ + " holds a context of " +
                      std::to_string(meta_.max_context_len) +
                      " (shorten the prompt or export with a larger --max-context-len)");
 }

@@ -70,37 +70,47 @@ uint32_t compose(uint32_t a, uint32_t b) {
 
 }  // namespace
 
+namespace {
+
+// The code point starting at s[i] and its length in bytes; 0 bytes if the sequence there is malformed.
+size_t decode_at(std::string_view s, size_t i, uint32_t* cp) {
+  unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t n;
+  if (c < 0x80) *cp = c, n = 1;
+  else if ((c & 0xE0) == 0xC0) *cp = c & 0x1F, n = 2;
+  else if ((c & 0xF0) == 0xE0) *cp = c & 0x0F, n = 3;
+  else if ((c & 0xF8) == 0xF0) *cp = c & 0x07, n = 4;
+  else return 0;
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    unsigned char d = static_cast<unsigned char>(s[i + k]);
+    if ((d & 0xC0) != 0x80) return 0;
+    *cp = (*cp << 6) | (d & 0x3F);
+  }
+  static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  bool ok = *cp >= kMin[n] && *cp <= 0x10FFFF && !(*cp >= 0xD800 && *cp < 0xE000);
+  return ok ? n : 0;
+}
+
+}  // namespace
+
 std::vector<uint32_t> decode_utf8(std::string_view s) {
   std::vector<uint32_t> out;
   out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
+  for (size_t i = 0; i < s.size();) {
     uint32_t cp;
-    size_t n;
-    if (c < 0x80) cp = c, n = 1;
-    else if ((c & 0xE0) == 0xC0) cp = c & 0x1F, n = 2;
-    else if ((c & 0xF0) == 0xE0) cp = c & 0x0F, n = 3;
-    else if ((c & 0xF8) == 0xF0) cp = c & 0x07, n = 4;
-    else {
-      out.push_back(0xFFFD), ++i;
-      continue;
-    }
-    bool ok = i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) {
-      unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) ok = false;
-      else cp = (cp << 6) | (d & 0x3F);
-    }
-    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (!ok || cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) {
-      out.push_back(0xFFFD), ++i;
-      continue;
-    }
-    out.push_back(cp);
-    i += n;
+    size_t n = decode_at(s, i, &cp);
+    out.push_back(n ? cp : 0xFFFD);
+    i += n ? n : 1;
   }
   return out;
+}
+
+size_t invalid_utf8_at(std::string_view s) {
+  uint32_t cp;
+  for (size_t i = 0, n; i < s.size(); i += n)
+    if (!(n = decode_at(s, i, &cp))) return i;
+  return std::string_view::npos;
 }
 
 void append_utf8(std::string& out, uint32_t cp) {

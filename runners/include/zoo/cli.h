@@ -39,7 +39,8 @@ class ArgParser {
 
   // -1: parsed, go on; otherwise the exit status (0 after --help, 2 after a usage error, printed with usage).
   int parse(int argc, char** argv);
-  std::string usage() const;
+  std::string usage() const;       // the full help (--help)
+  std::string usage_line() const;  // the one line printed above a usage error
   const std::string& program() const { return program_; }
 
  private:

@@ -10,6 +10,8 @@ namespace zoo::unicode {
 
 // Code points of `text`; malformed UTF-8 bytes decode to U+FFFD.
 std::vector<uint32_t> decode_utf8(std::string_view text);
+// Offset of the first malformed UTF-8 byte of `text`, or std::string_view::npos if it is all well-formed.
+size_t invalid_utf8_at(std::string_view text);
 void append_utf8(std::string& out, uint32_t cp);
 std::string encode_utf8(const uint32_t* cps, size_t n);
 
