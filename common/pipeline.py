@@ -103,6 +103,22 @@ def prepare_quantized(
     return quantize_model(fuse_agreeing(model, recipe), recipe), cfg
 
 
+def check_export_dir(output: str) -> None:
+    """The tokenizer files an export writes beside its .pte may replace only an earlier export's: refuse a directory
+    that holds tokenizer files but no .pte (an HF checkpoint, say), and one whose chat_template.jinja would take
+    precedence over the exported tokenizer_config.json's template."""
+    d = Path(output).resolve().parent
+    if not d.is_dir():
+        return
+    if (d / "chat_template.jinja").exists():
+        raise UserError(f"--output {output}: {d}/chat_template.jinja would override the exported tokenizer's chat "
+                        "template; export into another directory")
+    theirs = [n for n in ("tokenizer.json", "tokenizer_config.json") if (d / n).exists()]
+    if theirs and not any(d.glob("*.pte")):
+        raise UserError(f"--output {output}: {d} holds {' and '.join(theirs)} that no export wrote, which the .pte's "
+                        "own tokenizer files would replace; export into another directory (nothing was changed)")
+
+
 def export_model(
     family: Family,
     checkpoint: str,
@@ -118,6 +134,7 @@ def export_model(
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
     check_output_file(output)  # before minutes of export, not after
+    check_export_dir(output)
     ckpt = open_checkpoint(family, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
     tokenizer = load_tokenizer(tokenizer_path or checkpoint)
     model, cfg = prepare_quantized(
@@ -129,6 +146,7 @@ def export_model(
     with staged_outputs(out.resolve().parent) as stage:  # the .pte and its tokenizer files land together or not
         summary = export_pte(model, stage / out.name, family.contract, constants, backend, {"max_seq_len": max_seq_len})
         tokenizer.save(stage)
+        check_export_dir(output)  # again: the directory may have changed during the export
     return dataclasses.replace(summary, path=out), tokenizer
 
 

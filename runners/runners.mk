@@ -3,6 +3,7 @@
 #   make llama3-xnnpack   -> build/llama3-xnnpack/llama3_runner
 #   make qwen3-portable   -> build/qwen3-portable/qwen3_runner
 #   make llama3-cuda      -> stops at configure unless CUDA and a CUDA-enabled executorch are present
+#   make llama3-xnnpack-asan -> the XNNPACK runner with AddressSanitizer + UBSan (CI runs the bad-input corpus on it)
 #
 # One build tree per model and backend, configured once from CMakePresets.json (the backend's preset);
 # later runs rebuild incrementally (and through ccache when it is installed).
@@ -10,7 +11,7 @@
 
 # Every models/<name>/main.cpp, the same glob CMakeLists.txt uses: a new family's runner needs no edit here.
 ZOO_CPP_MODELS ?= $(patsubst models/%/main.cpp,%,$(sort $(wildcard models/*/main.cpp)))
-ZOO_CPP_BACKENDS ?= xnnpack portable cuda
+ZOO_CPP_BACKENDS ?= xnnpack xnnpack-asan portable cuda
 ZOO_CMAKE ?= $(if $(wildcard .venv/bin/cmake),.venv/bin/cmake,cmake)
 ZOO_PYTHON ?= .venv/bin/python
 ZOO_JOBS ?= 2

@@ -80,7 +80,9 @@ def test_the_corpus_is_large_and_covers_every_tool() -> None:
         "qwen3.quantize_and_save"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+# the C++ cases build the runner first (a minute or two on a fresh clone): slow, as the other C++ runner tests
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.tool == "cpp" else [])
+                                  for c in CASES])
 def test_bad_input(case: Case, materials: Materials, tmp_path: Path, capsys, monkeypatch, request) -> None:
     if not case.as_root and os.geteuid() == 0:
         pytest.skip("root writes through file permissions")
