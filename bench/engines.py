@@ -6,7 +6,6 @@ ignores EOS so each run produces exactly the requested number of tokens.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -43,20 +42,36 @@ class Engine:
             self.logits = self.feed([int(self.logits.argmax())])
         return time.perf_counter() - t0
 
-    def nll(self, tokens: list[int]) -> float:
-        """Mean negative log-likelihood (nats) of tokens[1:] given the tokens before each: teacher forcing, one
-        position per call (our .pte returns last-position logits only)."""
+    def logits_along(self, tokens: list[int]) -> np.ndarray:
+        """Next-token logits [len(tokens) - 1, vocab] after each of tokens[:-1]: teacher forcing, one position per
+        call (our .pte returns last-position logits only), as decoding reads them."""
         self.reset()
-        total = 0.0
-        for i, token in enumerate(tokens[:-1]):
-            total -= _log_softmax_at(np.asarray(self.feed([token])), tokens[i + 1])
-        return total / (len(tokens) - 1)
+        return np.stack([np.asarray(self.feed([t]), dtype=np.float32) for t in tokens[:-1]])
+
+    def score(self, tokens: list[int], reference: np.ndarray | None = None) -> dict[str, float]:
+        """Mean negative log-likelihood (nats) of tokens[1:]; with `reference` (log-probabilities [N-1, vocab] of the
+        unquantized model along the same tokens) also the mean KL(reference || this) per position and the share of
+        positions whose top-1 token agrees."""
+        return score(self.logits_along(tokens), tokens, reference)
 
 
-def _log_softmax_at(logits: np.ndarray, target: int) -> float:
-    logits = logits.astype(np.float64)
-    m = logits.max()
-    return float(logits[target] - m - math.log(np.exp(logits - m).sum()))
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def score(logits: np.ndarray, tokens: list[int], reference: np.ndarray | None) -> dict[str, float]:
+    """nll (and kl, top1 against `reference` log-probabilities) of logits [N-1, V] for tokens[1:]; vocabularies
+    padded past the tokenizer's compare on the reference's width."""
+    lp = log_softmax(logits)
+    out = {"nll": float(-lp[np.arange(len(lp)), tokens[1:]].mean())}
+    if reference is not None:
+        ref = reference.astype(np.float64)
+        lp = log_softmax(logits[:, : ref.shape[1]])
+        out["kl"] = float((np.exp(ref) * (ref - lp)).sum(-1).mean())
+        out["top1"] = float((ref.argmax(-1) == lp.argmax(-1)).mean())
+    return out
 
 
 class PteEngine(Engine):
@@ -148,9 +163,8 @@ class TransformersEngine(Engine):
         self.cache = out.past_key_values
         return out.logits[0, -1]
 
-    def nll(self, tokens: list[int]) -> float:
-        """As Engine.nll, in one full-sequence forward (the same numbers, 500x fewer calls)."""
+    def logits_along(self, tokens: list[int]) -> np.ndarray:
+        """As Engine.logits_along, in one full-sequence forward (the same numbers, 500x fewer calls)."""
         torch = self.torch
         with torch.no_grad():
-            logits = self.model(torch.tensor([tokens])).logits[0, :-1].double()
-        return float(torch.nn.functional.cross_entropy(logits, torch.tensor(tokens[1:])))
+            return self.model(torch.tensor([tokens])).logits[0, :-1].float().numpy()

@@ -28,6 +28,7 @@ STANDARD_BUILDS = (
     Build("fp32", ("--quantize", "fp32", *_SHAPE)),
     Build("8da8w", ("--quantize", "8da8w", "--embedding-bits", "8", *_SHAPE)),
     Build("8da4w", ("--quantize", "8da4w", "--embedding-bits", "4", *_SHAPE), runners=("python", "cpp")),
+    Build("gguf", ("--quantize", "gguf", *_SHAPE), runners=("python", "cpp")),  # the file's own blocks (`make demo`)
 )
 
 

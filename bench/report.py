@@ -53,6 +53,9 @@ def summarize(row: dict, prompt_lens: list[int], decode_tokens: int) -> dict:
     row["peak_rss_mib"] = raw["peak_rss_mib"]
     if "nll" in raw:
         row["perplexity"] = math.exp(raw["nll"])
+    for key in ("kl", "top1"):  # against the unquantized model on the same token ids
+        if key in raw:
+            row[key] = raw[key]
     return row
 
 
@@ -73,7 +76,7 @@ def _speed(row: dict, key: str, ref: dict | None) -> str:
 def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int) -> str:
     """One table per model; speeds are 'median (best) ×ratio-to-llama.cpp'."""
     head = ["engine", "artefact", "load s", *[f"prefill {n} tok/s" for n in prompt_lens],
-            f"decode {decode_tokens} tok/s", "peak RSS MiB", "perplexity"]
+            f"decode {decode_tokens} tok/s", "peak RSS MiB", "perplexity", "KL vs fp32", "top-1 vs fp32"]
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         group = [r for r in rows if r["model"] == model]
@@ -86,7 +89,8 @@ def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int) -> st
                 continue
             speeds = [_speed(r, str(n), ref) for n in prompt_lens]
             out.append(f"| {r['label']} | {size} | {r['load_s']['median']:.2f} | " + " | ".join(speeds)
-                       + f" | {_speed(r, 'decode', ref)} | {r['peak_rss_mib']:.0f} | {_cell(r.get('perplexity'), '{:.3f}')} |")
+                       + f" | {_speed(r, 'decode', ref)} | {r['peak_rss_mib']:.0f} | {_cell(r.get('perplexity'), '{:.3f}')}"
+                       + f" | {_cell(r.get('kl'), '{:.4f}')} | {_cell(r.get('top1'), '{:.3f}')} |")
         out.append("")
     return "\n".join(out)
 

@@ -105,13 +105,14 @@ def prepare(row: dict, model: BenchModel, s: Settings) -> None:
         row["error"] = f"skipped: {e}"
 
 
-def run_row(row: dict, tokens: list[int], s: Settings) -> None:
+def run_row(row: dict, tokens: list[int], s: Settings, reference: Path | None = None) -> None:
     """Run the row's worker process; its result goes under row['raw'], a failure under row['error']."""
     prompts = [tokens[:n] for n in s.prompt_lens]
     job = {"engine": row["engine"], "artefact": row["artefact"], "runner": row.get("runner"), "threads": s.threads,
            "repeats": s.repeats, "prompts": prompts, "decode_tokens": s.decode_tokens,
            "n_ctx": max(s.prompt_lens) + s.decode_tokens + 16,
-           "ppl_tokens": tokens[: s.ppl_tokens] if row["engine"] != "cpp" else None}
+           "ppl_tokens": tokens[: s.ppl_tokens] if row["engine"] != "cpp" else None,
+           "reference": str(reference) if reference else None}
     with tempfile.TemporaryDirectory() as tmp:
         job_path, res_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps(job))
@@ -124,6 +125,22 @@ def run_row(row: dict, tokens: list[int], s: Settings) -> None:
             return
         row["raw"] = json.loads(res_path.read_text())
         log(f"{row['label']}: done in {time.perf_counter() - t0:.0f} s")
+
+
+def reference_logprobs(model: BenchModel, tokens: list[int], path: Path) -> Path:
+    """Log-probabilities [N-1, vocab] of the unquantized model (the GGUF dequantized to fp32, eager) along `tokens`,
+    saved to `path` (.npy): every row's KL and top-1 agreement are measured against it."""
+    import numpy as np
+    import torch
+
+    from common.pipeline import load_model
+    from models import family
+
+    net, _, _ = load_model(family(model.package), model.gguf(), max_context_len=len(tokens))
+    with torch.no_grad():
+        logits = net(torch.tensor([tokens]), torch.tensor([0]))[0, :-1]
+    np.save(path, logits.double().log_softmax(-1).float().numpy())
+    return path
 
 
 def run_bench(models: list[BenchModel], s: Settings) -> list[dict]:
@@ -139,12 +156,14 @@ def run_bench(models: list[BenchModel], s: Settings) -> list[dict]:
         need = max(*s.prompt_lens, s.ppl_tokens)
         if len(tokens) < need:
             raise UserError(f"{path}: {len(tokens)} tokens, fewer than the {need} the settings need")
-        for row in plan_rows(model, s):
-            row["text"] = {"path": str(path), "sha256": digest}
-            prepare(row, model, s)
-            if "error" not in row:
-                run_row(row, tokens, s)
-            rows.append(summarize(row, list(s.prompt_lens), s.decode_tokens))
+        with tempfile.TemporaryDirectory() as tmp:
+            reference = reference_logprobs(model, tokens[: s.ppl_tokens], Path(tmp) / "reference.npy")
+            for row in plan_rows(model, s):
+                row["text"] = {"path": str(path), "sha256": digest}
+                prepare(row, model, s)
+                if "error" not in row:
+                    run_row(row, tokens, s, reference)
+                rows.append(summarize(row, list(s.prompt_lens), s.decode_tokens))
     return rows
 
 

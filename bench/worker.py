@@ -59,8 +59,11 @@ def run_in_process(job: dict) -> dict:
         res["decode_s"].append(engine.decode(n_decode))
     res["peak_rss_mib"] = peak_rss_mib()  # before perplexity: transformers' full-sequence logits are not inference
     if job.get("ppl_tokens"):
+        import numpy as np
+
         t0 = time.perf_counter()
-        res["nll"] = engine.nll(job["ppl_tokens"])
+        reference = np.load(job["reference"]) if job.get("reference") else None
+        res |= engine.score(job["ppl_tokens"], reference)
         res["ppl_s"] = time.perf_counter() - t0
     return res
 

@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from common.errors import UserError, one_line
 from common.family import Family
@@ -53,7 +54,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
     from common.quant import GROUP_SIZES, PRESETS
 
     p.add_argument("--quantize", choices=PRESETS, default=None,
-                   help=f"preset (default {default}): 8da4w = int8 dynamic activations + int4 grouped weights, "
+                   help=f"preset (default: gguf for a GGUF checkpoint, else {default}): gguf = every tensor as the file "
+                        "gives it (4-bit blocks exactly), 8da4w = int8 dynamic activations + int4 grouped weights, "
                         "8da8w = int8 per-channel weights, fp32 = none")
     p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES["8da4w"], help="8da4w weight group size")
     p.add_argument("--embedding-bits", type=int, choices=(4, 8), default=None,
@@ -64,8 +66,9 @@ def _add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
     p.set_defaults(default_preset=default)
 
 
-def _recipe(args):
-    """The Recipe the flags name: a --recipe file, or the --quantize preset."""
+def _recipe(args, checkpoint: str | None = None):
+    """The Recipe the flags name: a --recipe file, or the --quantize preset (default: `gguf`, as the file says, for a
+    GGUF checkpoint; the family's default otherwise)."""
     from common.quant import PRESETS, load_recipe, preset
 
     if args.recipe and not os.path.exists(args.recipe) and args.recipe in PRESETS:
@@ -74,7 +77,12 @@ def _recipe(args):
         if args.quantize or args.embedding_bits or args.group_size != 32:
             raise UserError("--recipe FILE replaces --quantize, --group-size and --embedding-bits; pass one or the other")
         return load_recipe(args.recipe)
-    return preset(args.quantize or args.default_preset, args.group_size, args.embedding_bits)
+    from common.pipeline import is_quantized_dir
+
+    if args.quantize is None and checkpoint and is_quantized_dir(Path(checkpoint)):
+        return preset("fp32")  # a quantize_and_save directory: as it was saved
+    default = "gguf" if checkpoint and str(checkpoint).endswith(".gguf") else args.default_preset
+    return preset(args.quantize or default, args.group_size, args.embedding_bits)
 
 
 MAX_CONTEXT = 1 << 20  # KV-cache positions: beyond this an export is a typo, not a model
@@ -125,8 +133,8 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
         from common.pipeline import quantize_and_save, resolve_checkpoint
 
         t0 = time.perf_counter()
-        recipe = _recipe(args)
         ckpt = resolve_checkpoint(family, args.checkpoint)
+        recipe = _recipe(args, ckpt)
         out = quantize_and_save(family, ckpt, args.output, recipe)
         print(f"quantized {ckpt} with {recipe.name} in {time.perf_counter() - t0:.1f}s")
         print(f"wrote {out}/ (config.json, model.safetensors, tokenizer) — {human_size(out)}")
@@ -157,8 +165,8 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         from common.pipeline import export_model, resolve_checkpoint
 
         t0 = time.perf_counter()
-        recipe = _recipe(args)
         ckpt = resolve_checkpoint(family, args.checkpoint)
+        recipe = _recipe(args, ckpt)
         summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
                                   args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer)
         print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from common.export import ExportSummary, export_pte
 from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
-from common.quant import Recipe, check_quantized, embedding_shells, fuse_agreeing, quantize_model
+from common.nn.linear import member_names
+from common.quant import Recipe, check_quantized, fuse_agreeing, quantize_model, quantized_shells, resolve_gguf
 from common.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -81,7 +83,7 @@ def load_model(
         if fused:
             fuse_agreeing(model, recipe)
         if recipe:
-            embedding_shells(model, recipe)
+            quantized_shells(model, recipe)
     load_weights(model, ckpt, family, cfg)
     if recipe:
         check_quantized(model, recipe, ckpt.path)
@@ -94,13 +96,61 @@ def prepare_quantized(
 ) -> tuple[nn.Module, Any]:
     """Load, fuse q/k/v and gate/up (where their rules agree), and quantize with `recipe`; a pre-quantized checkpoint
     comes as it was saved, and a non-float `recipe` must then be the one it was saved with."""
-    model, cfg, saved = load_model(family, checkpoint, **kwargs)
+    ckpt = open_checkpoint(family, checkpoint)
+    model, cfg, saved = load_model(family, ckpt, **kwargs)
     if saved is not None:
         if not recipe.is_float and recipe.rules != saved.rules:
             raise UserError(f"{getattr(checkpoint, 'path', checkpoint)}: already quantized as {saved.name}; "
                             f"drop --quantize/--recipe or pass the same recipe")
         return model, cfg
-    return quantize_model(fuse_agreeing(model, recipe), recipe), cfg
+    return quantize_from(family, ckpt, cfg, model, recipe)[0], cfg
+
+
+def quantize_from(family: Family, ckpt: Checkpoint, cfg, model: nn.Module, recipe: Recipe,
+                  fuse: bool = True) -> tuple[nn.Module, Recipe]:
+    """Quantize a float `model` loaded from `ckpt` by `recipe` (its `gguf` rules resolved against the file's tensor
+    types, the file's own blocks at hand), fusing q/k/v and gate/up where the rules agree. Returns the model and the
+    resolved recipe (what a quantize_and_save directory records)."""
+    blocks = None
+    if ckpt.kind == "gguf":
+        sources = gguf_sources(family, ckpt, cfg)
+        recipe = resolve_gguf(recipe, model, {name: t.tensor_type for name, t in sources.items()})
+        blocks = functools.partial(gguf_blocks_of, family, cfg, sources)
+    else:
+        recipe = resolve_gguf(recipe, model, {})
+    return quantize_model(fuse_agreeing(model, recipe) if fuse else model, recipe, blocks), recipe
+
+
+def gguf_sources(family: Family, ckpt: Checkpoint, cfg) -> dict[str, Any]:
+    """Module name -> the GGUF tensor (`gguf.ReaderTensor`) holding its weight; a tied lm_head -> the embedding's."""
+    sources = {}
+    for name, tensor in ckpt.gguf_tensors.items():
+        fqn = family.gguf_name(name)
+        if fqn and fqn.endswith(".weight"):
+            sources[fqn.removesuffix(".weight")] = tensor
+    if cfg.tie_embeddings and "model.embed_tokens" in sources:
+        sources.setdefault("lm_head", sources["model.embed_tokens"])
+    return sources
+
+
+def gguf_blocks_of(family: Family, cfg, sources: dict[str, Any], name: str, kind: str):
+    """The file's own blocks for module `name` (a fused linear: its members' stacked by rows), in the model's row
+    order (the family's GGUF row fixes, e.g. llama's q/k un-permutation, applied to codes, scales and offsets)."""
+    from common.quant import gguf_blocks
+
+    parts = []
+    for member in member_names(name):
+        t = sources[member]
+        shape = (int(t.shape[1]), int(t.shape[0]))  # GGUF lists dims fastest first
+        fix = lambda t, key=f"{member}.weight": family.fix_gguf_tensor(key, t, cfg)  # noqa: E731
+        if kind == "int4":
+            parts.append(gguf_blocks.int4_blocks(t.data, t.tensor_type, shape).rows(fix))
+        else:
+            codes, scales = gguf_blocks.int8_blocks(t.data, t.tensor_type, shape)
+            parts.append((fix(codes), fix(scales)))
+    if kind == "int4":
+        return gguf_blocks.Int4Blocks.cat(parts)
+    return torch.cat([c for c, _ in parts]), torch.cat([s for _, s in parts])
 
 
 def check_export_dir(output: str) -> None:
@@ -175,7 +225,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     model, cfg, saved = load_model(family, ckpt, max_context_len=1)
     if saved is not None:
         raise UserError(f"{checkpoint}: already quantized ({saved.name}); quantize the original checkpoint")
-    quantize_model(fuse_agreeing(model, recipe) if fuse else model, recipe)  # the graph export builds in memory
+    model, recipe = quantize_from(family, ckpt, cfg, model, recipe, fuse)  # the graph export builds in memory
     state = _without_shared(model.state_dict())
     tensors, metadata = flatten_tensor_state_dict(state)
     with atomic_dir(output, is_quantized_dir) as tmp:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_VALUES = [None, "x", "", -1, 0, 1.5, 1e30, 2**63, [], {}, True, [1, "a"], {"a": 1}]
-CASE_SECONDS = 20
+CASE_SECONDS = 20  # a reader in this process
+PROCESS_SECONDS = 60  # a reader as a process: the Python runtime's start alone (torch + executorch) takes ~6 s
 
 
 def mutate_bytes(rng: random.Random, data: bytes) -> bytes:
@@ -114,9 +115,9 @@ def _in_process(call: Callable[[], object]) -> tuple[str, str]:
 def _subprocess(cmd: list[str]) -> tuple[str, str]:
     """The same classes for a reader run as a process: exit 0, or 1/2 with one `error:` line; else a failure."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=CASE_SECONDS)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=PROCESS_SECONDS)
     except subprocess.TimeoutExpired:
-        return "hang", f"over {CASE_SECONDS} s: {cmd}"
+        return "hang", f"over {PROCESS_SECONDS} s: {cmd}"
     ours = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("[")]  # runtime logs: "[x.cpp:1]"
     if proc.returncode == 0:
         return "accepted", ""

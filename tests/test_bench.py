@@ -37,7 +37,7 @@ def test_registry_finds_smollm2() -> None:
 
     models = discover()
     assert models["smollm2-135m"].package == "llama3"
-    assert {b.name for b in models["smollm2-135m"].builds} == {"fp32", "8da8w", "8da4w"}
+    assert {b.name for b in models["smollm2-135m"].builds} == {"fp32", "8da8w", "8da4w", "gguf"}
 
 
 def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
@@ -55,6 +55,9 @@ def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
     # Same weights, same tokens, fp32 both: perplexities agree closely (random weights: ppl near the vocab size).
     assert math.isfinite(ours["perplexity"]) and ours["perplexity"] > 1
     assert ours["perplexity"] == pytest.approx(hf["perplexity"], rel=1e-3)
+    # ... and both match the unquantized reference (our eager fp32 model) every row is scored against
+    for row in (ours, hf):
+        assert abs(row["kl"]) < 1e-4 and row["top1"] >= 0.97, (row["kl"], row["top1"])  # float32 reference: ~0
     cpp = rows["ours fp32 (C++)"]
     assert "error" not in cpp, cpp.get("error")
     assert "perplexity" not in cpp and cpp["decode_tps"]["median"] > 0 and 0 < cpp["peak_rss_mib"] < ours["peak_rss_mib"]
@@ -66,6 +69,7 @@ def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
     else:
         assert "error" not in llama, llama.get("error")
         assert llama["perplexity"] == pytest.approx(hf["perplexity"], rel=1e-2)
+        assert llama["kl"] < 1e-2
 
 
 def test_cli_writes_table_json_and_chart(tiny_model: BenchModel, cache, tmp_path, monkeypatch, capsys) -> None:

@@ -11,6 +11,9 @@ weight-only intx lowered to XNNPACK gives wrong numbers with executorch 1.5.1, s
 | emb4    | Embedding | int4 symmetric groups (quantized_decomposed.embedding_4bit)        |
 | emb8    | Embedding | int8 symmetric groups (quantized_decomposed.embedding_byte)        |
 | fp32    | any       | keep float (stops later rules from matching)                       |
+| gguf    | any       | as a GGUF file gives it: resolved per tensor type (`resolve_gguf`) into: |
+| q4      | Linear    | the file's Q4_0/Q4_1/Q4_K blocks exactly: int4 groups + block offsets   |
+| q8      | Embedding | the file's Q8_0 blocks exactly (embedding_byte, group 32)               |
 
 Today's flags are presets (`preset("8da4w", group_size=64, embedding_bits=4)`); `load_recipe(FILE)` reads a
 user's own rules (JSON or YAML). Linears that read the same input (q/k/v, gate/up) are fused into one GEMM when
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +37,10 @@ from common.nn.linear import member_names
 from common.quant.embedding import QuantizedEmbedding
 from common.quant.scales import SCALE_METHODS, quantize_groups
 
-SCHEMES = {"8da4w": nn.Linear, "8da8w": nn.Linear, "emb4": nn.Embedding, "emb8": nn.Embedding, "fp32": nn.Module}
-GROUP_SIZES = {"8da4w": (32, 64, 128), "emb4": (32, 64, 128, 256), "emb8": (32, 64, 128, 256)}
-PRESETS = ("fp32", "8da4w", "8da8w")  # --quantize values
+SCHEMES = {"8da4w": nn.Linear, "8da8w": nn.Linear, "emb4": nn.Embedding, "emb8": nn.Embedding, "fp32": nn.Module,
+           "gguf": nn.Module, "q4": nn.Linear, "q8": nn.Embedding}
+GROUP_SIZES = {"8da4w": (32, 64, 128), "emb4": (32, 64, 128, 256), "emb8": (32, 64, 128, 256), "q4": (32,), "q8": (32,)}
+PRESETS = ("gguf", "fp32", "8da4w", "8da8w")  # --quantize values
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
@@ -138,7 +143,9 @@ def preset(
     rules = []
     if embedding_bits:
         rules.append(Rule(".*", f"emb{embedding_bits}", embedding_group_size))
-    if linear == "8da4w":
+    if linear == "gguf":
+        rules.append(Rule(".*", "gguf"))
+    elif linear == "8da4w":
         rules.append(Rule(".*", "8da4w", group_size))
     elif linear == "8da8w":
         rules.append(Rule(".*", "8da8w", scale_method="minmax"))  # torchao's per-channel scales, as before
@@ -167,6 +174,42 @@ def load_recipe(path: str) -> Recipe:
     return Recipe.from_dict(data, path)
 
 
+def gguf_scheme(qtype, module: nn.Module) -> str:
+    """The scheme that keeps a GGUF tensor of `qtype` at the precision the file gives it (gguf_blocks)."""
+    from gguf import GGMLQuantizationType as T
+
+    from common.quant.gguf_blocks import INT4_EXACT, INT8_EXACT
+
+    if qtype in (T.F32, T.F16, T.BF16):
+        return "fp32"
+    if isinstance(module, nn.Embedding):
+        return "q8" if qtype in INT8_EXACT else "emb8"  # more than 4 bits, or a 4-bit table: int8 groups of 32
+    return "q4" if qtype in INT4_EXACT else "8da8w"  # Q5_*, Q6_K, Q8_0: int8 per channel keeps nearly all of it
+
+
+def resolve_gguf(recipe: Recipe, model: nn.Module, qtypes: dict[str, Any]) -> Recipe:
+    """`recipe` with each `gguf` rule replaced, module by module, by the scheme the file's type for that module's
+    weight gives (`qtypes`: module name -> gguf.GGMLQuantizationType). The result names every module: it is what
+    a quantize_and_save directory records."""
+    if not any(r.scheme == "gguf" for r in recipe.rules):
+        return recipe
+    rules = []
+    for name, mod in model.named_modules():
+        rule = recipe.rule_for(name, mod)
+        if rule is None:
+            continue
+        if rule.scheme == "gguf":
+            if name not in qtypes:
+                raise UserError(f"recipe rule {rule.pattern!r}: scheme gguf needs a GGUF checkpoint, and {name} has "
+                                "no tensor in it")
+            scheme = gguf_scheme(qtypes[name], mod)
+            rule = Rule(re.escape(name), scheme)  # 8da8w: least-squares scales (measured better than absmax here)
+        else:
+            rule = Rule(re.escape(name), rule.scheme, rule.group_size, rule.scale_method)
+        rules.append(rule)
+    return Recipe(recipe.name, tuple(rules), recipe.origin)
+
+
 def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
     """Module name -> the rule that quantizes it, for every Linear and Embedding a rule matches."""
     return {name: rule for name, mod in model.named_modules() if (rule := recipe.rule_for(name, mod)) is not None}
@@ -179,12 +222,22 @@ def fuse_agreeing(model: nn.Module, recipe: Recipe) -> nn.Module:
     return model
 
 
-def quantize_model(model: nn.Module, recipe: Recipe) -> nn.Module:
-    """Quantize `model` in place by `recipe` (linears with torchao, embedding tables with QuantizedEmbedding)."""
+def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str], Any] | None = None) -> nn.Module:
+    """Quantize `model` in place by `recipe` (linears with torchao, embedding tables with QuantizedEmbedding).
+
+    `blocks(name, kind)` gives a GGUF tensor's own blocks for the `q4` ("int4": gguf_blocks.Int4Blocks) and `q8`
+    ("int8": (codes, scales)) schemes, for the module `name` (the members' blocks stacked, for a fused linear)."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
+    from common.quant.offset_linear import BlockOffsetLinear
+
     targets = plan(model, recipe)
+    if any(r.scheme == "gguf" for r in targets.values()):
+        raise ValueError("resolve_gguf the recipe first")
+    if blocks is None and any(r.scheme in ("q4", "q8") for r in targets.values()):
+        raise UserError(f"recipe {recipe.name!r}: schemes q4 and q8 take a GGUF file's own blocks; pass a GGUF "
+                        "checkpoint")
     for name, rule in targets.items():
         mod = model.get_submodule(name)
         if rule.scheme == "8da4w" and mod.in_features % rule.group_size:
@@ -193,19 +246,30 @@ def quantize_model(model: nn.Module, recipe: Recipe) -> nn.Module:
             raise UserError(f"{what} {rule.group_size} does not divide in_features {mod.in_features} of {name}; "
                             f"use one of {ok}")
     with torch.no_grad():
-        linear = {n: r for n, r in targets.items() if r.scheme in ("8da4w", "8da8w")}
-        floats = {n: model.get_submodule(n).weight.detach().clone() for n in linear}
+        linear = {n: r for n, r in targets.items() if r.scheme in ("8da4w", "8da8w", "q4")}
+        floats = {n: model.get_submodule(n).weight.detach().clone() for n in linear if linear[n].scheme != "q4"}
         for rule in dict.fromkeys(linear.values()):
             names = {n for n, r in linear.items() if r == rule}
-            granularity = PerGroup(rule.group_size) if rule.scheme == "8da4w" else PerAxis(0)
+            granularity = PerAxis(0) if rule.scheme == "8da8w" else PerGroup(rule.group_size)
             config = Int8DynamicActivationIntxWeightConfig(
-                weight_dtype=torch.int4 if rule.scheme == "8da4w" else torch.int8, weight_granularity=granularity)
+                weight_dtype=torch.int8 if rule.scheme == "8da8w" else torch.int4, weight_granularity=granularity)
             quantize_(model, config, filter_fn=lambda m, fqn, names=names: fqn in names)
         for name, rule in linear.items():
-            if rule.scale_method != "minmax" or rule.scheme == "8da4w":
-                _refit(model.get_submodule(name).weight, floats[name], rule)
+            mod = model.get_submodule(name)
+            if rule.scheme == "q4":  # the file's codes and scales as they are; its offsets beside them
+                b = blocks(name, "int4")
+                mod.weight.qdata.copy_(b.codes.reshape(mod.weight.qdata.shape))
+                mod.weight.scale.copy_(b.scales.reshape(mod.weight.scale.shape))
+                # always wrapped (zero offsets for Q4_0), so a saved directory's modules follow from its recipe alone
+                offsets = b.offsets if b.offsets is not None else torch.zeros_like(b.scales)
+                _replace(model, name, BlockOffsetLinear.wrap(mod, offsets))
+            elif rule.scale_method != "minmax" or rule.scheme == "8da4w":
+                _refit(mod.weight, floats[name], rule)
         for name, rule in targets.items():
-            if rule.scheme.startswith("emb"):
+            if rule.scheme == "q8":
+                codes, scales = blocks(name, "int8")
+                _replace(model, name, QuantizedEmbedding.from_codes(codes, scales, 8))
+            elif rule.scheme.startswith("emb"):
                 emb = model.get_submodule(name)
                 _replace(model, name, QuantizedEmbedding.from_float(emb.weight, int(rule.scheme[3:]), rule.group_size,
                                                                     rule.scale_method))
@@ -215,9 +279,15 @@ def quantize_model(model: nn.Module, recipe: Recipe) -> nn.Module:
 def check_quantized(model: nn.Module, recipe: Recipe, source: str) -> None:
     """Refuse a loaded quantize_and_save model whose linears are not what its recipe says (a g64 label on g32
     tensors, float weights labelled 8da4w). Embedding shells are checked by their tensor shapes when loading."""
+    from common.quant.offset_linear import BlockOffsetLinear
+
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, BlockOffsetLinear)}
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
+        parent, _, child = name.rpartition(".")
+        if not isinstance(mod, nn.Linear) or (parent in wrapped and child == "offsets"):
             continue
+        if parent in wrapped:  # a GGUF 4-bit linear's symmetric part: its rule is the wrapper's
+            name = parent
         rule = recipe.rule_for(name, mod)
         w = mod.weight
         quantized = hasattr(w, "qdata") and hasattr(w, "block_size")
@@ -225,7 +295,7 @@ def check_quantized(model: nn.Module, recipe: Recipe, source: str) -> None:
             f"int{4 if w.target_dtype == torch.int4 else 8} weights in blocks {tuple(w.block_size)}")
         if rule is None:
             want = "float"
-        elif rule.scheme == "8da4w":
+        elif rule.scheme in ("8da4w", "q4"):
             want = f"int4 weights in blocks {(1, rule.group_size)}"
         else:
             want = f"int8 weights in blocks {(1, mod.in_features)}"
@@ -249,10 +319,15 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def embedding_shells(model: nn.Module, recipe: Recipe) -> None:
-    """Swap quantized embeddings in as empty QuantizedEmbedding modules, so a saved state dict loads into them."""
+def quantized_shells(model: nn.Module, recipe: Recipe) -> None:
+    """Swap in the empty modules a saved state dict of `recipe` loads into: QuantizedEmbedding for quantized tables,
+    BlockOffsetLinear around the linears of GGUF 4-bit blocks (torchao's tensors load into plain Linears)."""
+    from common.quant.offset_linear import BlockOffsetLinear
+
     for name, rule in plan(model, recipe).items():
-        if rule.scheme.startswith("emb"):
-            emb = model.get_submodule(name)
-            _replace(model, name, QuantizedEmbedding(emb.num_embeddings, emb.embedding_dim, int(rule.scheme[3:]),
-                                                     rule.group_size))
+        mod = model.get_submodule(name)
+        if rule.scheme.startswith("emb") or rule.scheme == "q8":
+            bits = 8 if rule.scheme == "q8" else int(rule.scheme[3:])
+            _replace(model, name, QuantizedEmbedding(mod.num_embeddings, mod.embedding_dim, bits, rule.group_size))
+        elif rule.scheme == "q4":
+            _replace(model, name, BlockOffsetLinear(mod, mod.in_features, mod.out_features))

@@ -21,17 +21,22 @@ class QuantizedEmbedding(nn.Module):
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, bits: int, group_size: int, method: str = "lsq") -> QuantizedEmbedding:
-        from executorch.exir.passes._quant_patterns_and_replacements import _pack_embedding_weight
-
         n, dim = weight.shape
         if dim % group_size:
             raise UserError(f"embedding dim {dim} is not a multiple of the embedding group size {group_size}")
         q, scales = quantize_groups(weight.detach().float().reshape(n, dim // group_size, group_size), bits,
                                     method=method)
-        q = q.reshape(n, dim)
-        mod = cls(n, dim, bits, group_size)
-        mod.qweight = _pack_embedding_weight(q, bits) if bits == 4 else q
-        mod.scales = scales.squeeze(-1)
+        return cls.from_codes(q.reshape(n, dim), scales.squeeze(-1), bits)
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, bits: int) -> QuantizedEmbedding:
+        """From signed integer codes [n, dim] and their group scales [n, dim / group] (row = scale * code)."""
+        from executorch.exir.passes._quant_patterns_and_replacements import _pack_embedding_weight
+
+        (n, dim), groups = codes.shape, scales.shape[1]
+        mod = cls(n, dim, bits, dim // groups)
+        mod.qweight = _pack_embedding_weight(codes, bits) if bits == 4 else codes.to(torch.int8)
+        mod.scales = scales.float()
         return mod
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
