@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
-DEMO_PTE := out/smollm2-8da4w/model.pte
+DEMO_PTE := out/smollm2-gguf/model.pte
 DEMO_PROMPT ?= Give me three tips for writing clear code.
 
 .PHONY: setup demo test test-fast lint bench fuzz clean
@@ -34,7 +34,7 @@ bench: $(BENCH_STAMP)
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
 $(DEMO_PTE): $(STAMP)
-	$(PYTHON) -m models.llama3.export --quantize 8da4w --embedding-bits 4 --max-seq-len 128 --max-context-len 1024 --output $@
+	$(PYTHON) -m models.llama3.export --quantize gguf --max-seq-len 128 --max-context-len 1024 --output $@
 
 demo: $(DEMO_PTE)
 	$(PYTHON) -m models.llama3.inference --pte $(DEMO_PTE) --chat --prompt "$(DEMO_PROMPT)" --max-new-tokens 96

@@ -40,12 +40,15 @@ def _schemes(model: torch.nn.Module) -> dict[str, str]:
     from common.quant.offset_linear import BlockOffsetLinear
 
     kinds = {}
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, BlockOffsetLinear)}
     for name, mod in model.named_modules():
+        if name.rpartition(".")[0] in wrapped:
+            continue  # a q4 linear's parts
         if isinstance(mod, BlockOffsetLinear):
             kinds[name] = "q4"
         elif isinstance(mod, QuantizedEmbedding):
             kinds[name] = f"emb{mod.bits}"
-        elif isinstance(mod, torch.nn.Linear) and hasattr(mod.weight, "qdata") and not name.endswith(".linear"):
+        elif isinstance(mod, torch.nn.Linear) and hasattr(mod.weight, "qdata"):
             kinds[name] = "int8" if mod.weight.target_dtype == torch.int8 else "int4"
     return kinds
 

@@ -230,7 +230,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
-    from common.quant.offset_linear import BlockOffsetLinear
+    from common.quant.offset_linear import BlockOffsetLinear, group_matrix
 
     targets = plan(model, recipe)
     if any(r.scheme == "gguf" for r in targets.values()):
@@ -263,6 +263,15 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
                 # always wrapped (zero offsets for Q4_0), so a saved directory's modules follow from its recipe alone
                 offsets = b.offsets if b.offsets is not None else torch.zeros_like(b.scales)
                 _replace(model, name, BlockOffsetLinear.wrap(mod, offsets))
+                sums, offs = f"{name}.group_sums", f"{name}.offsets"
+                offset_floats = model.get_submodule(offs).weight.detach().clone()
+                quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8,
+                                                                       weight_granularity=PerAxis(0)),
+                          filter_fn=lambda m, fqn, parts=(sums, offs): fqn in parts)
+                w = model.get_submodule(sums).weight  # 0/1 exactly: code 1, scale 1
+                w.qdata.copy_(group_matrix(w.shape[1]).to(w.qdata.dtype).reshape(w.qdata.shape))
+                w.scale.fill_(1.0)
+                _refit(model.get_submodule(offs).weight, offset_floats, Rule(offs, "8da8w"))
             elif rule.scale_method != "minmax" or rule.scheme == "8da4w":
                 _refit(mod.weight, floats[name], rule)
         for name, rule in targets.items():
@@ -284,7 +293,7 @@ def check_quantized(model: nn.Module, recipe: Recipe, source: str) -> None:
     wrapped = {n for n, m in model.named_modules() if isinstance(m, BlockOffsetLinear)}
     for name, mod in model.named_modules():
         parent, _, child = name.rpartition(".")
-        if not isinstance(mod, nn.Linear) or (parent in wrapped and child == "offsets"):
+        if not isinstance(mod, nn.Linear) or (parent in wrapped and child in ("offsets", "group_sums")):
             continue
         if parent in wrapped:  # a GGUF 4-bit linear's symmetric part: its rule is the wrapper's
             name = parent
