@@ -65,11 +65,13 @@ def test_mixed_recipe_quantizes_each_module_by_its_rule() -> None:
 def test_presets_are_todays_flags() -> None:
     r = preset("8da4w", group_size=64, embedding_bits=4)
     assert r.name == "8da4w-g64-emb4"
-    assert r.rules == (Rule(".*", "emb4", 32), Rule(".*", "8da4w", 64))
+    assert r.rules == (Rule(".*", "emb4", 32), Rule("lm_head", "8da8w"), Rule(".*", "8da4w", 64))
     legacy = {"linear": "8da4w", "group_size": 64, "embedding_bits": 4, "embedding_group_size": 32}
-    assert Recipe.from_dict(legacy) == r  # quantize_and_save dirs written before recipes were rules
+    # quantize_and_save dirs written before recipes were rules: their LM head is int4, as the flags then made it
+    assert Recipe.from_dict(legacy).rules == (Rule(".*", "emb4", 32), Rule(".*", "8da4w", 64))
     assert Recipe.from_dict(r.to_dict()) == r
     assert preset("fp32").is_float and not preset("8da8w").is_float
+    assert preset("gguf").rules == (Rule(".*", "gguf"),)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
