@@ -73,6 +73,22 @@ def test_4bit_blocks_are_kept_not_requantized(ggufs, qtype: str) -> None:
     assert kept.mean() * 3 < requantized.mean(), (kept.mean(), requantized.mean())
 
 
+def test_every_family(tmp_path: Path) -> None:
+    """The preset is family-agnostic: a qwen3 GGUF (q/k-norm, no q/k permutation) keeps its blocks too, and the
+    result computes what the file does within int8-activation noise."""
+    from common.tokenizer import load_tokenizer
+    from models.qwen3.model import FAMILY as QWEN3
+    from tests.checkpoints import write_gguf, write_tiny
+
+    hf, hf_dir, _ = write_tiny("qwen3", tmp_path / "tiny")
+    path = str(write_gguf(tmp_path / "q.gguf", hf, "qwen3", load_tokenizer(hf_dir), qtype=T.Q4_1))
+    model, _ = prepare_quantized(QWEN3, path, preset("gguf"), max_context_len=32)
+    assert set(_schemes(model).values()) == {"q4", "emb8"}
+    ref = _logits(load_model(QWEN3, path, max_context_len=32)[0])
+    requantized = _logits(prepare_quantized(QWEN3, path, preset("8da4w"), max_context_len=32)[0])
+    assert kl_per_position(ref, _logits(model)).mean() * 3 < kl_per_position(ref, requantized).mean()
+
+
 def test_quantize_and_save_round_trip(ggufs, tmp_path: Path) -> None:
     """A gguf-preset quantize_and_save directory loads as the same model (same modules, same logits) and records
     the recipe resolved per tensor."""

@@ -105,12 +105,13 @@ def test_quantize_and_save_dirs_from_before_recipes_still_load(tiny, tmp_path: P
     from common.pipeline import quantize_and_save
 
     t = tiny["untied"]
-    out = quantize_and_save(FAMILY, t.gguf, str(tmp_path / "old"), preset("8da4w", embedding_bits=4), fuse=False)
+    then = preset("8da4w", embedding_bits=4, int8_head=False)  # the flags then made an int4 LM head
+    out = quantize_and_save(FAMILY, t.gguf, str(tmp_path / "old"), then, fuse=False)
     cfg = json.loads((out / "config.json").read_text())
     cfg["zoo_quantization"] = {"linear": "8da4w", "group_size": 32, "embedding_bits": 4, "embedding_group_size": 32}
     (out / "config.json").write_text(json.dumps(cfg))
     old, _, recipe = load_model(FAMILY, str(out), max_context_len=64)
-    assert recipe == preset("8da4w", embedding_bits=4)
+    assert recipe == then
     assert "q_proj" in dict(old.model.layers[0].self_attn.named_children())
     fresh, _ = prepare_quantized(FAMILY, t.gguf, recipe, max_context_len=64)
     assert "qkv_proj" in dict(fresh.model.layers[0].self_attn.named_children())
