@@ -235,8 +235,6 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
-    from common.quant.offset_linear import BlockOffsetLinear, group_matrix
-
     targets = plan(model, recipe)
     if any(r.scheme == "gguf" for r in targets.values()):
         raise ValueError("resolve_gguf the recipe first")
@@ -260,25 +258,9 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
                 weight_dtype=torch.int8 if rule.scheme == "8da8w" else torch.int4, weight_granularity=granularity)
             quantize_(model, config, filter_fn=lambda m, fqn, names=names: fqn in names)
         for name, rule in linear.items():
-            mod = model.get_submodule(name)
-            if rule.scheme == "q4":  # the file's codes and scales as they are; its offsets beside them
-                b = blocks(name, "int4")
-                mod.weight.qdata.copy_(b.codes.reshape(mod.weight.qdata.shape))
-                mod.weight.scale.copy_(b.scales.reshape(mod.weight.scale.shape))
-                # always wrapped (zero offsets for Q4_0), so a saved directory's modules follow from its recipe alone
-                offsets = b.offsets if b.offsets is not None else torch.zeros_like(b.scales)
-                _replace(model, name, BlockOffsetLinear.wrap(mod, offsets))
-                sums, offs = f"{name}.group_sums", f"{name}.offsets"
-                offset_floats = model.get_submodule(offs).weight.detach().clone()
-                quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8,
-                                                                       weight_granularity=PerAxis(0)),
-                          filter_fn=lambda m, fqn, parts=(sums, offs): fqn in parts)
-                w = model.get_submodule(sums).weight  # 0/1 exactly: code 1, scale 1
-                w.qdata.copy_(group_matrix(w.shape[1]).to(w.qdata.dtype).reshape(w.qdata.shape))
-                w.scale.fill_(1.0)
-                _refit(model.get_submodule(offs).weight, offset_floats, Rule(offs, "8da8w"))
-            elif rule.scale_method != "minmax" or rule.scheme == "8da4w":
-                _refit(mod.weight, floats[name], rule)
+            if rule.scheme != "q4" and (rule.scale_method != "minmax" or rule.scheme == "8da4w"):
+                _refit(model.get_submodule(name).weight, floats[name], rule)
+        _keep_int4_blocks(model, [n for n, r in linear.items() if r.scheme == "q4"], blocks)
         for name, rule in targets.items():
             if rule.scheme == "q8":
                 codes, scales = blocks(name, "int8")
@@ -288,6 +270,33 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
                 _replace(model, name, QuantizedEmbedding.from_float(emb.weight, int(rule.scheme[3:]), rule.group_size,
                                                                     rule.scale_method))
     return model
+
+
+def _keep_int4_blocks(model: nn.Module, names: list[str], blocks: Callable[[str, str], Any]) -> None:
+    """Put a GGUF's 4-bit blocks into the int4 linears `names` (already torchao 8da4w group 32): the file's codes and
+    scales as they are, each linear wrapped in a BlockOffsetLinear whose group sums (0/1, exactly) and offsets
+    (least-squares int8 per channel) are int8 linears too."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis
+
+    from common.quant.offset_linear import BlockOffsetLinear, group_matrix
+
+    offsets = {}
+    for name in names:
+        mod, b = model.get_submodule(name), blocks(name, "int4")
+        mod.weight.qdata.copy_(b.codes.reshape(mod.weight.qdata.shape))
+        mod.weight.scale.copy_(b.scales.reshape(mod.weight.scale.shape))
+        # always wrapped (zero offsets for Q4_0), so a saved directory's modules follow from its recipe alone
+        offsets[f"{name}.offsets"] = b.offsets if b.offsets is not None else torch.zeros_like(b.scales)
+        _replace(model, name, BlockOffsetLinear.wrap(mod, offsets[f"{name}.offsets"]))
+    parts = {*offsets, *(f"{n}.group_sums" for n in names)}
+    quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)),
+              filter_fn=lambda m, fqn: fqn in parts)
+    for name in names:
+        w = model.get_submodule(f"{name}.group_sums").weight  # 0/1 exactly: code 1, scale 1
+        w.qdata.copy_(group_matrix(w.shape[1]).to(w.qdata.dtype).reshape(w.qdata.shape))
+        w.scale.fill_(1.0)
+        _refit(model.get_submodule(f"{name}.offsets").weight, offsets[f"{name}.offsets"], Rule(name, "8da8w"))
 
 
 def check_quantized(model: nn.Module, recipe: Recipe, source: str) -> None:
