@@ -94,9 +94,6 @@ def check_limits(args) -> None:
         value = getattr(args, flag, None)
         if value is not None and not 1 <= value <= MAX_CONTEXT:
             raise UserError(f"--{flag.replace('_', '-')} {value}: expected 1..{MAX_CONTEXT}")
-    seq, context = getattr(args, "max_seq_len", None), getattr(args, "max_context_len", None)
-    if seq is not None and context is not None and seq > context:
-        raise UserError(f"--max-seq-len {seq}: expected 1..--max-context-len ({context})")
 
 
 def check_inference_args(args) -> None:

@@ -53,6 +53,12 @@ def xnnpack_source_transforms(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_seq_len(max_seq_len: int, max_context_len: int) -> None:
+    """A forward call's tokens must fit the KV cache: 1 <= max_seq_len <= max_context_len."""
+    if not 1 <= max_seq_len <= max_context_len:
+        raise UserError(f"--max-seq-len {max_seq_len}: expected 1..--max-context-len ({max_context_len})")
+
+
 def program_operators(program) -> tuple[str, ...]:
     """Names ('ns::op[.overload]') of the non-delegated operators an ExecuTorch program calls."""
     names = set()
@@ -83,8 +89,8 @@ def export_pte(
         raise UserError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     limits = limits or {"max_seq_len": constants["get_max_seq_len"]}
     max_seq_len, max_context_len = limits.get("max_seq_len"), constants.get("get_max_context_len")
-    if max_context_len is not None and not 1 <= max_seq_len <= max_context_len:
-        raise UserError(f"--max-seq-len {max_seq_len}: expected 1..--max-context-len ({max_context_len})")
+    if max_context_len is not None:
+        check_seq_len(max_seq_len, max_context_len)
     missing = sorted(set(contract.constants) - set(constants))
     if missing:
         raise ValueError(f"{contract.name} export lacks constant methods {missing}")

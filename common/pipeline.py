@@ -15,7 +15,7 @@ import models as families
 from common.checkpoint import QUANT_KEY, Checkpoint, load_weights
 from common.contract import causal_lm_constants
 from common.errors import UserError
-from common.export import ExportSummary, export_pte
+from common.export import ExportSummary, check_seq_len, export_pte
 from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
@@ -142,7 +142,7 @@ def gguf_blocks_of(family: Family, cfg, sources: dict[str, Any], name: str, kind
     for member in member_names(name):
         t = sources[member]
         shape = (int(t.shape[1]), int(t.shape[0]))  # GGUF lists dims fastest first
-        fix = lambda t, key=f"{member}.weight": family.fix_gguf_tensor(key, t, cfg)  # noqa: E731
+        fix = functools.partial(_fix_rows, family, f"{member}.weight", cfg)
         if kind == "int4":
             parts.append(gguf_blocks.int4_blocks(t.data, t.tensor_type, shape).rows(fix))
         else:
@@ -151,6 +151,10 @@ def gguf_blocks_of(family: Family, cfg, sources: dict[str, Any], name: str, kind
     if kind == "int4":
         return gguf_blocks.Int4Blocks.cat(parts)
     return torch.cat([c for c, _ in parts]), torch.cat([s for _, s in parts])
+
+
+def _fix_rows(family: Family, key: str, cfg, rows: torch.Tensor) -> torch.Tensor:
+    return family.fix_gguf_tensor(key, rows, cfg)
 
 
 def check_export_dir(output: str) -> None:
@@ -185,6 +189,7 @@ def export_model(
         raise UserError(f"--output {output}: expected a path ending in .pte")
     check_output_file(output)  # before minutes of export, not after
     check_export_dir(output)
+    check_seq_len(max_seq_len, max_context_len)
     ckpt = open_checkpoint(family, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
     tokenizer = load_tokenizer(tokenizer_path or checkpoint)
     model, cfg = prepare_quantized(

@@ -214,9 +214,11 @@ def _template_pieces(processor: Any) -> Iterable[tuple[dict, dict]]:
 def _check_post_processor(path: Path, backend: tokenizers.Tokenizer) -> None:
     """A TemplateProcessing piece must name a token of its special_tokens map, with ids in the vocabulary: the Rust
     side panics on the first encode otherwise (printing a backtrace), or emits ids the model does not have."""
-    data = json.loads(backend.to_str())
+    if backend.post_processor is None:
+        return
     vocab = backend.get_vocab_size(with_added_tokens=True)
-    for processor, piece in _template_pieces(data.get("post_processor")):
+    # the post-processor's own JSON (tokenizers pickles processors as JSON): not the whole vocabulary serialized
+    for processor, piece in _template_pieces(json.loads(backend.post_processor.__getstate__())):
         token = (processor.get("special_tokens") or {}).get(piece.get("id"))
         ids = token.get("ids") if isinstance(token, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):

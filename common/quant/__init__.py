@@ -160,13 +160,10 @@ def preset(
 
 def load_recipe(path: str) -> Recipe:
     """A user's recipe file: JSON, or YAML (.yaml / .yml) — {name, rules: [{pattern, scheme, ...}]}."""
+    from common.io import read_text_arg
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--recipe {path}: no such file")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"--recipe {path}: not UTF-8 text") from None
+    text = read_text_arg(p, "--recipe")
     try:
         if p.suffix in (".yaml", ".yml"):
             import yaml
@@ -281,6 +278,8 @@ def _keep_int4_blocks(model: nn.Module, names: list[str], blocks: Callable[[str,
 
     from common.quant.offset_linear import BlockOffsetLinear, group_matrix
 
+    if not names:
+        return
     offsets = {}
     for name in names:
         mod, b = model.get_submodule(name), blocks(name, "int4")
