@@ -33,16 +33,17 @@ def gemma3_gguf(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def smollm2_pte(smollm2_gguf: str) -> Path:
-    """SmolLM2 8da4w `.pte` made by the real export CLI (`python -m models.llama3.export`): the benchmark's 8da4w
-    build (same flags as `make demo`), run by the Python runtimes and the C++ runner alike. One cached export
-    shared with `make bench` (build/cache/, keyed by flags, sources and versions; ~10 minutes on 2 cores).
+    """SmolLM2 `.pte` made by the real export CLI (`python -m models.llama3.export`): the benchmark's `gguf` build
+    (the file's own blocks, same flags as `make demo`), run by the Python runtimes and the C++ runner alike. One
+    cached export shared with `make bench` (build/cache/, keyed by flags, sources and versions; ~10-18 minutes on
+    2 cores).
     ZOO_SMOLLM2_PTE=path/model.pte (tokenizer.json beside it) skips the export."""
     from bench.artefacts import cached_export
     from bench.registry import STANDARD_BUILDS
 
     if os.environ.get("ZOO_SMOLLM2_PTE"):
         return Path(os.environ["ZOO_SMOLLM2_PTE"])
-    build = next(b for b in STANDARD_BUILDS if "cpp" in b.runners)
+    build = next(b for b in STANDARD_BUILDS if b.name == "gguf")
     out = cached_export("llama3", smollm2_gguf, build.export_args, f"smollm2-135m-{build.name}")
     assert (out.parent / "tokenizer.json").is_file()
     return out

@@ -3,14 +3,27 @@
 Each entry says which operators it provides, how a Python process loads its kernels (import for its side effect
 of registering them), and which C++ sources a zoo runner compiles for them (self-registering files under
 runners/kernels/, globbed by runners/CMakeLists.txt; tests/test_kernels.py keeps the two lists equal). The
-export's missing-kernel check and the Python runtime load every library here; a new weight format's kernel
-(AQLM next) is one more entry.
+zoo's own kernels (`python_shared`) reach the Python runtime as a shared library built from the same files on
+first use (runners/kernels/CMakeLists.txt, under build/kernels/) and loaded with RTLD_GLOBAL. The export's
+missing-kernel check and the Python runtime load every library here; a new weight format's kernel (AQLM next) is
+one more entry.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import importlib
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -20,11 +33,14 @@ class KernelLibrary:
     python_module: str | None  # importing it registers the kernels in this Python process
     cpp_sources: tuple[str, ...] = ()  # the zoo's own C++ kernels (repo-relative), linked into every runner
     cpp_target: str | None = None  # or: the executorch wheel's CMake target that a runner links for them
+    python_shared: bool = False  # the Python runtime loads cpp_sources built as a shared library
 
     def load(self) -> None:
         """Register this library's kernels in the current Python process (idempotent)."""
         if self.python_module:
             importlib.import_module(self.python_module)
+        if self.python_shared:
+            ctypes.CDLL(str(build_shared_library(self)), mode=ctypes.RTLD_GLOBAL)
 
 
 KERNEL_LIBRARIES = (
@@ -39,6 +55,13 @@ KERNEL_LIBRARIES = (
         ops=("quantized_decomposed::embedding_4bit", "quantized_decomposed::embedding_byte"),
         python_module="executorch.kernels.quantized",
         cpp_target="executorch::kernels_quantized",
+    ),
+    KernelLibrary(
+        "zoo",
+        ops=("zoo::linear_q8",),
+        python_module="common.quant.tied_head",  # the op's schema and eager/export implementation
+        cpp_sources=("runners/kernels/zoo.cpp",),
+        python_shared=True,
     ),
 )
 
@@ -61,3 +84,38 @@ def library_for(op: str) -> KernelLibrary | None:
     """The declared library providing `op` ('ns::op' or 'ns::op.overload')."""
     base = op.split(".")[0]
     return next((lib for lib in KERNEL_LIBRARIES if base in lib.ops), None)
+
+
+def build_shared_library(lib: KernelLibrary) -> Path:
+    """`lib`'s kernel files as build/kernels/<name>/libzoo_<name>.so, (re)built when missing or older than its
+    sources; one build at a time across processes (a file lock)."""
+    out_dir = ROOT / "build" / "kernels" / lib.name
+    target = out_dir / f"libzoo_{lib.name}.so"
+    inputs = [ROOT / s for s in lib.cpp_sources] + [ROOT / "runners" / "kernels" / "CMakeLists.txt"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in inputs):
+            return target
+        import executorch
+
+        cmake = shutil.which("cmake", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        if cmake is None:
+            raise UserError(f"kernel library {lib.name!r} needs building and no cmake was found (run make setup)")
+        print(f"building the {lib.name!r} kernel library for the Python runtime (once): {target}", file=sys.stderr)
+        et_cmake = Path(list(executorch.__path__)[0]) / "share" / "cmake"
+        steps = [
+            [cmake, "-S", str(ROOT / "runners" / "kernels"), "-B", str(out_dir), f"-DZOO_KERNEL_NAME={lib.name}",
+             f"-DZOO_KERNEL_SOURCES={';'.join(str(ROOT / s) for s in lib.cpp_sources)}",
+             f"-DCMAKE_PREFIX_PATH={et_cmake}", f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}"],
+            [cmake, "--build", str(out_dir), "-j", str(os.cpu_count() or 2)],
+        ]
+        for step in steps:
+            proc = subprocess.run(step, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-20:]
+                raise UserError(f"building kernel library {lib.name!r} failed ({' '.join(step[:2])}): "
+                                + " | ".join(tail))
+        if not target.exists():
+            raise UserError(f"building kernel library {lib.name!r} wrote no {target}")
+        return target

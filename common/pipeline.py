@@ -20,7 +20,15 @@ from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
 from common.nn.linear import member_names
-from common.quant import Recipe, check_quantized, fuse_agreeing, quantize_model, quantized_shells, resolve_gguf
+from common.quant import (
+    TIED_TABLE,
+    Recipe,
+    check_quantized,
+    fuse_agreeing,
+    quantize_model,
+    quantized_shells,
+    resolve_gguf,
+)
 from common.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -114,7 +122,8 @@ def quantize_from(family: Family, ckpt: Checkpoint, cfg, model: nn.Module, recip
     blocks = None
     if ckpt.kind == "gguf":
         sources = gguf_sources(family, ckpt, cfg)
-        recipe = resolve_gguf(recipe, model, {name: t.tensor_type for name, t in sources.items()})
+        tied = "lm_head" in sources and sources["lm_head"] is sources.get(TIED_TABLE)
+        recipe = resolve_gguf(recipe, model, {name: t.tensor_type for name, t in sources.items()}, tied)
         blocks = functools.partial(gguf_blocks_of, family, cfg, sources)
     else:
         recipe = resolve_gguf(recipe, model, {})
@@ -128,8 +137,8 @@ def gguf_sources(family: Family, ckpt: Checkpoint, cfg) -> dict[str, Any]:
         fqn = family.gguf_name(name)
         if fqn and fqn.endswith(".weight"):
             sources[fqn.removesuffix(".weight")] = tensor
-    if cfg.tie_embeddings and "model.embed_tokens" in sources:
-        sources.setdefault("lm_head", sources["model.embed_tokens"])
+    if cfg.tie_embeddings and TIED_TABLE in sources:
+        sources.setdefault("lm_head", sources[TIED_TABLE])
     return sources
 
 

@@ -38,6 +38,7 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 def _schemes(model: torch.nn.Module) -> dict[str, str]:
     from common.quant.embedding import QuantizedEmbedding
     from common.quant.offset_linear import BlockOffsetLinear
+    from common.quant.tied_head import TiedQ8Head
 
     kinds = {}
     wrapped = {n for n, m in model.named_modules() if isinstance(m, BlockOffsetLinear)}
@@ -48,6 +49,8 @@ def _schemes(model: torch.nn.Module) -> dict[str, str]:
             kinds[name] = "q4"
         elif isinstance(mod, QuantizedEmbedding):
             kinds[name] = f"emb{mod.bits}"
+        elif isinstance(mod, TiedQ8Head):
+            kinds[name] = "tied8"
         elif isinstance(mod, torch.nn.Linear) and hasattr(mod.weight, "qdata"):
             kinds[name] = "int8" if mod.weight.target_dtype == torch.int8 else "int4"
     return kinds
@@ -59,7 +62,8 @@ def test_each_tensor_keeps_its_files_precision(ggufs, qtype: str, linears: str, 
     model, _ = prepare_quantized(FAMILY, str(ggufs[qtype]), preset("gguf"), max_context_len=32)
     kinds = _schemes(model)
     assert kinds.pop("model.embed_tokens") == embedding
-    assert set(kinds.values()) == {linears}, kinds  # fused q/k/v and gate/up included, and the tied lm_head
+    assert kinds.pop("lm_head") == "tied8"  # the tied head reads the embedding's int8 table: one copy
+    assert set(kinds.values()) == {linears}, kinds  # fused q/k/v and gate/up included
 
 
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q4_0"])
@@ -83,7 +87,7 @@ def test_every_family(tmp_path: Path) -> None:
     hf, hf_dir, _ = write_tiny("qwen3", tmp_path / "tiny")
     path = str(write_gguf(tmp_path / "q.gguf", hf, "qwen3", load_tokenizer(hf_dir), qtype=T.Q4_1))
     model, _ = prepare_quantized(QWEN3, path, preset("gguf"), max_context_len=32)
-    assert set(_schemes(model).values()) == {"q4", "emb8"}
+    assert set(_schemes(model).values()) == {"q4", "emb8", "tied8"}
     ref = _logits(load_model(QWEN3, path, max_context_len=32)[0])
     requantized = _logits(prepare_quantized(QWEN3, path, preset("8da4w"), max_context_len=32)[0])
     assert kl_per_position(ref, _logits(model)).mean() * 3 < kl_per_position(ref, requantized).mean()
@@ -99,7 +103,7 @@ def test_quantize_and_save_round_trip(ggufs, tmp_path: Path) -> None:
     out = tmp_path / "q"
     assert run_cli(quantize_main(FAMILY), ["--checkpoint", str(ggufs["Q4_1"]), "--output", str(out)]) == 0
     recipe = json.loads((out / "config.json").read_text())["zoo_quantization"]
-    assert recipe["name"] == "gguf" and {r["scheme"] for r in recipe["rules"]} == {"q4", "emb8"}
+    assert recipe["name"] == "gguf" and {r["scheme"] for r in recipe["rules"]} == {"q4", "emb8", "tied8"}
     in_memory, _ = prepare_quantized(FAMILY, str(ggufs["Q4_1"]), preset("gguf"), max_context_len=32)
     loaded, _, _ = load_model(FAMILY, str(out), max_context_len=32)
     assert _schemes(loaded) == _schemes(in_memory)

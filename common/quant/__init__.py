@@ -14,6 +14,7 @@ weight-only intx lowered to XNNPACK gives wrong numbers with executorch 1.5.1, s
 | gguf    | any       | as a GGUF file gives it: resolved per tensor type (`resolve_gguf`) into: |
 | q4      | Linear    | the file's Q4_0/Q4_1/Q4_K blocks exactly: int4 groups + block offsets   |
 | q8      | Embedding | the file's Q8_0 blocks exactly (embedding_byte, group 32)               |
+| tied8   | Linear    | a tied lm_head reading the embedding's int8 table (zoo::linear_q8): one copy |
 
 Today's flags are presets (`preset("8da4w", group_size=64, embedding_bits=4)`); `load_recipe(FILE)` reads a
 user's own rules (JSON or YAML). Linears that read the same input (q/k/v, gate/up) are fused into one GEMM when
@@ -38,7 +39,8 @@ from common.quant.embedding import QuantizedEmbedding
 from common.quant.scales import SCALE_METHODS, quantize_groups
 
 SCHEMES = {"8da4w": nn.Linear, "8da8w": nn.Linear, "emb4": nn.Embedding, "emb8": nn.Embedding, "fp32": nn.Module,
-           "gguf": nn.Module, "q4": nn.Linear, "q8": nn.Embedding}
+           "gguf": nn.Module, "q4": nn.Linear, "q8": nn.Embedding, "tied8": nn.Linear}
+TIED_TABLE = "model.embed_tokens"  # the table a tied lm_head shares (common.checkpoint's tie map)
 GROUP_SIZES = {"8da4w": (32, 64, 128), "emb4": (32, 64, 128, 256), "emb8": (32, 64, 128, 256), "q4": (32,), "q8": (32,)}
 PRESETS = ("gguf", "fp32", "8da4w", "8da8w")  # --quantize values
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -189,13 +191,14 @@ def gguf_scheme(qtype, module: nn.Module) -> str:
     return "q4" if qtype in INT4_EXACT else "8da8w"  # Q5_*, Q6_K, Q8_0: int8 per channel keeps nearly all of it
 
 
-def resolve_gguf(recipe: Recipe, model: nn.Module, qtypes: dict[str, Any]) -> Recipe:
+def resolve_gguf(recipe: Recipe, model: nn.Module, qtypes: dict[str, Any], tied: bool = False) -> Recipe:
     """`recipe` with each `gguf` rule replaced, module by module, by the scheme the file's type for that module's
-    weight gives (`qtypes`: module name -> gguf.GGMLQuantizationType). The result names every module: it is what
-    a quantize_and_save directory records."""
+    weight gives (`qtypes`: module name -> gguf.GGMLQuantizationType). A `tied` lm_head whose table becomes int8
+    reads that table (tied8) instead of storing it twice. The result names every module: it is what a
+    quantize_and_save directory records."""
     if not any(r.scheme == "gguf" for r in recipe.rules):
         return recipe
-    rules = []
+    rules: list[Rule] = []
     for name, mod in model.named_modules():
         rule = recipe.rule_for(name, mod)
         if rule is None:
@@ -205,6 +208,9 @@ def resolve_gguf(recipe: Recipe, model: nn.Module, qtypes: dict[str, Any]) -> Re
                 raise UserError(f"recipe rule {rule.pattern!r}: scheme gguf needs a GGUF checkpoint, and {name} has "
                                 "no tensor in it")
             scheme = gguf_scheme(qtypes[name], mod)
+            table = next((r.scheme for r in rules if r.pattern == re.escape(TIED_TABLE)), None)
+            if tied and name == "lm_head" and table in ("q8", "emb8"):
+                scheme = "tied8"
             rule = Rule(re.escape(name), scheme)  # 8da8w: least-squares scales (measured better than absmax here)
         else:
             rule = Rule(re.escape(name), rule.scheme, rule.group_size, rule.scale_method)
@@ -266,7 +272,19 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
                 emb = model.get_submodule(name)
                 _replace(model, name, QuantizedEmbedding.from_float(emb.weight, int(rule.scheme[3:]), rule.group_size,
                                                                     rule.scale_method))
+        _tie_heads(model, [n for n, r in targets.items() if r.scheme == "tied8"])
     return model
+
+
+def _tie_heads(model: nn.Module, names: list[str]) -> None:
+    """Make the tied8 linears `names` read TIED_TABLE's int8 table (after the tables are quantized)."""
+    from common.quant.tied_head import TiedQ8Head
+
+    for name in names:
+        table = model.get_submodule(TIED_TABLE)
+        if not (isinstance(table, QuantizedEmbedding) and table.bits == 8):
+            raise UserError(f"{name}: scheme tied8 reads {TIED_TABLE}'s int8 table; quantize it with q8 or emb8")
+        _replace(model, name, TiedQ8Head(table))
 
 
 def _keep_int4_blocks(model: nn.Module, names: list[str], blocks: Callable[[str, str], Any]) -> None:
@@ -353,3 +371,4 @@ def quantized_shells(model: nn.Module, recipe: Recipe) -> None:
             _replace(model, name, QuantizedEmbedding(mod.num_embeddings, mod.embedding_dim, bits, rule.group_size))
         elif rule.scheme == "q4":
             _replace(model, name, BlockOffsetLinear(mod, mod.in_features, mod.out_features))
+    _tie_heads(model, [n for n, r in plan(model, recipe).items() if r.scheme == "tied8"])

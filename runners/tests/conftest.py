@@ -1,6 +1,6 @@
 """Fixtures for the C++ runner tests: built runners and tiny qwen3 .pte files.
 
-The SmolLM2 8da4w .pte (llama custom ops) is the root conftest.py's `smollm2_pte`, shared with the Python tests."""
+The SmolLM2 gguf-preset .pte (llama custom ops, the zoo's tied-head kernel) is the root conftest.py's `smollm2_pte`, shared with the Python tests."""
 
 from __future__ import annotations
 

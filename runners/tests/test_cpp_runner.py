@@ -4,7 +4,7 @@ Greedy tokens must equal common.runtime.generate on the same fp32 .pte, with and
 (which the runner implements itself, runners/src/llama_kernels.cpp); the C++ tokenizer must give the HF
 tokenizer's ids; bad input must fail with one clear line (usage errors: exit 2 with the usage).
 
-On the 8da4w SmolLM2 .pte the runner's attention kernel and ExecuTorch's sum in different orders, and XNNPACK's
+On the SmolLM2 .pte (the gguf preset: int8-dynamic linears, the zoo's tied-head kernel) the runner's attention kernel and ExecuTorch's sum in different orders, and XNNPACK's
 int8-dynamic GEMMs round differently per CPU and batch shape; the greedy paths may part at any token (on AVX-512
 VNNI, Python's own one-call and token-by-token prefills part at the 2nd token). There every token the C++ runner
 picks must be a near-tie in the Python runtime's logits along the same tokens (greedy_gaps), and the answer must be
@@ -28,10 +28,10 @@ LLAMA3_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1
 QWEN2_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 PROMPT = "The capital of France is"
 # Largest logit gap (Python's best minus the C++ runner's pick, along the C++ tokens) that int8-dynamic noise explains
-# on the 8da4w SmolLM2 .pte. Measured 2026-11-26 on AVX-512 VNNI, Python token-by-token greedy scored by Python
+# on the int8-dynamic SmolLM2 .pte. Measured 2026-11-26 on AVX-512 VNNI on the 8da4w build, Python token-by-token greedy scored by Python
 # one-call prefill (the paths part at the 2nd token of the chat prompt): at most 0.34; the logits span ~20, so a
 # wrong program picks tokens many units below the best.
-MAX_GAP_8DA4W = 1.0
+MAX_GAP_INT8 = 1.0
 
 
 def run(binary: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -52,7 +52,8 @@ def assert_near_greedy(pte: Path, prompt_ids: list[int], tokens: list[int]) -> N
     model = PteModel(pte)
     stop = next((i + 1 for i, t in enumerate(tokens) if t in model.eos_ids), len(tokens))
     gaps = greedy_gaps(step_logits(model, prompt_ids, tokens[: stop - 1]), tokens[:stop])
-    assert gaps.max() <= MAX_GAP_8DA4W, gaps
+    print(f"C++ greedy vs Python: largest gap {gaps.max():.3f}")
+    assert gaps.max() <= MAX_GAP_INT8, gaps
 
 
 def python_greedy(pte: Path, prompt_ids: list[int], n: int) -> list[int]:
