@@ -23,7 +23,7 @@ from common.nn.kv_cache import FlatKVCache, causal_mask, start_position
 from common.nn.linear import member_names
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
-from common.nn.rope import RopeScaling, inv_frequencies, rope_tables
+from common.nn.rope import RopeScaling, inv_frequencies, rope_tables, rotate_half_matrix
 
 MAX_SIZE = 1 << 22  # any one model dimension, layer or vocabulary count: larger is a corrupt file, not a model
 
@@ -214,6 +214,10 @@ class Transformer(nn.Module):
 
     def caches(self) -> list[FlatKVCache]:
         return [layer.self_attn.kv_cache for layer in self.model.layers]
+
+    def rotate_half_as_matmul(self) -> None:
+        """RoPE's rotate-half as a matmul (common.export.xnnpack_source_transforms; same numbers)."""
+        self.rope_rot = rotate_half_matrix(self.rope_cos.shape[-1])
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         seq_len = tokens.size(1)

@@ -18,7 +18,6 @@ from common.contract import Contract
 from common.errors import UserError
 from common.io import atomic_path
 from common.nn.norm import RMSNorm
-from common.nn.rope import rotate_half_matrix
 
 BACKENDS = ("xnnpack", "portable")
 
@@ -48,8 +47,8 @@ def xnnpack_source_transforms(model: nn.Module) -> nn.Module:
     # tensor). With the SDPA kernel (rotated k feeding the in-place cache copy) its partitioner then finds a
     # dependency cycle, so only with kernels that write the cache in an op of their own.
     kernel = getattr(model, "kernel", None)
-    if kernel is not None and kernel.writes_cache_in_op and hasattr(model, "rope_rot"):
-        model.rope_rot = rotate_half_matrix(model.rope_cos.shape[-1])
+    if kernel is not None and kernel.writes_cache_in_op and hasattr(model, "rotate_half_as_matmul"):
+        model.rotate_half_as_matmul()
     return model
 
 

@@ -19,8 +19,8 @@ from common.errors import UserError
 
 GGUF_MAGIC = b"GGUF"
 
-# GGUF tensor name (after "blk.N.") -> HF suffix (after "model.layers.N.").
-_LAYER_NAMES = {
+# GGUF tensor name (after "blk.N.") -> HF suffix (after "model.layers.N."), llama-style; families extend it.
+LAYER_NAMES = {
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -75,13 +75,14 @@ def gguf_metadata(reader) -> dict[str, Any]:
     return meta
 
 
-def hf_name(gguf_name: str) -> str | None:
-    """HF state-dict key for llama.cpp's name of a llama-style tensor (None for tensors not used, e.g. rope_freqs)."""
+def hf_name(gguf_name: str, layer_names: dict[str, str] = LAYER_NAMES) -> str | None:
+    """HF state-dict key for llama.cpp's name of a llama-style tensor (None for tensors not used, e.g. rope_freqs);
+    `layer_names` maps a family's own block tensor names."""
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
     m = _BLOCK.fullmatch(gguf_name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+    if m and m.group(2) in layer_names:
+        return f"model.layers.{m.group(1)}.{layer_names[m.group(2)]}.{m.group(3)}"
     return None
 
 

@@ -7,6 +7,7 @@ import importlib
 FAMILIES = (
     "llama3",
     "qwen3",
+    "gemma4_31b",
 )
 
 

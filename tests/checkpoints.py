@@ -6,7 +6,8 @@
 - `write_gguf`: the same weights as llama.cpp's convert_hf_to_gguf writes them (names from `gguf`'s own
   tensor map, q/k permuted for arch llama, F32 or a quantized type) with its tokenizer metadata.
 
-Everything is parameterized by architecture ("llama" or "qwen3"), so each model package's tests share it.
+Everything is parameterized by architecture ("llama", "qwen3", "gemma3", "gemma4"), so each model package's tests
+share it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ LLAMA3_SPLIT = (
 )
 # GGUF `tokenizer.ggml.pre` naming each split (what llama.cpp writes and transformers' GGUF reader maps back).
 GGUF_PRE = {QWEN2_SPLIT: "qwen2", LLAMA3_SPLIT: "llama-bpe"}
-HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM",
+              "gemma4": "Gemma4ForCausalLM"}
 
 CORPUS = [
     "The capital of France is Paris. The capital of Germany is Berlin.",
@@ -105,6 +107,8 @@ def tiny_hf_model(arch: str, seed: int = 0, **config):
 
     cls = getattr(transformers, HF_CLASSES[arch])
     cfg = cls.config_class(**config)
+    if arch.startswith("gemma"):
+        cfg._attn_implementation = "eager"  # the reference path for Gemma's sliding windows
     torch.manual_seed(seed)
     model = cls(cfg).eval()
     with torch.no_grad():
@@ -115,6 +119,9 @@ def tiny_hf_model(arch: str, seed: int = 0, **config):
                 p.normal_(0, 1)
             else:
                 p.normal_(0, p.shape[1] ** -0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("layer_scalar"):  # Gemma 4's per-layer output scale: a checkpoint tensor
+                b.uniform_(0.5, 1.5)
     return model
 
 
@@ -143,6 +150,8 @@ def gguf_tensors(model, arch: str, permute_qk: bool | None = None) -> dict[str, 
         if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
         t = t.detach().float()
+        if arch == "gemma3" and hf_name.endswith("norm.weight"):
+            t = t + 1  # llama.cpp stores Gemma's (1 + w) norm weights as 1 + w
         if permute_qk and hf_name.endswith("self_attn.q_proj.weight"):
             t = permute(t, cfg.num_attention_heads)
         elif permute_qk and hf_name.endswith("self_attn.k_proj.weight"):
@@ -230,6 +239,7 @@ def write_gguf(
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rope = getattr(cfg, "rope_parameters", None) or {}
+    rope = rope.get("full_attention", rope)  # Gemma: per layer type; llama.cpp's freq_base is the global layers'
     theta = rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(f"tiny-{arch}")
@@ -247,6 +257,8 @@ def write_gguf(
     writer.add_rope_freq_base(float(theta))
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
+    if arch == "gemma3":
+        writer.add_sliding_window(cfg.sliding_window)
     if tokenizer is not None:
         _tokenizer_metadata(writer, tokenizer, cfg.vocab_size, cfg.bos_token_id, split)
     if rope_freqs is not None:
@@ -278,6 +290,25 @@ TINY = {
         ids=dict(bos_token_id="<|endoftext|>", eos_token_id="<|im_end|>"),
         chat_template="qwen3_chat_template.jinja",
     ),
+    # Gemma 3: query_pre_attn_scalar = head_dim, as llama.cpp assumes below 27B (its GGUF has no such key).
+    "gemma3": dict(
+        config=dict(_TINY_BASE, num_hidden_layers=6, head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+                    rms_norm_eps=1e-6),
+        bpe=dict(special_tokens=("<bos>", "<eos>", "<end_of_turn>"), added_tokens=(), split=LLAMA3_SPLIT),
+        tokens=dict(bos_token="<bos>", eos_token="<eos>", add_bos_token=True),
+        ids=dict(bos_token_id="<bos>", eos_token_id="<eos>", pad_token_id="<eos>"),
+        chat_template=None,
+    ),
+    # Gemma 4 31B's shape in miniature (../shared/specs/gemma4.md): K=V full layers with their own head size.
+    "gemma4": dict(
+        config=dict(_TINY_BASE, num_hidden_layers=6, head_dim=16, global_head_dim=32, num_global_key_value_heads=1,
+                    attention_k_eq_v=True, hidden_size_per_layer_input=0, num_kv_shared_layers=0,
+                    enable_moe_block=False, sliding_window=4, final_logit_softcapping=30.0, rms_norm_eps=1e-6),
+        bpe=dict(special_tokens=("<bos>", "<eos>", "<turn|>"), added_tokens=(), split=LLAMA3_SPLIT),
+        tokens=dict(bos_token="<bos>", eos_token="<eos>", add_bos_token=True),
+        ids=dict(bos_token_id="<bos>", eos_token_id="<eos>", pad_token_id="<eos>"),
+        chat_template=None,
+    ),
     "llama": dict(
         config=dict(_TINY_BASE, rope_theta=500000.0, rms_norm_eps=1e-5),
         bpe=dict(special_tokens=("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"), added_tokens=(),
@@ -290,7 +321,8 @@ TINY = {
 
 
 def write_tiny(arch: str, directory: str | os.PathLike, seed: int = 0, **config):
-    """A tiny random `arch` checkpoint: `directory`/hf (HF dir with tokenizer) and `directory`/model.gguf (F32).
+    """A tiny random `arch` checkpoint: `directory`/hf (HF dir with tokenizer) and `directory`/model.gguf (F32; none
+    for gemma4).
 
     `config` overrides TINY[arch]["config"] (HF config kwargs). Returns (hf_model, hf_dir, gguf_path)."""
     from common.tokenizer import load_tokenizer
@@ -303,7 +335,9 @@ def write_tiny(arch: str, directory: str | os.PathLike, seed: int = 0, **config)
     hf_dir = save_hf_checkpoint(model, directory / "hf")
     template = (DATA / spec["chat_template"]).read_text(encoding="utf-8") if spec["chat_template"] else None
     save_tokenizer(backend, hf_dir, chat_template=template, **spec["tokens"])
-    gguf_path = write_gguf(directory / "model.gguf", model, arch, load_tokenizer(hf_dir), split=spec["bpe"]["split"])
+    gguf_path = None
+    if arch != "gemma4":  # llama.cpp has no Gemma 4 text converter yet
+        gguf_path = write_gguf(directory / "model.gguf", model, arch, load_tokenizer(hf_dir), split=spec["bpe"]["split"])
     return model, hf_dir, gguf_path
 
 

@@ -70,7 +70,11 @@ def attention_kernel(custom_ops: bool):
 
 
 class Attention(nn.Module):
-    """GQA with optional per-head q/k RMSNorm (Qwen3). Module names follow HF so HF state dicts load unchanged."""
+    """GQA with optional per-head q/k RMSNorm (Qwen3, Gemma). Module names follow HF so HF state dicts load unchanged.
+
+    Gemma's options: `norm_offset` 1 for its (1 + w) q/k norms (Gemma 3), `v_norm` a weightless RMSNorm on v,
+    `k_eq_v` no v_proj (V is the k_proj output before k's norm and RoPE: Gemma 4's full layers), `scale` the
+    attention scale (None: 1/sqrt(head_dim))."""
 
     def __init__(
         self,
@@ -82,30 +86,37 @@ class Attention(nn.Module):
         kernel,
         bias: bool = False,
         qk_norm_eps: float | None = None,
+        norm_offset: float = 0.0,
+        v_norm: bool = False,
+        k_eq_v: bool = False,
+        scale: float | None = None,
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.kernel = kernel
+        self.kernel, self.scale = kernel, scale
         self.q_proj = nn.Linear(dim, n_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=bias)
+        self.v_proj = None if k_eq_v else nn.Linear(dim, n_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(n_heads * head_dim, dim, bias=False)
-        self.q_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps is not None else None
-        self.k_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps is not None else None
+        norm = (lambda: RMSNorm(head_dim, qk_norm_eps, norm_offset)) if qk_norm_eps is not None else (lambda: None)
+        self.q_norm, self.k_norm = norm(), norm()
+        self.v_norm = RMSNorm(head_dim, qk_norm_eps or 1e-6, with_weight=False) if v_norm else None
         self.qkv_proj: nn.Linear | None = None
         self.kv_cache = cache
 
     def fuse(self) -> None:
-        """q_proj + k_proj + v_proj -> one qkv_proj (see common.nn.linear.fuse_linears)."""
-        self.qkv_proj = fuse_linears(self.q_proj, self.k_proj, self.v_proj)
+        """q_proj + k_proj (+ v_proj) -> one qkv_proj (see common.nn.linear.fuse_linears)."""
+        self.qkv_proj = fuse_linears(*(p for p in (self.q_proj, self.k_proj, self.v_proj) if p is not None))
         del self.q_proj, self.k_proj, self.v_proj
 
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.qkv_proj is None:
-            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+            k = self.k_proj(x)
+            return self.q_proj(x), k, k if self.v_proj is None else self.v_proj(x)
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         qkv = self.qkv_proj(x)
-        return qkv[..., :q_dim], qkv[..., q_dim : q_dim + kv_dim], qkv[..., q_dim + kv_dim :]
+        k = qkv[..., q_dim : q_dim + kv_dim]
+        return qkv[..., :q_dim], k, qkv[..., q_dim + kv_dim :] if qkv.shape[-1] > q_dim + kv_dim else k
 
     def forward(
         self,
@@ -126,7 +137,9 @@ class Attention(nn.Module):
         v = v.reshape(bsz, -1, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.v_norm is not None:
+            v = self.v_norm(v)
         q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
         k_all, v_all = self.kv_cache.update(start, k, v, self.kernel)
-        out = self.kernel.attend(q, k_all, v_all, start, mask)
+        out = self.kernel.attend(q, k_all, v_all, start, mask, self.scale)
         return self.o_proj(out.reshape(bsz, -1, self.n_heads * self.head_dim))

@@ -19,9 +19,11 @@ def start_position(input_pos: torch.Tensor, seq_len: int, capacity: int) -> int:
     return start
 
 
-def causal_mask(n: int) -> torch.Tensor:
-    """Additive [n, n] mask: row i (query at position i) reads positions 0..i of a flat cache."""
-    return torch.full((n, n), float("-inf")).triu(1)
+def causal_mask(n: int, window: int | None = None) -> torch.Tensor:
+    """Additive [n, n] mask: row i (query at position i) reads positions 0..i of a flat cache, or with a sliding
+    `window` the last `window` of them, i - window < j <= i (HF's sliding_window: the query's own included)."""
+    mask = torch.full((n, n), float("-inf")).triu(1)
+    return mask if window is None else mask + torch.full((n, n), float("-inf")).tril(-window)
 
 
 class FlatKVCache(nn.Module):

@@ -14,6 +14,10 @@
 // built as a shared library the Python runtime loads (common/kernels.py, library "zoo").
 #include <cstdint>
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
@@ -25,33 +29,45 @@ using executorch::aten::Tensor;
 using executorch::runtime::Error;
 using executorch::runtime::KernelRuntimeContext;
 
-constexpr int64_t kLanes = 16;  // float accumulators per row: one AVX-512 register, two AVX2 ones
-
-// One output row for `rows` input rows: acc[m][l] gathers lane l of every group, each group's 16-wide partial
-// dot product scaled once. Lane-wise arithmetic only, so the compiler vectorizes it without reassociating.
-template <int64_t kGroup>
-void q8_row(const int8_t* code, const float* scale, const float* x, int64_t K, int64_t rows, int64_t x_stride,
-            float* y, int64_t y_stride) {
-  static_assert(kGroup % kLanes == 0, "group must be a multiple of the lane count");
-  for (int64_t m = 0; m < rows; ++m) {
-    const float* xm = x + m * x_stride;
-    float acc[kLanes] = {};
-    for (int64_t g = 0; g < K / kGroup; ++g) {
-      const int8_t* c = code + g * kGroup;
-      const float* xg = xm + g * kGroup;
-      float part[kLanes] = {};
-      for (int64_t j = 0; j < kGroup; j += kLanes)
-        for (int64_t l = 0; l < kLanes; ++l) part[l] += static_cast<float>(c[j + l]) * xg[j + l];
-      const float s = scale[g];
-      for (int64_t l = 0; l < kLanes; ++l) acc[l] += s * part[l];
-    }
-    float sum = 0;
-    for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
-    y[m * y_stride] = sum;
+// Dot product of one row of group-32 codes with x, each group's partial sum scaled by its scale:
+//   sum_g scale[g] * sum_{k < 32} code[32 g + k] * x[32 g + k]
+// AVX-512 / AVX2 (compiled for the building CPU: -march=native), a scalar loop elsewhere (NEON: the same shape).
+inline float q8_dot32(const int8_t* code, const float* scale, const float* x, int64_t groups) {
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g, code += 32, x += 32) {
+    const __m512 c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code))));
+    const __m512 c1 =
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + 16))));
+    const __m512 part = _mm512_fmadd_ps(c1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(c0, _mm512_loadu_ps(x)));
+    acc = _mm512_fmadd_ps(part, _mm512_set1_ps(scale[g]), acc);
   }
+  return _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g, code += 32, x += 32) {
+    __m256 part = _mm256_setzero_ps();
+    for (int j = 0; j < 32; j += 8) {
+      const __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(code + j))));
+      part = _mm256_fmadd_ps(c, _mm256_loadu_ps(x + j), part);
+    }
+    acc = _mm256_fmadd_ps(part, _mm256_set1_ps(scale[g]), acc);
+  }
+  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  const __m128 quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)));
+#else
+  float sum = 0;
+  for (int64_t g = 0; g < groups; ++g, code += 32, x += 32) {
+    float part = 0;
+    for (int k = 0; k < 32; ++k) part += static_cast<float>(code[k]) * x[k];
+    sum += scale[g] * part;
+  }
+  return sum;
+#endif
 }
 
-// Any group size: the plain loop (a fallback; the zoo's tables are group 32).
+// Any other group size: the plain loop (the zoo's tables are group 32).
 void q8_row_any(const int8_t* code, const float* scale, int64_t group, const float* x, int64_t K, int64_t rows,
                 int64_t x_stride, float* y, int64_t y_stride) {
   for (int64_t m = 0; m < rows; ++m) {
@@ -96,10 +112,11 @@ Tensor& linear_q8_out(KernelRuntimeContext& ctx, const Tensor& input, const Tens
     for (int64_t n = begin; n < end; ++n) {
       const int8_t* code = cp + n * K;
       const float* scale = sp + n * G;
-      if (group == 32)
-        q8_row<32>(code, scale, xp, K, M, K, yp + n, N);
-      else
+      if (group == 32) {
+        for (int64_t m = 0; m < M; ++m) yp[m * N + n] = q8_dot32(code, scale, xp + m * K, G);
+      } else {
         q8_row_any(code, scale, group, xp, K, M, K, yp + n, N);
+      }
     }
   });
   return out;
