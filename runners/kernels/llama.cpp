@@ -4,7 +4,8 @@
 //
 // Semantics follow executorch/extension/llm/custom_ops (op_update_cache.cpp, op_sdpa.cpp) for the way the zoo
 // calls them: caches [B, L, Hkv, D] (sequence before heads), query [B, S, Hq, D] at positions
-// start_pos .. start_pos + S - 1, causal, grouped-query (head h reads kv head h / (Hq / Hkv)), no mask.
+// start_pos .. start_pos + S - 1, grouped-query (head h reads kv head h / (Hq / Hkv)), causal, or with an
+// additive float mask [S, >= start_pos + S] instead (Gemma's sliding-window layers).
 //
 // A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, it
 // registers its kernels before main. Declared for Python in common/kernels.py (library "llama").
@@ -59,14 +60,23 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
                         optional<double> scale, Tensor& out) {
   ET_KERNEL_CHECK_MSG(ctx, is_float_4d(q) && is_float_4d(k) && is_float_4d(v), InvalidArgument, out,
                       "custom_sdpa: expected 4-D float query and caches");
-  ET_KERNEL_CHECK_MSG(ctx, !attn_mask.has_value() && dropout_p == 0.0 && is_causal, InvalidArgument, out,
-                      "custom_sdpa: this kernel supports the causal, unmasked, dropout-free call only");
+  // Two calls: causal by position (no mask), or an additive float mask [S, >= start_pos + S] over the cache's
+  // positions (the sliding windows of Gemma's layers), which replaces the causal rule as ExecuTorch's own does.
+  const bool masked = attn_mask.has_value();
+  ET_KERNEL_CHECK_MSG(ctx, dropout_p == 0.0 && is_causal != masked, InvalidArgument, out,
+                      "custom_sdpa: this kernel supports the causal call and the masked one, without dropout");
   const int64_t S = q.size(1), Hq = q.size(2), D = q.size(3), L = k.size(1), Hkv = k.size(2);
   ET_KERNEL_CHECK_MSG(ctx,
                       q.size(0) == 1 && k.size(0) == 1 && v.size(1) == L && v.size(2) == Hkv && k.size(3) == D &&
                           v.size(3) == D && Hkv > 0 && Hq % Hkv == 0 && start_pos >= 0 && start_pos + S <= L,
                       InvalidArgument, out, "custom_sdpa: query/cache shapes do not match");
+  ET_KERNEL_CHECK_MSG(ctx,
+                      !masked || (attn_mask->dim() == 2 && attn_mask->scalar_type() == ScalarType::Float &&
+                                  attn_mask->size(0) == S && attn_mask->size(1) >= start_pos + S),
+                      InvalidArgument, out, "custom_sdpa: expected a float mask [S, >= start_pos + S]");
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out);
+  const float* mp = masked ? attn_mask->const_data_ptr<float>() : nullptr;
+  const int64_t mask_stride = masked ? attn_mask->size(1) : 0;
 
   const float sc = scale.has_value() ? static_cast<float>(scale.value()) : 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t group = Hq / Hkv;
@@ -78,11 +88,13 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   executorch::extension::parallel_for(0, S * Hq, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(static_cast<size_t>(start_pos + S));
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task / Hq, h = task % Hq, kvh = h / group, n = start_pos + i + 1;
+      // keys 0 .. n-1: up to the query's own position (causal), or every written position (the mask decides)
+      const int64_t i = task / Hq, h = task % Hq, kvh = h / group, n = masked ? start_pos + S : start_pos + i + 1;
       const float* qrow = qp + (i * Hq + h) * D;
+      const float* mrow = masked ? mp + i * mask_stride : nullptr;
       float mx = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
-        scores[j] = dot(qrow, kp + (j * Hkv + kvh) * D, D) * sc;
+        scores[j] = dot(qrow, kp + (j * Hkv + kvh) * D, D) * sc + (mrow ? mrow[j] : 0.0f);
         mx = std::max(mx, scores[j]);
       }
       float sum = 0;

@@ -18,16 +18,24 @@ WINDOW, MAX_SEQ_LEN, MAX_CONTEXT_LEN = 4, 2 * 4 + 1, 32  # the tiny configs' win
 IDS = [2, 17, 42, 99, 5, 250, 31, 64, 7, 300, 12, 8, 77, 123, 9, 200, 45, 3, 88, 150]
 
 
-@pytest.mark.parametrize("arch, flags", [("gemma4", ()), ("gemma3", ("--no-custom-ops",))])
-def test_fp32_pte_chunked_prefill_matches_transformers(arch: str, flags: tuple[str, ...], tmp_path) -> None:
+@pytest.fixture(scope="module", params=[("gemma4", ()), ("gemma3", ("--no-custom-ops",))], ids=["gemma4", "gemma3"])
+def exported(request, tmp_path_factory: pytest.TempPathFactory):
+    """(arch, HF model, .pte path): a tiny checkpoint exported fp32 through the export CLI."""
     from tests.checkpoints import write_tiny
 
-    hf, hf_dir, _ = write_tiny(arch, tmp_path / "tiny")
-    out = tmp_path / "pte" / "model.pte"
+    arch, flags = request.param
+    root = tmp_path_factory.mktemp(f"{arch}-export")
+    hf, hf_dir, _ = write_tiny(arch, root / "tiny")
+    out = root / "pte" / "model.pte"
     stdout = cli_stdout(lambda: run_cli(export_main(FAMILY), [
         "--checkpoint", str(hf_dir), "--quantize", "fp32", "--max-seq-len", str(MAX_SEQ_LEN),
         "--max-context-len", str(MAX_CONTEXT_LEN), "--output", str(out), *flags]))
     assert ("custom_sdpa" in stdout) == (not flags)
+    return arch, hf, out
+
+
+def test_fp32_pte_chunked_prefill_matches_transformers(exported) -> None:
+    _, hf, out = exported
     pte = PteModel(out)
     with torch.no_grad():
         ref = hf(torch.tensor([IDS])).logits[0]
@@ -36,3 +44,17 @@ def test_fp32_pte_chunked_prefill_matches_transformers(arch: str, flags: tuple[s
             end = min(start + chunk, len(IDS))
             err = (pte.forward(IDS[start:end], start) - ref[end - 1]).abs().max()
             assert err <= 1e-4, (chunk, start, err)
+
+
+def test_cpp_runner_gives_the_python_runners_tokens(exported, tmp_path) -> None:
+    """`make gemma4_31b-xnnpack`: the C++ runner's greedy tokens on the fp32 program equal the Python runtime's,
+    across several prefill chunks and past the sliding window."""
+    from runners.tests.conftest import build_runner
+    from runners.tests.test_cpp_runner import cpp_ids, python_greedy
+
+    _, _, out = exported
+    runner = build_runner("gemma4_31b")
+    (tmp_path / "ids.txt").write_text(" ".join(map(str, IDS[:12])))
+    got = cpp_ids(runner, "--model", str(out), "--prompt-ids", str(tmp_path / "ids.txt"), "--max-new-tokens", "12",
+                  "--ignore-eos", "--print-ids")
+    assert got == python_greedy(out, IDS[:12], 12)
