@@ -35,6 +35,18 @@ def positive_int(value: Any, key: str, source: str) -> int:
     return value
 
 
+def gguf_getter(meta: dict[str, Any], arch: str, path: str) -> Callable[..., Any]:
+    """get(key, default=None): GGUF metadata `arch.key`, or a UserError naming the file when absent and no default."""
+
+    def get(key: str, default: Any = None) -> Any:
+        value = meta.get(f"{arch}.{key}", default)
+        if value is None:
+            raise UserError(f"{path}: GGUF metadata lacks '{arch}.{key}'")
+        return value
+
+    return get
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -112,12 +124,7 @@ class ModelConfig:
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], arch: str, path: str = "GGUF", **family: Any) -> ModelConfig:
         """Build from GGUF metadata under `arch.*` (llama.cpp's key names); vocab_size comes from the caller."""
-
-        def get(key: str, default: Any = None) -> Any:
-            value = meta.get(f"{arch}.{key}", default)
-            if value is None:
-                raise UserError(f"{path}: GGUF metadata lacks '{arch}.{key}'")
-            return value
+        get = gguf_getter(meta, arch, path)
 
         n_heads = positive_int(get("attention.head_count"), f"{arch}.attention.head_count", path)
         dim = positive_int(get("embedding_length"), f"{arch}.embedding_length", path)
@@ -188,7 +195,30 @@ class Body(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
 
-class Transformer(nn.Module):
+class DecoderModel(nn.Module):
+    """What every decoder family's model shares: HF-named `model.layers` whose attention holds a KV cache and whose
+    projections fuse (q/k/v where there is a v_proj; gate/up)."""
+
+    def caches(self) -> list[FlatKVCache]:
+        return [layer.self_attn.kv_cache for layer in self.model.layers]
+
+    def reset_cache(self) -> None:
+        for cache in self.caches():
+            cache.reset()
+
+    def fuse_projections(self, allow: Callable[[list[str]], bool] = lambda names: True) -> DecoderModel:
+        """Fuse each layer's q/k/v and gate/up linears where `allow(their names)` (exact; state-dict names change:
+        qkv_proj, gate_up_proj). Layers without a v_proj (Gemma 4's K=V) keep q and k apart."""
+        for i, layer in enumerate(self.model.layers):
+            attn = layer.self_attn
+            if getattr(attn, "v_proj", None) is not None and allow(list(member_names(f"model.layers.{i}.self_attn.qkv_proj"))):
+                attn.fuse()
+            if allow(list(member_names(f"model.layers.{i}.mlp.gate_up_proj"))):
+                layer.mlp.fuse()
+        return self
+
+
+class Transformer(DecoderModel):
     def __init__(self, cfg: ModelConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False):
         super().__init__()
         self.cfg = cfg
@@ -212,9 +242,6 @@ class Transformer(nn.Module):
             for cache in self.caches():
                 cache.init_buffers()
 
-    def caches(self) -> list[FlatKVCache]:
-        return [layer.self_attn.kv_cache for layer in self.model.layers]
-
     def rotate_half_as_matmul(self) -> None:
         """RoPE's rotate-half as a matmul (common.export.xnnpack_source_transforms; same numbers)."""
         self.rope_rot = rotate_half_matrix(self.rope_cos.shape[-1])
@@ -232,17 +259,3 @@ class Transformer(nn.Module):
         if self.last_logits_only:
             x = x[:, -1:, :]
         return self.lm_head(x)
-
-    def fuse_projections(self, allow: Callable[[list[str]], bool] = lambda names: True) -> Transformer:
-        """Fuse each layer's q/k/v and gate/up linears where `allow(their names)` (exact; state-dict names change:
-        qkv_proj, gate_up_proj)."""
-        for i, layer in enumerate(self.model.layers):
-            if allow(list(member_names(f"model.layers.{i}.self_attn.qkv_proj"))):
-                layer.self_attn.fuse()
-            if allow(list(member_names(f"model.layers.{i}.mlp.gate_up_proj"))):
-                layer.mlp.fuse()
-        return self
-
-    def reset_cache(self) -> None:
-        for cache in self.caches():
-            cache.reset()

@@ -347,4 +347,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in TINY:
         sys.exit(f"usage: python -m tests.checkpoints {{{','.join(TINY)}}} OUTPUT_DIR")
     _, hf_dir, gguf_path = write_tiny(sys.argv[1], sys.argv[2])
-    print(f"wrote {hf_dir}/ and {gguf_path}")
+    print(f"wrote {hf_dir}/" + (f" and {gguf_path}" if gguf_path else ""))

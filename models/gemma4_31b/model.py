@@ -13,20 +13,18 @@ forward(tokens [1, S] int64, input_pos [1] int64) -> logits: the causal-LM `.pte
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from common.decoder import positive_int
+from common.decoder import DecoderModel, gguf_getter, positive_int
 from common.errors import UserError
 from common.family import Family
 from common.gguf_loader import LAYER_NAMES, hf_name, vocab_and_tie
 from common.nn.attention import SDPA, Attention
 from common.nn.kv_cache import FlatKVCache, causal_mask, start_position
-from common.nn.linear import member_names
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
 from common.nn.rope import inv_frequencies, rope_tables, rotate_half_matrix
@@ -195,7 +193,7 @@ class Body(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_offset)
 
 
-class Gemma(nn.Module):
+class Gemma(DecoderModel):
     def __init__(self, cfg: GemmaConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False):
         super().__init__()
         self.cfg, self.max_context_len, self.kernel = cfg, max_context_len, kernel
@@ -221,9 +219,6 @@ class Gemma(nn.Module):
         if caches:
             for cache in self.caches():
                 cache.init_buffers()
-
-    def caches(self) -> list[FlatKVCache]:
-        return [layer.self_attn.kv_cache for layer in self.model.layers]
 
     def rotate_half_as_matmul(self) -> None:
         """RoPE's rotate-half as a matmul (common.export.xnnpack_source_transforms; same numbers)."""
@@ -251,19 +246,6 @@ class Gemma(nn.Module):
             logits = torch.tanh(logits / self.cfg.final_softcap) * self.cfg.final_softcap
         return logits
 
-    def fuse_projections(self, allow: Callable[[list[str]], bool] = lambda names: True) -> Gemma:
-        """Fuse q/k/v (not on K=V layers) and gate/up where `allow(their names)` (exact)."""
-        for i, layer in enumerate(self.model.layers):
-            if layer.self_attn.v_proj is not None and allow(list(member_names(f"model.layers.{i}.self_attn.qkv_proj"))):
-                layer.self_attn.fuse()
-            if allow(list(member_names(f"model.layers.{i}.mlp.gate_up_proj"))):
-                layer.mlp.fuse()
-        return self
-
-    def reset_cache(self) -> None:
-        for cache in self.caches():
-            cache.reset()
-
 
 # llama.cpp's gemma3 block tensors that differ from the llama-style names (ffn_norm is Gemma's pre-FFN norm)
 GEMMA_LAYER_NAMES = LAYER_NAMES | {
@@ -281,12 +263,7 @@ def gguf_name(name: str) -> str | None:
 def config_from_gguf(ckpt) -> GemmaConfig:
     """From a llama.cpp `gemma3` GGUF (q/k stored as HF has them: no un-permutation)."""
     meta, path = ckpt.gguf_meta, ckpt.path
-
-    def get(key: str, default: Any = None) -> Any:
-        value = meta.get(f"gemma3.{key}", default)
-        if value is None:
-            raise UserError(f"{path}: GGUF metadata lacks 'gemma3.{key}'")
-        return value
+    get = gguf_getter(meta, "gemma3", path)
 
     n = positive_int(get("block_count"), "gemma3.block_count", path)
     head_dim = get("attention.key_length")
