@@ -53,6 +53,7 @@ class TiedQ8Head(nn.Module):
         if table.bits != 8:
             raise ValueError("TiedQ8Head needs an int8 table")
         self.__dict__["table"] = table  # not a submodule: see the class docstring
+        self.out_features, self.in_features = table.qweight.shape  # nn.Linear's interface (the vocabulary size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.zoo.linear_q8(x, self.table.qweight, self.table.scales)

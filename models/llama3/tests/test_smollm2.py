@@ -52,7 +52,7 @@ def test_pte_knows_paris(smollm2_pte) -> None:
 
 
 # Int8-dynamic noise bounds for the gguf-preset .pte against the eager model quantized the same way, along the same
-# tokens (bounds first measured on the 8da4w build; see the test for the gguf build's figures). XNNPACK's int8
+# tokens (bounds first measured on the 8da4w build; the gguf build, 2026-11-26 on AVX-512 VNNI: KL max 0.0042). XNNPACK's int8
 # GEMMs round activations differently from torchao's reference, and differently per CPU (AVX2 vs AVX-512 VNNI) and
 # per batch shape (one 300-token prefill vs 128-token chunks). Measured 2026-11-26 on this test: KL per position
 # at most 0.007 nats, eager greedy token always the .pte's top 1, on AVX-512 VNNI with the eager side on its
