@@ -208,8 +208,8 @@ def resolve_gguf(recipe: Recipe, model: nn.Module, qtypes: dict[str, Any], tied:
                 raise UserError(f"recipe rule {rule.pattern!r}: scheme gguf needs a GGUF checkpoint, and {name} has "
                                 "no tensor in it")
             scheme = gguf_scheme(qtypes[name], mod)
-            table = next((r.scheme for r in rules if r.pattern == re.escape(TIED_TABLE)), None)
-            if tied and name == "lm_head" and table in ("q8", "emb8"):
+            if tied and name == "lm_head" and next(
+                    (r.scheme for r in rules if r.pattern == re.escape(TIED_TABLE)), None) in ("q8", "emb8"):
                 scheme = "tied8"
             rule = Rule(re.escape(name), scheme)  # 8da8w: least-squares scales (measured better than absmax here)
         else:

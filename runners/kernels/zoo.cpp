@@ -29,6 +29,18 @@ using executorch::aten::Tensor;
 using executorch::runtime::Error;
 using executorch::runtime::KernelRuntimeContext;
 
+// Dot product of one row of codes with x over `groups` groups of `group` columns, each group's partial sum
+// scaled by its scale: the plain loop (any group size; the scalar build's group-32 path too).
+inline float q8_dot_any(const int8_t* code, const float* scale, int64_t group, const float* x, int64_t groups) {
+  float sum = 0;
+  for (int64_t g = 0; g < groups; ++g, code += group, x += group) {
+    float part = 0;
+    for (int64_t k = 0; k < group; ++k) part += static_cast<float>(code[k]) * x[k];
+    sum += scale[g] * part;
+  }
+  return sum;
+}
+
 // Dot product of one row of group-32 codes with x, each group's partial sum scaled by its scale:
 //   sum_g scale[g] * sum_{k < 32} code[32 g + k] * x[32 g + k]
 // AVX-512 / AVX2 (compiled for the building CPU: -march=native), a scalar loop elsewhere (NEON: the same shape).
@@ -57,29 +69,8 @@ inline float q8_dot32(const int8_t* code, const float* scale, const float* x, in
   const __m128 quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
   return _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)));
 #else
-  float sum = 0;
-  for (int64_t g = 0; g < groups; ++g, code += 32, x += 32) {
-    float part = 0;
-    for (int k = 0; k < 32; ++k) part += static_cast<float>(code[k]) * x[k];
-    sum += scale[g] * part;
-  }
-  return sum;
+  return q8_dot_any(code, scale, 32, x, groups);
 #endif
-}
-
-// Any other group size: the plain loop (the zoo's tables are group 32).
-void q8_row_any(const int8_t* code, const float* scale, int64_t group, const float* x, int64_t K, int64_t rows,
-                int64_t x_stride, float* y, int64_t y_stride) {
-  for (int64_t m = 0; m < rows; ++m) {
-    const float* xm = x + m * x_stride;
-    float sum = 0;
-    for (int64_t g = 0; g < K / group; ++g) {
-      float part = 0;
-      for (int64_t k = g * group; k < (g + 1) * group; ++k) part += static_cast<float>(code[k]) * xm[k];
-      sum += scale[g] * part;
-    }
-    y[m * y_stride] = sum;
-  }
 }
 
 Tensor& linear_q8_out(KernelRuntimeContext& ctx, const Tensor& input, const Tensor& codes, const Tensor& scales,
@@ -112,11 +103,8 @@ Tensor& linear_q8_out(KernelRuntimeContext& ctx, const Tensor& input, const Tens
     for (int64_t n = begin; n < end; ++n) {
       const int8_t* code = cp + n * K;
       const float* scale = sp + n * G;
-      if (group == 32) {
-        for (int64_t m = 0; m < M; ++m) yp[m * N + n] = q8_dot32(code, scale, xp + m * K, G);
-      } else {
-        q8_row_any(code, scale, group, xp, K, M, K, yp + n, N);
-      }
+      for (int64_t m = 0; m < M; ++m)
+        yp[m * N + n] = group == 32 ? q8_dot32(code, scale, xp + m * K, G) : q8_dot_any(code, scale, group, xp + m * K, G);
     }
   });
   return out;
