@@ -219,10 +219,12 @@ class DecoderModel(nn.Module):
 
 
 class Transformer(DecoderModel):
-    def __init__(self, cfg: ModelConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False):
+    def __init__(self, cfg: ModelConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False,
+                 max_seq_len: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.max_context_len = max_context_len
+        self.max_seq_len = max_seq_len or max_context_len  # the longest chunk a call takes
         self.kernel = kernel
         self.last_logits_only = last_logits_only
         self.model = Body(cfg, max_context_len, kernel)

@@ -29,7 +29,7 @@ class Family:
     config_from_hf: Callable[[dict], Any]  # config.json dict -> the family's config
     config_from_gguf: Callable[[Any], Any]  # an opened common.checkpoint.Checkpoint -> the family's config
     to_hf: Callable[[Any], dict]  # the family's config -> a config.json dict transformers reads back
-    build: Callable[..., nn.Module]  # (cfg, max_context_len, kernel, last_logits_only) -> the model
+    build: Callable[..., nn.Module]  # (cfg, max_context_len, kernel, last_logits_only, max_seq_len) -> the model
     gguf_name: Callable[[str], str | None]  # GGUF tensor name -> the model's state-dict key (None: unused)
     fix_gguf_tensor: Callable[[str, torch.Tensor, Any], torch.Tensor] = _same  # (key, tensor, cfg): undo llama.cpp's layout
     default_checkpoint: Callable[[], str] | None = None  # bundled weights, used when --checkpoint is omitted

@@ -46,7 +46,7 @@ class KernelLibrary:
 KERNEL_LIBRARIES = (
     KernelLibrary(
         "llama",
-        ops=("llama::update_cache", "llama::custom_sdpa"),
+        ops=("llama::update_cache", "llama::update_cache_with_indices", "llama::custom_sdpa"),
         python_module="executorch.extension.llm.custom_ops.custom_ops",
         cpp_sources=("runners/kernels/llama.cpp",),  # the wheel's C++ SDK has none: ours
     ),

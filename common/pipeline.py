@@ -64,12 +64,15 @@ def open_checkpoint(family: Family, checkpoint: str | Checkpoint) -> Checkpoint:
 
 def read_config(family: Family, ckpt: Checkpoint):
     """The family's config for an opened checkpoint (config.json errors name the checkpoint's file)."""
-    if ckpt.kind == "gguf":
-        return family.config_from_gguf(ckpt)
     try:
-        return family.config_from_hf(ckpt.hf_config)
+        return family.config_from_gguf(ckpt) if ckpt.kind == "gguf" else family.config_from_hf(ckpt.hf_config)
     except UserError as e:
-        raise UserError(f"{ckpt.path}/{e}" if str(e).startswith("config.json") else str(e)) from None
+        msg = str(e)
+        if msg.startswith("config.json"):
+            msg = f"{ckpt.path}/{msg}"
+        elif msg.startswith("model config"):  # the config's own checks (dataclass __post_init__)
+            msg = f"{ckpt.path}: {msg}"
+        raise UserError(msg) from None
 
 
 def load_model(
@@ -78,16 +81,18 @@ def load_model(
     max_context_len: int = 2048,
     kernel=SDPA,
     last_logits_only: bool = False,
+    max_seq_len: int | None = None,
 ) -> tuple[nn.Module, Any, Recipe | None]:
     """Build the model and stream weights in; a quantize_and_save dir comes back already quantized (and fused as
-    it was saved: dirs written before fusing was part of quantize_and_save load unfused)."""
+    it was saved: dirs written before fusing was part of quantize_and_save load unfused). `max_seq_len`: the
+    longest chunk one call will take (default: the context)."""
     ckpt = open_checkpoint(family, checkpoint)
     cfg = read_config(family, ckpt)
     saved = dict(ckpt.saved_recipe or {})
     fused = saved.pop("fused", False)
     recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else None
     with torch.device("meta"):
-        model = family.build(cfg, max_context_len, kernel, last_logits_only)
+        model = family.build(cfg, max_context_len, kernel, last_logits_only, max_seq_len)
         if fused:
             fuse_agreeing(model, recipe)
         if recipe:
@@ -202,8 +207,8 @@ def export_model(
     ckpt = open_checkpoint(family, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
     tokenizer = load_tokenizer(tokenizer_path or checkpoint)
     model, cfg = prepare_quantized(
-        family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True
-    )
+        family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
+        max_seq_len=max_seq_len)
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, max_seq_len, max_context_len, eos)
     out = Path(output)

@@ -87,7 +87,7 @@ class EagerModel:
     def __init__(self, model: torch.nn.Module, eos_ids: tuple[int, ...], max_seq_len: int | None = None):
         self.model = model
         self.max_context_len = model.max_context_len
-        self.max_seq_len = max_seq_len or model.max_context_len
+        self.max_seq_len = max_seq_len or model.max_seq_len
         self.vocab_size = model.lm_head.out_features
         self.eos_ids = eos_ids
         self.load_s = 0.0

@@ -29,6 +29,11 @@ class SdpaKernel:
     def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
         cache.narrow(1, start, x.size(1)).copy_(x)
 
+    def write_cache_at(self, cache: torch.Tensor, start: int, slots: torch.Tensor, x: torch.Tensor) -> None:
+        """Write x [1, S, H, D] to the cache's slots [S] (a ring). index_put, not index_copy: the pip runtime has
+        a kernel for the first only."""
+        cache.index_put_((torch.zeros_like(slots), slots), x[0])
+
     def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
         """q: [B, S, Hq, D], k/v: [B, N, Hkv, D] -> [B, S, Hq, D]."""
         rep = q.size(2) // k.size(2)
@@ -54,7 +59,11 @@ class CustomOpsKernel:
     def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
         torch.ops.llama.update_cache(x, cache, start)
 
+    def write_cache_at(self, cache: torch.Tensor, start: int, slots: torch.Tensor, x: torch.Tensor) -> None:
+        torch.ops.llama.update_cache_with_indices(x, cache, start, slots.unsqueeze(0))
+
     def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
+        """With a mask [S, cache slots] the kernel reads every slot and the mask alone decides (a ring)."""
         extra = () if scale is None else (scale,)
         if mask is not None:
             return torch.ops.llama.custom_sdpa(q, k, v, start, mask, 0.0, False, *extra)

@@ -3,6 +3,9 @@
 Layout is [B, S, H, D] (sequence before heads), which is what ExecuTorch's `llama::update_cache` /
 `llama::custom_sdpa` kernels expect; the SDPA kernel transposes a view. How a cache is written is the attention
 kernel's business (common.nn.attention); which positions attention may read is the cache's (`mask`).
+
+Two kinds: `FlatKVCache` (position p in slot p: full attention) and `RingKVCache` (a sliding-window layer's
+last `window - 1 + max_seq_len` positions, position p in slot p % size).
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ def start_position(input_pos: torch.Tensor, seq_len: int, capacity: int) -> int:
     return start
 
 
-def causal_mask(n: int, window: int | None = None) -> torch.Tensor:
-    """Additive [n, n] mask: row i (query at position i) reads positions 0..i of a flat cache, or with a sliding
-    `window` the last `window` of them, i - window < j <= i (HF's sliding_window: the query's own included)."""
-    mask = torch.full((n, n), float("-inf")).triu(1)
-    return mask if window is None else mask + torch.full((n, n), float("-inf")).tril(-window)
+def causal_mask(n: int) -> torch.Tensor:
+    """Additive [n, n] mask: row i (query at position i) reads positions 0..i of a flat cache."""
+    return torch.full((n, n), float("-inf")).triu(1)
 
 
 class FlatKVCache(nn.Module):
@@ -55,3 +56,41 @@ class FlatKVCache(nn.Module):
     def reset(self) -> None:
         self.k_cache.zero_()
         self.v_cache.zero_()
+
+
+def ring_size(window: int, max_seq_len: int, max_context_len: int) -> int:
+    """Slots a sliding-window layer needs so that every chunk of up to `max_seq_len` tokens is exact.
+
+    A chunk of S tokens at `start` overwrites the slots of positions start + S - 1 - size and earlier; its first
+    query still reads back to start - window + 1, so S <= size - window + 1. (ExecuTorch's 2 x window ring breaks
+    this for chunks longer than window + 1: ../shared/specs/gemma4.md.) Never more than the context itself."""
+    return min(window - 1 + max_seq_len, max_context_len)
+
+
+class RingKVCache(FlatKVCache):
+    """A sliding-window layer's cache of `size` slots (see ring_size); position p lives in slot p % size.
+
+    Positions are written in order from 0 (a new sequence starts at 0): which position a slot holds follows from
+    the last one written, so no slot-to-position buffer is kept. Rewinding further back than the ring keeps is
+    not possible (those positions were overwritten)."""
+
+    def __init__(self, window: int, size: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype = torch.float32):
+        super().__init__(size, n_kv_heads, head_dim, dtype)
+        self.window, self.size = window, size
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
+        slots = (torch.arange(k.size(1)) + start) % self.size  # [S] int64
+        kernel.write_cache_at(self.k_cache, start, slots, k)
+        kernel.write_cache_at(self.v_cache, start, slots, v)
+        return self.k_cache, self.v_cache
+
+    @staticmethod
+    def ring_mask(start: int, seq_len: int, size: int, window: int) -> torch.Tensor:
+        """Additive [seq_len, size] mask over the ring's slots after writing positions start .. start+seq_len-1:
+        slot j holds position p_j = last - (last - j) mod size (never written when negative); the query at q reads
+        it where 0 <= q - p_j < window."""
+        last = start + seq_len - 1
+        held = last - (last - torch.arange(size)) % size  # [size]: the position each slot holds
+        age = (torch.arange(seq_len) + start).unsqueeze(1) - held  # [S, size]: query position - slot position
+        ok = (held >= 0) & (age >= 0) & (age < window)
+        return torch.where(ok, torch.tensor(0.0), torch.tensor(float("-inf")))

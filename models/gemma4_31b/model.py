@@ -24,7 +24,7 @@ from common.errors import UserError
 from common.family import Family
 from common.gguf_loader import LAYER_NAMES, hf_name, vocab_and_tie
 from common.nn.attention import SDPA, Attention
-from common.nn.kv_cache import FlatKVCache, causal_mask, start_position
+from common.nn.kv_cache import FlatKVCache, RingKVCache, causal_mask, ring_size, start_position
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
 from common.nn.rope import inv_frequencies, rope_tables, rotate_half_matrix
@@ -78,6 +78,9 @@ class GemmaConfig:
         if len(self.layer_types) != self.n_layers or set(self.layer_types) - {SLIDING, FULL}:
             raise UserError(f"model config: layer_types must name {SLIDING!r} or {FULL!r} for each of the "
                             f"{self.n_layers} layers")
+        if self.sliding_window > self.max_position_embeddings:
+            raise UserError(f"model config: sliding_window {self.sliding_window} is larger than the model's context "
+                            f"(max_position_embeddings {self.max_position_embeddings})")
         for kv in (self.n_kv_heads, self.n_global_kv_heads):
             if self.n_heads % kv:
                 raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of the KV heads {kv}")
@@ -158,14 +161,17 @@ def config_from_hf(hf: dict[str, Any]) -> GemmaConfig:
 
 
 class GemmaLayer(nn.Module):
-    def __init__(self, cfg: GemmaConfig, layer: int, max_context_len: int, kernel):
+    def __init__(self, cfg: GemmaConfig, layer: int, max_context_len: int, kernel, ring: int):
         super().__init__()
         full = cfg.is_full(layer)
         head_dim = cfg.global_head_dim if full else cfg.head_dim
         kv = cfg.n_global_kv_heads if full else cfg.n_kv_heads
         self.full = full
+        # full layers: every position; sliding layers: a ring of `ring` slots (common.nn.kv_cache.ring_size)
+        cache = FlatKVCache(max_context_len, kv, head_dim) if full else RingKVCache(cfg.sliding_window, ring, kv,
+                                                                                     head_dim)
         self.self_attn = Attention(
-            cfg.dim, cfg.n_heads, kv, head_dim, FlatKVCache(max_context_len, kv, head_dim), kernel,
+            cfg.dim, cfg.n_heads, kv, head_dim, cache, kernel,
             qk_norm_eps=cfg.norm_eps, norm_offset=cfg.norm_offset, v_norm=cfg.v_norm, k_eq_v=cfg.k_eq_v and full,
             scale=cfg.attn_scale)
         self.mlp = GatedMLP(cfg.dim, cfg.hidden_dim, "gelu_tanh")
@@ -186,19 +192,25 @@ class GemmaLayer(nn.Module):
 class Body(nn.Module):
     """The HF `model.*` submodules, so HF state-dict keys load as they are."""
 
-    def __init__(self, cfg: GemmaConfig, max_context_len: int, kernel):
+    def __init__(self, cfg: GemmaConfig, max_context_len: int, kernel, ring: int):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(GemmaLayer(cfg, i, max_context_len, kernel) for i in range(cfg.n_layers))
+        self.layers = nn.ModuleList(GemmaLayer(cfg, i, max_context_len, kernel, ring) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_offset)
 
 
 class Gemma(DecoderModel):
-    def __init__(self, cfg: GemmaConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False):
+    """`max_seq_len`: the longest chunk one call takes (default: the context); it sizes the sliding layers' rings
+    so that every chunk up to it is exact."""
+
+    def __init__(self, cfg: GemmaConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False,
+                 max_seq_len: int | None = None):
         super().__init__()
         self.cfg, self.max_context_len, self.kernel = cfg, max_context_len, kernel
         self.last_logits_only = last_logits_only
-        self.model = Body(cfg, max_context_len, kernel)
+        self.max_seq_len = max_seq_len or max_context_len
+        self.ring = ring_size(cfg.sliding_window, self.max_seq_len, max_context_len)
+        self.model = Body(cfg, max_context_len, kernel, self.ring)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.embed_scale = math.sqrt(cfg.dim)
         # rotate-half as a matmul per head size, when the XNNPACK lowering asks (rotate_half_as_matmul)
@@ -207,7 +219,7 @@ class Gemma(DecoderModel):
         self.init_buffers(caches=False)
 
     def init_buffers(self, caches: bool = True) -> None:
-        """(Re)create the runtime buffers: local and global RoPE tables, full and sliding masks, the KV caches."""
+        """(Re)create the runtime buffers: local and global RoPE tables, the full layers' causal mask, the KV caches."""
         cfg, n = self.cfg, self.max_context_len
         for kind, rope, head_dim in (("local", cfg.local_rope, cfg.head_dim), ("global", cfg.global_rope,
                                                                                  cfg.global_head_dim)):
@@ -215,7 +227,6 @@ class Gemma(DecoderModel):
             self.register_buffer(f"{kind}_cos", cos, persistent=False)
             self.register_buffer(f"{kind}_sin", sin, persistent=False)
         self.register_buffer("causal_mask", causal_mask(n), persistent=False)
-        self.register_buffer("sliding_mask", causal_mask(n, cfg.sliding_window), persistent=False)
         if caches:
             for cache in self.caches():
                 cache.init_buffers()
@@ -227,12 +238,13 @@ class Gemma(DecoderModel):
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         seq_len = tokens.size(1)
+        torch._check(seq_len <= self.max_seq_len)  # longer chunks would overwrite ring slots still to be read
         start = start_position(input_pos, seq_len, self.max_context_len)
         tables = {full: (cos.narrow(0, start, seq_len), sin.narrow(0, start, seq_len), rot)
                   for full, cos, sin, rot in ((False, self.local_cos, self.local_sin, self.local_rot),
                                               (True, self.global_cos, self.global_sin, self.global_rot))}
-        # full layers: causal by position where the kernel needs no mask (llama::custom_sdpa); sliding: always one
-        masks = {False: self.sliding_mask.narrow(0, start, seq_len),
+        # full layers: causal by position where the kernel needs no mask (llama::custom_sdpa); sliding: the ring's
+        masks = {False: RingKVCache.ring_mask(start, seq_len, self.ring, self.cfg.sliding_window),
                  True: self.causal_mask.narrow(0, start, seq_len) if self.kernel.needs_mask else None}
         x = self.model.embed_tokens(tokens) * self.embed_scale
         for layer in self.model.layers:

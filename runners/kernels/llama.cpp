@@ -1,11 +1,13 @@
-// Kernels for ExecuTorch's `llama::update_cache.out` and `llama::custom_sdpa.out`, which the pip wheel's C++
+// Kernels for ExecuTorch's `llama::update_cache.out`, `llama::update_cache_with_indices.out` and
+// `llama::custom_sdpa.out`, which the pip wheel's C++
 // SDK lacks (its own live in a library that needs libtorch). With them the C++ runner runs the same
 // custom-ops `.pte` as the Python runtime.
 //
 // Semantics follow executorch/extension/llm/custom_ops (op_update_cache.cpp, op_sdpa.cpp) for the way the zoo
 // calls them: caches [B, L, Hkv, D] (sequence before heads), query [B, S, Hq, D] at positions
 // start_pos .. start_pos + S - 1, grouped-query (head h reads kv head h / (Hq / Hkv)), causal, or with an
-// additive float mask [S, >= start_pos + S] instead (Gemma's sliding-window layers).
+// additive float mask [S, L] over all L cache slots instead, start_pos then unused (Gemma's sliding-window rings,
+// written slot by slot with update_cache_with_indices).
 //
 // A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, it
 // registers its kernels before main. Declared for Python in common/kernels.py (library "llama").
@@ -44,6 +46,30 @@ Tensor& update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor&
   return out;  // a 1-element placeholder in the graph; nothing reads it
 }
 
+Tensor& update_cache_with_indices_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor& cache,
+                                      int64_t start_pos, const Tensor& indices, Tensor& out) {
+  (void)start_pos;  // the indices say where each position goes
+  ET_KERNEL_CHECK_MSG(ctx, is_float_4d(value) && is_float_4d(cache), InvalidArgument, out,
+                      "update_cache_with_indices: expected 4-D float value and cache");
+  const int64_t seq_len = value.size(1), slots = cache.size(1);
+  ET_KERNEL_CHECK_MSG(ctx,
+                      value.size(0) == 1 && cache.size(0) == 1 && value.size(2) == cache.size(2) &&
+                          value.size(3) == cache.size(3) && indices.dim() == 2 &&
+                          indices.scalar_type() == ScalarType::Long && indices.size(0) == 1 &&
+                          indices.size(1) == seq_len,
+                      InvalidArgument, out, "update_cache_with_indices: expected value [1, S, H, D], indices [1, S]");
+  const size_t row = static_cast<size_t>(value.size(2) * value.size(3));  // floats per position
+  const int64_t* idx = indices.const_data_ptr<int64_t>();
+  for (int64_t s = 0; s < seq_len; ++s)
+    ET_KERNEL_CHECK_MSG(ctx, idx[s] >= 0 && idx[s] < slots, InvalidArgument, out,
+                        "update_cache_with_indices: slot %zd outside the cache's %zd", static_cast<ssize_t>(idx[s]),
+                        static_cast<ssize_t>(slots));
+  for (int64_t s = 0; s < seq_len; ++s)
+    std::memcpy(cache.mutable_data_ptr<float>() + idx[s] * row, value.const_data_ptr<float>() + s * row,
+                row * sizeof(float));
+  return out;
+}
+
 // Dot product of two length-n rows; eight independent accumulators so the compiler vectorizes it.
 inline float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -60,20 +86,21 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
                         optional<double> scale, Tensor& out) {
   ET_KERNEL_CHECK_MSG(ctx, is_float_4d(q) && is_float_4d(k) && is_float_4d(v), InvalidArgument, out,
                       "custom_sdpa: expected 4-D float query and caches");
-  // Two calls: causal by position (no mask), or an additive float mask [S, >= start_pos + S] over the cache's
-  // positions (the sliding windows of Gemma's layers), which replaces the causal rule as ExecuTorch's own does.
+  // Two calls: causal by position (no mask), or an additive float mask [S, L] over every cache slot (a sliding
+  // window's ring), which replaces the causal rule and start_pos as ExecuTorch's own kernel does.
   const bool masked = attn_mask.has_value();
   ET_KERNEL_CHECK_MSG(ctx, dropout_p == 0.0 && is_causal != masked, InvalidArgument, out,
                       "custom_sdpa: this kernel supports the causal call and the masked one, without dropout");
   const int64_t S = q.size(1), Hq = q.size(2), D = q.size(3), L = k.size(1), Hkv = k.size(2);
   ET_KERNEL_CHECK_MSG(ctx,
                       q.size(0) == 1 && k.size(0) == 1 && v.size(1) == L && v.size(2) == Hkv && k.size(3) == D &&
-                          v.size(3) == D && Hkv > 0 && Hq % Hkv == 0 && start_pos >= 0 && start_pos + S <= L,
+                          v.size(3) == D && Hkv > 0 && Hq % Hkv == 0 && start_pos >= 0 &&
+                          (masked || start_pos + S <= L),
                       InvalidArgument, out, "custom_sdpa: query/cache shapes do not match");
   ET_KERNEL_CHECK_MSG(ctx,
                       !masked || (attn_mask->dim() == 2 && attn_mask->scalar_type() == ScalarType::Float &&
-                                  attn_mask->size(0) == S && attn_mask->size(1) >= start_pos + S),
-                      InvalidArgument, out, "custom_sdpa: expected a float mask [S, >= start_pos + S]");
+                                  attn_mask->size(0) == S && attn_mask->size(1) == L),
+                      InvalidArgument, out, "custom_sdpa: expected a float mask [S, cache length]");
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out);
   const float* mp = masked ? attn_mask->const_data_ptr<float>() : nullptr;
   const int64_t mask_stride = masked ? attn_mask->size(1) : 0;
@@ -84,12 +111,13 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   const float* kp = k.const_data_ptr<float>();
   const float* vp = v.const_data_ptr<float>();
   float* op = out.mutable_data_ptr<float>();
-  // One task per (query position, head): scores over keys 0 .. start_pos + i, softmax, weighted sum of values.
+  // One task per (query position, head): scores over keys 0 .. start_pos + i (or every slot), softmax, weighted
+  // sum of values.
   executorch::extension::parallel_for(0, S * Hq, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(start_pos + S));
+    std::vector<float> scores(static_cast<size_t>(masked ? L : start_pos + S));
     for (int64_t task = begin; task < end; ++task) {
-      // keys 0 .. n-1: up to the query's own position (causal), or every written position (the mask decides)
-      const int64_t i = task / Hq, h = task % Hq, kvh = h / group, n = masked ? start_pos + S : start_pos + i + 1;
+      // keys 0 .. n-1: up to the query's own position (causal), or every slot (the mask decides)
+      const int64_t i = task / Hq, h = task % Hq, kvh = h / group, n = masked ? L : start_pos + i + 1;
       const float* qrow = qp + (i * Hq + h) * D;
       const float* mrow = masked ? mp + i * mask_stride : nullptr;
       float mx = -INFINITY;
@@ -112,13 +140,16 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
 }
 
 constexpr char kUpdateCache[] = "llama::update_cache.out";
+constexpr char kUpdateCacheWithIndices[] = "llama::update_cache_with_indices.out";
 constexpr char kCustomSdpa[] = "llama::custom_sdpa.out";
 
 const executorch::runtime::Kernel kKernels[] = {
     executorch::extension::make_boxed_kernel(kUpdateCache, EXECUTORCH_FN(update_cache_out, kUpdateCache)),
+    executorch::extension::make_boxed_kernel(kUpdateCacheWithIndices,
+                                             EXECUTORCH_FN(update_cache_with_indices_out, kUpdateCacheWithIndices)),
     executorch::extension::make_boxed_kernel(kCustomSdpa, EXECUTORCH_FN(custom_sdpa_out, kCustomSdpa)),
 };
 // Nothing else in the runner registers these names (ExecuTorch aborts on a duplicate registration).
-const bool kRegistered = executorch::runtime::register_kernels({kKernels, 2}) == Error::Ok;
+const bool kRegistered = executorch::runtime::register_kernels({kKernels, 3}) == Error::Ok;
 
 }  // namespace

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from common.errors import UserError
+from common.nn.attention import attention_kernel
 from common.pipeline import load_model
 from models.gemma4_31b.model import FAMILY, FULL, SLIDING, config_from_hf
 
@@ -71,12 +72,18 @@ def test_logits_match_transformers(tiny, source: str) -> None:
     assert (out - ref).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("custom_ops", [False, True], ids=["sdpa", "custom_ops"])
 @pytest.mark.parametrize("chunk", [1, WINDOW, WINDOW + 1, 2 * WINDOW, len(IDS)])
-def test_chunked_prefill_is_exact_for_every_chunk_size(tiny, chunk: int) -> None:
-    """A prompt of 5x the window, fed in chunks shorter than, equal to and longer than the window: the same
-    logits as transformers' one-shot forward (ExecuTorch's ring-cache runner is wrong past window + 1)."""
+def test_chunked_prefill_is_exact_for_every_chunk_size(tiny, chunk: int, custom_ops: bool) -> None:
+    """A prompt of 5x the window, fed in chunks shorter than, equal to and longer than the window through sliding
+    layers' rings sized for that chunk (window - 1 + chunk slots, the least that is exact; the ring wraps several
+    times): the same logits as transformers' one-shot forward (ExecuTorch's 2 x window ring is wrong past
+    window + 1)."""
     _, hf, hf_dir, _ = tiny
-    model, _, _ = load_model(FAMILY, str(hf_dir), max_context_len=64)
+    model, _, _ = load_model(FAMILY, str(hf_dir), max_context_len=64, max_seq_len=chunk,
+                             kernel=attention_kernel(custom_ops))
+    ring = model.model.layers[0].self_attn.kv_cache
+    assert ring.k_cache.shape[1] == min(WINDOW - 1 + chunk, 64)
     assert (_chunked(model, IDS, chunk) - _reference(hf, IDS)).abs().max() <= 1e-4
 
 
@@ -88,6 +95,23 @@ def test_unsupported_gemma4_variants_are_one_clear_error(tiny) -> None:
         with pytest.raises(UserError, match="not supported") as e:
             config_from_hf(hf.config.to_dict() | {key: value})
         assert "\n" not in str(e.value)
+
+
+def test_a_window_larger_than_the_context_is_one_clear_error(tiny, tmp_path, capsys) -> None:
+    """A config.json whose sliding window exceeds max_position_embeddings: one `error:` line naming the file."""
+    import json
+    import shutil
+
+    from common.cli import export_main, run_cli
+
+    _, hf, hf_dir, _ = tiny
+    bad = tmp_path / "bad"
+    shutil.copytree(hf_dir, bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps(config | {"sliding_window": config["max_position_embeddings"] + 1}))
+    assert run_cli(export_main(FAMILY), ["--checkpoint", str(bad), "--output", str(tmp_path / "o" / "m.pte")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "sliding_window" in err[0] and "context" in err[0], err
 
 
 def test_a_gemma_gguf_is_refused_by_the_llama3_cli(tiny, capsys) -> None:
