@@ -50,13 +50,14 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         return 130
 
 
-def _add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
+def _add_recipe_args(p: argparse.ArgumentParser, default: str, family: Family) -> None:
     from common.quant import GROUP_SIZES, PRESETS
 
-    p.add_argument("--quantize", choices=PRESETS, default=None,
+    own = "".join(f", {name} = {fn.__doc__.strip().rstrip('.')}" for name, fn in family.recipes.items())
+    p.add_argument("--quantize", choices=PRESETS + tuple(family.recipes), default=None,
                    help=f"preset (default: gguf for a GGUF checkpoint, else {default}): gguf = every tensor as the file "
                         "gives it (4-bit blocks exactly), 8da4w = int8 dynamic activations + int4 grouped weights, "
-                        "8da8w = int8 per-channel weights, fp32 = none")
+                        f"8da8w = int8 per-channel weights, fp32 = none{own}")
     p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES["8da4w"], help="8da4w weight group size")
     p.add_argument("--embedding-bits", type=int, choices=(4, 8), default=None,
                    help="also quantize the embedding table (quantized_decomposed embedding ops)")
@@ -66,9 +67,10 @@ def _add_recipe_args(p: argparse.ArgumentParser, default: str) -> None:
     p.set_defaults(default_preset=default)
 
 
-def _recipe(args, checkpoint: str | None = None):
-    """The Recipe the flags name: a --recipe file, or the --quantize preset (default: `gguf`, as the file says, for a
-    GGUF checkpoint; the family's default otherwise)."""
+def _recipe(args, checkpoint: str | None = None, family: Family | None = None):
+    """The Recipe the flags name: a --recipe file, a recipe of the family's own (rules that depend on the model's
+    config: read from `checkpoint`), or the --quantize preset (default: `gguf`, as the file says, for a GGUF
+    checkpoint; the family's default otherwise)."""
     from common.quant import PRESETS, load_recipe, preset
 
     if args.recipe and not os.path.exists(args.recipe) and args.recipe in PRESETS:
@@ -81,6 +83,13 @@ def _recipe(args, checkpoint: str | None = None):
 
     if args.quantize is None and checkpoint and is_quantized_dir(Path(checkpoint)):
         return preset("fp32")  # a quantize_and_save directory: as it was saved
+    if family is not None and args.quantize in family.recipes:
+        if args.embedding_bits or args.group_size != 32:
+            raise UserError(f"--quantize {args.quantize} sets its own group sizes and embedding; drop --group-size "
+                            "and --embedding-bits")
+        from common.pipeline import open_checkpoint, read_config
+
+        return family.recipes[args.quantize](read_config(family, open_checkpoint(family, checkpoint)))
     default = "gguf" if checkpoint and str(checkpoint).endswith(".gguf") else args.default_preset
     return preset(args.quantize or default, args.group_size, args.embedding_bits)
 
@@ -123,7 +132,7 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
         p = ArgumentParser(prog=f"python -m models.{family.name}.quantize_and_save",
                                     description=f"Quantize a {family.title} checkpoint with torchao and save it as safetensors.")
         p.add_argument("--checkpoint", help=_checkpoint_help(family))
-        _add_recipe_args(p, "8da4w")
+        _add_recipe_args(p, "8da4w", family)
         p.add_argument("--output", required=True, help="output directory")
         args = p.parse_args(argv)
         from common.io import human_size
@@ -131,7 +140,7 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
 
         t0 = time.perf_counter()
         ckpt = resolve_checkpoint(family, args.checkpoint)
-        recipe = _recipe(args, ckpt)
+        recipe = _recipe(args, ckpt, family)
         out = quantize_and_save(family, ckpt, args.output, recipe)
         print(f"quantized {ckpt} with {recipe.name} in {time.perf_counter() - t0:.1f}s")
         print(f"wrote {out}/ (config.json, model.safetensors, tokenizer) — {human_size(out)}")
@@ -145,7 +154,7 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         p = ArgumentParser(prog=f"python -m models.{family.name}.export",
                                     description=f"Export {family.title} to an ExecuTorch .pte (zoo contract).")
         p.add_argument("--checkpoint", help=_checkpoint_help(family))
-        _add_recipe_args(p, "8da4w")
+        _add_recipe_args(p, "8da4w", family)
         p.add_argument("--backend", default="xnnpack", choices=("xnnpack", "portable"))
         p.add_argument("--max-seq-len", type=int, default=128, help="most tokens per forward call (prefill chunk)")
         p.add_argument("--max-context-len", type=int, default=2048, help="KV-cache length")
@@ -163,7 +172,7 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
 
         t0 = time.perf_counter()
         ckpt = resolve_checkpoint(family, args.checkpoint)
-        recipe = _recipe(args, ckpt)
+        recipe = _recipe(args, ckpt, family)
         summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
                                   args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer)
         print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "

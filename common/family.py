@@ -7,7 +7,7 @@ families (one line each). `common/` never branches on a family's name: it calls 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +35,8 @@ class Family:
     default_checkpoint: Callable[[], str] | None = None  # bundled weights, used when --checkpoint is omitted
     default_checkpoint_name: str | None = None  # how help texts name them
     contract: Contract = CAUSAL_LM  # the .pte contract its exports follow
+    # its own --quantize recipes: name -> (its config -> common.quant.Recipe); the function's docstring is the help
+    recipes: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     def accepts(self, checkpoint) -> bool:
         """Whether an opened Checkpoint is of this family (by GGUF arch or config.json model_type)."""

@@ -28,6 +28,7 @@ from common.nn.kv_cache import FlatKVCache, RingKVCache, causal_mask, ring_size,
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
 from common.nn.rope import inv_frequencies, rope_tables, rotate_half_matrix
+from models.gemma4_31b.recipes import RECIPES
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 
@@ -385,6 +386,7 @@ FAMILY = Family(
     fix_gguf_tensor=fix_gguf_tensor,
     default_checkpoint=gemma3_270m_gguf,
     default_checkpoint_name="the bundled Gemma 3 270M GGUF",
+    recipes=RECIPES,
 )
 
 

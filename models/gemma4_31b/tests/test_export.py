@@ -58,3 +58,29 @@ def test_cpp_runner_gives_the_python_runners_tokens(exported, tmp_path) -> None:
     got = cpp_ids(runner, "--model", str(out), "--prompt-ids", str(tmp_path / "ids.txt"), "--max-new-tokens", "12",
                   "--ignore-eos", "--print-ids")
     assert got == python_greedy(out, IDS[:12], 12)
+
+
+def test_sensitive_recipe_pte_matches_eager(tmp_path_factory) -> None:
+    """`--quantize sensitive` on tiny Gemma 4 (K=V, mixed head sizes): int8 table shared by the embedding and the
+    tied head (zoo::linear_q8), 8da8w v_proj/down_proj in the edge layers, HQQ int4 elsewhere. The .pte's logits
+    along the eager greedy tokens equal the eager model's quantized by the same rules within int8 noise (KL)."""
+    from common.pipeline import prepare_quantized
+    from common.runtime import EagerModel
+    from models.gemma4_31b.model import config_from_hf
+    from models.gemma4_31b.recipes import sensitive
+    from tests.checkpoints import write_tiny
+    from tests.helpers import greedy, kl_per_position, step_logits
+
+    root = tmp_path_factory.mktemp("gemma4-sensitive")
+    hf, hf_dir, _ = write_tiny("gemma4", root / "tiny")
+    out = root / "pte" / "model.pte"
+    stdout = cli_stdout(lambda: run_cli(export_main(FAMILY), [
+        "--checkpoint", str(hf_dir), "--quantize", "sensitive", "--max-seq-len", str(MAX_SEQ_LEN),
+        "--max-context-len", str(MAX_CONTEXT_LEN), "--output", str(out)]))
+    assert "(sensitive, xnnpack" in stdout and "linear_q8" in stdout, stdout
+    model, _ = prepare_quantized(FAMILY, str(hf_dir), sensitive(config_from_hf(hf.config.to_dict())),
+                                 max_context_len=MAX_CONTEXT_LEN)
+    eager = EagerModel(model, (), MAX_SEQ_LEN)
+    tokens = greedy(eager, IDS[:12], 8)
+    kl = kl_per_position(step_logits(eager, IDS[:12], tokens), step_logits(PteModel(out), IDS[:12], tokens))
+    assert kl.max() <= 1e-6, kl

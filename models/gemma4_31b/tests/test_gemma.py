@@ -143,3 +143,30 @@ def test_31b_size_table() -> None:
     params = sum(p.numel() for n, p in model.named_parameters() if n != "lm_head.weight")  # tied
     assert 30e9 < params < 32e9, params
     print(f"Gemma 4 31B text: {params / 1e9:.2f}B parameters")
+
+
+def test_recipes_on_the_31b_model() -> None:
+    """`default` and `sensitive` as upstream's rules become on XNNPACK, module by module on the 31B config: int8
+    v_proj/down_proj in layers 0-14 and 45-59 only (sensitive), int4 groups of 32 elsewhere, one int8 table read by
+    the embedding and the tied head."""
+    from common.quant import plan
+    from models.gemma4_31b.model import Gemma, hf_config_31b
+    from models.gemma4_31b.recipes import default, sensitive
+
+    cfg = config_from_hf(hf_config_31b())
+    with torch.device("meta"):
+        model = Gemma(cfg, max_context_len=8)
+    edges = set(range(15)) | set(range(45, 60))
+    for recipe in (default(cfg), sensitive(cfg)):
+        p = plan(model, recipe)
+        assert (p["model.embed_tokens"].scheme, p["lm_head"].scheme) == ("emb8", "tied8")
+        for name, rule in p.items():
+            if not name.startswith("model.layers."):
+                continue
+            layer = int(name.split(".")[2])
+            int8 = recipe.name == "sensitive" and layer in edges and name.endswith(("v_proj", "down_proj"))
+            assert (rule.scheme, rule.group_size) == (("8da8w", 32) if int8 else ("8da4w", 32)), name
+            if not int8:
+                assert rule.scale_method == ("hqq" if recipe.name == "sensitive" else "lsq")
+        assert sum(n.endswith("v_proj") and p[n].scheme == "8da8w" for n in p) == (
+            25 if recipe.name == "sensitive" else 0)  # 30 edge layers, 5 of them full (K=V: no v_proj)
