@@ -206,10 +206,13 @@ class DecoderModel(nn.Module):
         for cache in self.caches():
             cache.reset()
 
-    def fuse_projections(self, allow: Callable[[list[str]], bool] = lambda names: True) -> DecoderModel:
-        """Fuse each layer's q/k/v and gate/up linears where `allow(their names)` (exact; state-dict names change:
-        qkv_proj, gate_up_proj). Layers without a v_proj (Gemma 4's K=V) keep q and k apart."""
+    def fuse_projections(self, allow: Callable[[list[str]], bool] = lambda names: True,
+                         only: int | None = None) -> DecoderModel:
+        """Fuse each layer's (or layer `only`'s) q/k/v and gate/up linears where `allow(their names)` (exact;
+        state-dict names change: qkv_proj, gate_up_proj). Layers without a v_proj (Gemma 4's K=V) keep q, k apart."""
         for i, layer in enumerate(self.model.layers):
+            if only is not None and i != only:
+                continue
             attn = layer.self_attn
             if getattr(attn, "v_proj", None) is not None and allow(list(member_names(f"model.layers.{i}.self_attn.qkv_proj"))):
                 attn.fuse()

@@ -25,8 +25,10 @@ from common.quant import (
     Recipe,
     check_quantized,
     fuse_agreeing,
+    plan,
     quantize_model,
     quantized_shells,
+    replace_module,
     resolve_gguf,
 )
 from common.tokenizer import Tokenizer, load_tokenizer
@@ -219,37 +221,82 @@ def export_model(
     return dataclasses.replace(summary, path=out), tokenizer
 
 
-def _without_shared(state: dict) -> dict:
-    """Drop the later of plain tensors sharing storage (a tied LM head left float): safetensors refuses shared
-    storage, and loading ties it back through the tie map. state_dict() detaches, so `is` cannot tell."""
-    seen: set[int] = set()
-    for key in list(state):
-        t = state[key]
-        if type(t) is torch.Tensor:
-            ptr = t.untyped_storage().data_ptr()
-            if ptr in seen:
-                del state[key]
-            seen.add(ptr)
-    return state
+def _units(model: nn.Module, tied: bool) -> list[str]:
+    """The pieces quantize_and_save loads, quantizes and writes one at a time: each decoder layer, and every other
+    module that owns checkpoint tensors, in state-dict order (a tied lm_head right after the table it shares)."""
+    units = []
+    for key in model.state_dict():
+        owner = key.rpartition(".")[0]
+        unit = ".".join(owner.split(".")[:3]) if owner.startswith("model.layers.") else owner
+        if unit not in units:
+            units.append(unit)
+    if tied and "lm_head" in units:
+        units.remove("lm_head")
+        units.insert(units.index(TIED_TABLE) + 1, "lm_head")
+    return units
 
 
-def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Recipe, fuse: bool = True) -> Path:
-    """Write `output`/ with config.json (+ recipe), model.safetensors (torchao tensors) and the tokenizer."""
-    from safetensors.torch import save_file
+def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Recipe, fuse: bool = True,
+                      progress: bool = True) -> Path:
+    """Write `output`/ with config.json (+ recipe), model.safetensors (torchao tensors) and the tokenizer.
+
+    Streams: the model is built on the meta device and each unit (a decoder layer, the embedding, ...) is read,
+    fused, quantized, written and dropped in turn, so peak memory is one unit's, not the model's (README)."""
+    import copy
+
+    from executorch.extension.llm.export.load import assign_one
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+    from tqdm import tqdm
+
+    from common.streaming import SafetensorsWriter, tensor_reader
 
     check_output_dir(output, is_quantized_dir)  # before minutes of work, not after
     ckpt = open_checkpoint(family, checkpoint)
     tokenizer = load_tokenizer(checkpoint)
-    model, cfg, saved = load_model(family, ckpt, max_context_len=1)
-    if saved is not None:
-        raise UserError(f"{checkpoint}: already quantized ({saved.name}); quantize the original checkpoint")
-    model, recipe = quantize_from(family, ckpt, cfg, model, recipe, fuse)  # the graph export builds in memory
-    state = _without_shared(model.state_dict())
-    tensors, metadata = flatten_tensor_state_dict(state)
-    with atomic_dir(output, is_quantized_dir) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "model.safetensors", metadata=metadata)
+    if ckpt.saved_recipe is not None:
+        raise UserError(f"{checkpoint}: already quantized ({ckpt.saved_recipe.get('name')}); quantize the original "
+                        "checkpoint")
+    cfg = read_config(family, ckpt)
+    with torch.device("meta"):
+        model = family.build(cfg, 1, SDPA, False)
+    blocks, tied = None, bool(getattr(cfg, "tie_embeddings", False))
+    if ckpt.kind == "gguf":
+        sources = gguf_sources(family, ckpt, cfg)
+        recipe = resolve_gguf(recipe, model, {name: t.tensor_type for name, t in sources.items()},
+                              "lm_head" in sources and sources["lm_head"] is sources.get(TIED_TABLE))
+        blocks = functools.partial(gguf_blocks_of, family, cfg, sources)
+    else:
+        recipe = resolve_gguf(recipe, model, {})
+    read = tensor_reader(ckpt, family, cfg, model.state_dict())
+    head = plan(model, recipe, "lm_head").get("lm_head")
+    # a float head tied to a float table is not written: loading ties it back (common.checkpoint's tie map)
+    drop_head = tied and head is None and TIED_TABLE not in plan(model, recipe, TIED_TABLE)
+    metadata: dict[str, Any] = {"tensor_names": []}
+    with atomic_dir(output, is_quantized_dir) as tmp, SafetensorsWriter(tmp / "model.safetensors") as writer:
+        shells = {}  # unit -> the meta module that takes its place once written (dropping the real one)
+        for unit in tqdm(_units(model, tied), desc="quantize", unit="unit", disable=not progress):
+            shells[unit] = copy.deepcopy(model.get_submodule(unit))
+            if not (unit == "lm_head" and head is not None and head.scheme == "tied8"):  # tied8 reads the table
+                for key in shells[unit].state_dict(prefix=unit + "."):
+                    assign_one(model, key, read(key))
+            if unit.startswith("model.layers.") and fuse:
+                fuse_agreeing(model, recipe, only=int(unit.split(".")[2]))
+            quantize_model(model, recipe, blocks, unit)
+            state = {} if unit == "lm_head" and drop_head else model.get_submodule(unit).state_dict(prefix=unit + ".")
+            tensors, meta = flatten_tensor_state_dict(state)
+            for name, t in tensors.items():
+                writer.add(name, t)
+            metadata["tensor_names"] += json.loads(meta.pop("tensor_names", "[]"))
+            metadata |= meta
+            del state, tensors
+            if tied and unit == TIED_TABLE:
+                continue  # kept until the tied head, which may read it, is written (the next unit)
+            replace_module(model, unit, shells.pop(unit))
+            if tied and unit == "lm_head":
+                replace_module(model, TIED_TABLE, shells.pop(TIED_TABLE))
+        writer.close({**metadata, "tensor_names": json.dumps(metadata["tensor_names"])})
         hf = family.to_hf(cfg) | {QUANT_KEY: recipe.to_dict() | {"fused": fuse}}
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
         tokenizer.save(tmp)
     return Path(output)
+

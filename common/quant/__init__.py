@@ -218,27 +218,36 @@ def resolve_gguf(recipe: Recipe, model: nn.Module, qtypes: dict[str, Any], tied:
     return Recipe(recipe.name, tuple(rules), recipe.origin)
 
 
-def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
-    """Module name -> the rule that quantizes it, for every Linear and Embedding a rule matches."""
-    return {name: rule for name, mod in model.named_modules() if (rule := recipe.rule_for(name, mod)) is not None}
+def within(name: str, unit: str | None) -> bool:
+    """Whether module `name` is `unit` or inside it (None: the whole model)."""
+    return unit is None or name == unit or name.startswith(unit + ".")
 
 
-def fuse_agreeing(model: nn.Module, recipe: Recipe) -> nn.Module:
-    """Fuse q/k/v and gate/up where each group's members get the same rule (exact; see common.nn.linear)."""
+def plan(model: nn.Module, recipe: Recipe, unit: str | None = None) -> dict[str, Rule]:
+    """Module name -> the rule that quantizes it, for every Linear and Embedding (in `unit`) a rule matches."""
+    return {name: rule for name, mod in model.named_modules()
+            if within(name, unit) and (rule := recipe.rule_for(name, mod)) is not None}
+
+
+def fuse_agreeing(model: nn.Module, recipe: Recipe, only: int | None = None) -> nn.Module:
+    """Fuse q/k/v and gate/up (of layer `only`, or all) where each group's members get the same rule (exact; see
+    common.nn.linear)."""
     rules = {name: recipe.rule_for(name, mod) for name, mod in model.named_modules()}
-    model.fuse_projections(lambda names: len({rules[n] for n in names}) == 1)
+    model.fuse_projections(lambda names: len({rules[n] for n in names}) == 1, only)
     return model
 
 
-def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str], Any] | None = None) -> nn.Module:
-    """Quantize `model` in place by `recipe` (linears with torchao, embedding tables with QuantizedEmbedding).
+def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str], Any] | None = None,
+                   unit: str | None = None) -> nn.Module:
+    """Quantize `model` (only the modules in `unit`, when given) in place by `recipe` (linears with torchao,
+    embedding tables with QuantizedEmbedding).
 
     `blocks(name, kind)` gives a GGUF tensor's own blocks for the `q4` ("int4": gguf_blocks.Int4Blocks) and `q8`
     ("int8": (codes, scales)) schemes, for the module `name` (the members' blocks stacked, for a fused linear)."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
-    targets = plan(model, recipe)
+    targets = plan(model, recipe, unit)
     if any(r.scheme == "gguf" for r in targets.values()):
         raise ValueError("resolve_gguf the recipe first")
     if blocks is None and any(r.scheme in ("q4", "q8") for r in targets.values()):
@@ -267,10 +276,10 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
         for name, rule in targets.items():
             if rule.scheme == "q8":
                 codes, scales = blocks(name, "int8")
-                _replace(model, name, QuantizedEmbedding.from_codes(codes, scales, 8))
+                replace_module(model, name, QuantizedEmbedding.from_codes(codes, scales, 8))
             elif rule.scheme.startswith("emb"):
                 emb = model.get_submodule(name)
-                _replace(model, name, QuantizedEmbedding.from_float(emb.weight, int(rule.scheme[3:]), rule.group_size,
+                replace_module(model, name, QuantizedEmbedding.from_float(emb.weight, int(rule.scheme[3:]), rule.group_size,
                                                                     rule.scale_method))
         _tie_heads(model, [n for n, r in targets.items() if r.scheme == "tied8"])
     return model
@@ -284,7 +293,7 @@ def _tie_heads(model: nn.Module, names: list[str]) -> None:
         table = model.get_submodule(TIED_TABLE)
         if not (isinstance(table, QuantizedEmbedding) and table.bits == 8):
             raise UserError(f"{name}: scheme tied8 reads {TIED_TABLE}'s int8 table; quantize it with q8 or emb8")
-        _replace(model, name, TiedQ8Head(table))
+        replace_module(model, name, TiedQ8Head(table))
 
 
 def _keep_int4_blocks(model: nn.Module, names: list[str], blocks: Callable[[str, str], Any]) -> None:
@@ -305,7 +314,7 @@ def _keep_int4_blocks(model: nn.Module, names: list[str], blocks: Callable[[str,
         mod.weight.scale.copy_(b.scales.reshape(mod.weight.scale.shape))
         # always wrapped (zero offsets for Q4_0), so a saved directory's modules follow from its recipe alone
         offsets[f"{name}.offsets"] = b.offsets if b.offsets is not None else torch.zeros_like(b.scales)
-        _replace(model, name, BlockOffsetLinear.wrap(mod, offsets[f"{name}.offsets"]))
+        replace_module(model, name, BlockOffsetLinear.wrap(mod, offsets[f"{name}.offsets"]))
     parts = {*offsets, *(f"{n}.group_sums" for n in names)}
     quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)),
               filter_fn=lambda m, fqn: fqn in parts)
@@ -354,7 +363,7 @@ def _refit(qweight, weight: torch.Tensor, rule: Rule) -> None:
     qweight.scale.copy_(scales.reshape(qweight.scale.shape))
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
@@ -368,7 +377,7 @@ def quantized_shells(model: nn.Module, recipe: Recipe) -> None:
         mod = model.get_submodule(name)
         if rule.scheme.startswith("emb") or rule.scheme == "q8":
             bits = 8 if rule.scheme == "q8" else int(rule.scheme[3:])
-            _replace(model, name, QuantizedEmbedding(mod.num_embeddings, mod.embedding_dim, bits, rule.group_size))
+            replace_module(model, name, QuantizedEmbedding(mod.num_embeddings, mod.embedding_dim, bits, rule.group_size))
         elif rule.scheme == "q4":
-            _replace(model, name, BlockOffsetLinear(mod, mod.in_features, mod.out_features))
+            replace_module(model, name, BlockOffsetLinear(mod, mod.in_features, mod.out_features))
     _tie_heads(model, [n for n, r in plan(model, recipe).items() if r.scheme == "tied8"])
