@@ -248,7 +248,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
     from tqdm import tqdm
 
-    from common.streaming import SafetensorsWriter, tensor_reader
+    from common.streaming import SafetensorsWriter, return_freed_memory, tensor_reader
 
     check_output_dir(output, is_quantized_dir)  # before minutes of work, not after
     ckpt = open_checkpoint(family, checkpoint)
@@ -272,6 +272,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     # a float head tied to a float table is not written: loading ties it back (common.checkpoint's tie map)
     drop_head = tied and head is None and TIED_TABLE not in plan(model, recipe, TIED_TABLE)
     metadata: dict[str, Any] = {"tensor_names": []}
+    return_freed_memory(first=True)
     with atomic_dir(output, is_quantized_dir) as tmp, SafetensorsWriter(tmp / "model.safetensors") as writer:
         shells = {}  # unit -> the meta module that takes its place once written (dropping the real one)
         for unit in tqdm(_units(model, tied), desc="quantize", unit="unit", disable=not progress):
@@ -294,6 +295,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
             replace_module(model, unit, shells.pop(unit))
             if tied and unit == "lm_head":
                 replace_module(model, TIED_TABLE, shells.pop(TIED_TABLE))
+            return_freed_memory()
         writer.close({**metadata, "tensor_names": json.dumps(metadata["tensor_names"])})
         hf = family.to_hf(cfg) | {QUANT_KEY: recipe.to_dict() | {"fused": fuse}}
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")

@@ -8,6 +8,8 @@ shard for each tensor (`safe_open` maps the whole file; a mapping kept open woul
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -24,6 +26,19 @@ _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", tor
            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
            torch.bool: "BOOL"}
 _COPY_CHUNK = 16 << 20  # bytes per copy of the scratch file into the final one
+
+
+def return_freed_memory(first: bool = False) -> None:
+    """Hand freed heap memory back to the OS (glibc; elsewhere a no-op). `first`: also pin glibc's mmap threshold
+    at 128 KiB. Without that, glibc raises the threshold after the first large free, later tensors of a unit's size
+    come from the heap, and the heap only grows: measured 40 MB per decoder layer kept on a synthetic Gemma 4."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        if first:
+            libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class SafetensorsWriter:

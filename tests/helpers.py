@@ -56,6 +56,22 @@ def kl_per_position(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return (ref_lp.exp() * (ref_lp - other_lp)).sum(-1)
 
 
+def fidelity(ref: torch.Tensor, got: torch.Tensor, ids: list[int]) -> tuple[float, float, float]:
+    """(mean KL, perplexity of `got`, perplexity of `ref`) of two [len(ids) - 1, V] next-token logit tensors over
+    the text `ids`."""
+    target = torch.tensor(ids[1:])
+
+    def ppl(logits: torch.Tensor) -> float:
+        return torch.exp(-logits.double().log_softmax(-1).gather(1, target[:, None]).mean()).item()
+
+    return kl_per_position(ref, got).mean().item(), ppl(got), ppl(ref)
+
+
+def pte_logits_token_by_token(pte, ids: list[int]) -> torch.Tensor:
+    """A .pte's next-token logits for ids[:-1], fed one token per call (the decode path)."""
+    return torch.stack([pte.forward([t], pos) for pos, t in enumerate(ids[:-1])])
+
+
 def greedy_gaps(logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
     """For each row of [N, V] logits, how far the chosen token's logit is below the row's largest."""
     return logits.max(-1).values - logits[torch.arange(len(tokens)), torch.tensor(tokens)]

@@ -84,3 +84,22 @@ def test_sensitive_recipe_pte_matches_eager(tmp_path_factory) -> None:
     tokens = greedy(eager, IDS[:12], 8)
     kl = kl_per_position(step_logits(eager, IDS[:12], tokens), step_logits(PteModel(out), IDS[:12], tokens))
     assert kl.max() <= 1e-6, kl
+
+
+def test_cuda_preset_says_what_is_missing() -> None:
+    """`make gemma4_31b-cuda` configures against a CUDA-enabled ExecuTorch when there is one; without one (the pip
+    wheel is CPU-only) it stops at configure saying what is missing, and builds nothing."""
+    import subprocess
+    from pathlib import Path
+
+    import executorch
+
+    root = Path(__file__).resolve().parents[3]
+    if (Path(list(executorch.__path__)[0]) / "lib" / "libexecutorch_backend_cuda.so").exists():
+        pytest.skip("this executorch has a CUDA backend: the preset configures for real")
+    proc = subprocess.run(["make", "gemma4_31b-cuda"], cwd=root, capture_output=True, text=True, timeout=600)
+    text = " ".join((proc.stdout + proc.stderr).split())  # CMake wraps its messages
+    assert proc.returncode != 0
+    assert ("ZOO_BACKEND=cuda: no CUDA toolkit" in text
+            or "ZOO_BACKEND=cuda: the installed executorch wheel ships no CUDA backend" in text), text[-2000:]
+    assert not (root / "build" / "gemma4_31b-cuda" / "gemma4_31b_runner").exists()
