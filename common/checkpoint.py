@@ -105,14 +105,16 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, family, cfg) -> None:
     from executorch.extension.llm.export.load import load_checkpoint
 
     tie = {"model.embed_tokens.weight": ("lm_head.weight", False)} if cfg.tie_embeddings else None
-    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    expected = model.state_dict()
 
     def checked(fqn: str, t: torch.Tensor) -> torch.Tensor:
+        """The tensor in the model's dtype (a bf16 checkpoint runs as the fp32 model), if its name and shape fit."""
         if fqn not in expected:
             raise UserError(f"{ckpt.path}: unexpected tensor {fqn!r} for this model config")
-        if tuple(t.shape) != expected[fqn]:
-            raise UserError(f"{ckpt.path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects {expected[fqn]}")
-        return t
+        if tuple(t.shape) != tuple(expected[fqn].shape):
+            raise UserError(f"{ckpt.path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects "
+                            f"{tuple(expected[fqn].shape)}")
+        return t if type(t) is not torch.Tensor or not t.is_floating_point() else t.to(expected[fqn].dtype)
 
     try:
         if ckpt.kind == "gguf":
