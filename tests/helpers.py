@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Callable
 
 import torch
@@ -56,20 +57,31 @@ def kl_per_position(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return (ref_lp.exp() * (ref_lp - other_lp)).sum(-1)
 
 
-def fidelity(ref: torch.Tensor, got: torch.Tensor, ids: list[int]) -> tuple[float, float, float]:
-    """(mean KL, perplexity of `got`, perplexity of `ref`) of two [len(ids) - 1, V] next-token logit tensors over
-    the text `ids`."""
+def gguf_pte_fidelity(family, gguf: str, pte: str, n: int = 512) -> tuple[float, float, float]:
+    """(mean KL, perplexity ratio, size ratio) of a `.pte` exported from `gguf` against the GGUF dequantized to fp32
+    (eager, one shot), over the first `n` tokens of the bench's GPL-3 text, fed to the `.pte` one token per call
+    (the decode path). Prints the figures."""
+    from bench.corpus import corpus
+    from common.pipeline import load_model
+    from common.runtime import PteModel
+    from common.tokenizer import load_tokenizer
+
+    ids = load_tokenizer(gguf).encode(corpus()[1])[:n]
+    model, _, _ = load_model(family, gguf, max_context_len=2 * n)
+    with torch.no_grad():
+        ref = model(torch.tensor([ids]), torch.tensor([0]))[0][:-1]
+    program = PteModel(pte)
+    got = torch.stack([program.forward([t], pos) for pos, t in enumerate(ids[:-1])])
     target = torch.tensor(ids[1:])
 
     def ppl(logits: torch.Tensor) -> float:
         return torch.exp(-logits.double().log_softmax(-1).gather(1, target[:, None]).mean()).item()
 
-    return kl_per_position(ref, got).mean().item(), ppl(got), ppl(ref)
-
-
-def pte_logits_token_by_token(pte, ids: list[int]) -> torch.Tensor:
-    """A .pte's next-token logits for ids[:-1], fed one token per call (the decode path)."""
-    return torch.stack([pte.forward([t], pos) for pos, t in enumerate(ids[:-1])])
+    kl = kl_per_position(ref, got).mean().item()
+    ratio, size = ppl(got) / ppl(ref), os.path.getsize(pte) / os.path.getsize(gguf)
+    print(f"{os.path.basename(gguf)} -> .pte: KL {kl:.4f}, perplexity {ppl(got):.3f} vs {ppl(ref):.3f} "
+          f"({ratio:.3f}x), size {size:.3f}x the GGUF")
+    return kl, ratio, size
 
 
 def greedy_gaps(logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:

@@ -44,17 +44,9 @@ KL_MAX, PPL_RATIO_MAX, SIZE_RATIO_MAX = 0.05, 1.04, 1.25
 
 def test_gguf_preset_pte_keeps_the_files_precision(gemma3_gguf: str, gemma3_pte) -> None:
     """The 512 tokens run past the 512-token sliding window, through the sliding layers' rings."""
-    from bench.corpus import corpus
-    from tests.helpers import fidelity, pte_logits_token_by_token
+    from tests.helpers import gguf_pte_fidelity
 
-    ids = load_tokenizer(gemma3_gguf).encode(corpus()[1])[:512]
-    model, _, _ = load_model(FAMILY, gemma3_gguf, max_context_len=1024)
-    with torch.no_grad():
-        ref = model(torch.tensor([ids]), torch.tensor([0]))[0][:-1]
-    kl, ppl, ppl_ref = fidelity(ref, pte_logits_token_by_token(PteModel(gemma3_pte), ids), ids)
-    ratio, size = ppl / ppl_ref, os.path.getsize(gemma3_pte) / os.path.getsize(gemma3_gguf)
-    print(f"Gemma 3 270M gguf preset .pte: KL {kl:.4f}, perplexity {ppl:.3f} vs {ppl_ref:.3f} ({ratio:.3f}x), "
-          f"size {size:.3f}x the GGUF")
+    kl, ratio, size = gguf_pte_fidelity(FAMILY, gemma3_gguf, str(gemma3_pte))
     assert kl <= KL_MAX and ratio <= PPL_RATIO_MAX and size <= SIZE_RATIO_MAX, (kl, ratio, size)
 
 

@@ -113,16 +113,7 @@ KL_MAX_GGUF, PPL_RATIO_MAX_GGUF, SIZE_RATIO_MAX_GGUF = 0.05, 1.04, 1.2
 
 def test_gguf_preset_pte_keeps_the_files_precision(smollm2_gguf: str, smollm2_pte) -> None:
     """`--quantize gguf` (the default for a GGUF): KL, perplexity and size against the file itself."""
-    from bench.corpus import corpus
-    from tests.helpers import fidelity, pte_logits_token_by_token
+    from tests.helpers import gguf_pte_fidelity
 
-    path = smollm2_pte
-    ids = load_tokenizer(smollm2_gguf).encode(corpus()[1])[:512]
-    model, _, _ = load_model(FAMILY, smollm2_gguf, max_context_len=1024)
-    with torch.no_grad():
-        ref = model(torch.tensor([ids]), torch.tensor([0]))[0][:-1]
-    kl, ppl, ppl_ref = fidelity(ref, pte_logits_token_by_token(PteModel(path), ids), ids)
-    ratio, size = ppl / ppl_ref, os.path.getsize(path) / os.path.getsize(smollm2_gguf)
-    print(f"gguf preset .pte: KL {kl:.4f}, perplexity {ppl:.3f} vs {ppl_ref:.3f} ({ratio:.3f}x), "
-          f"size {size:.3f}x the GGUF")
+    kl, ratio, size = gguf_pte_fidelity(FAMILY, smollm2_gguf, str(smollm2_pte))
     assert kl <= KL_MAX_GGUF and ratio <= PPL_RATIO_MAX_GGUF and size <= SIZE_RATIO_MAX_GGUF, (kl, ratio, size)
