@@ -100,6 +100,17 @@ class Checkpoint:
         return gguf_loader.iter_dequantized(self.reader, self.path)
 
 
+def fit_tensor(path: str, expected: dict[str, torch.Tensor], fqn: str, t: torch.Tensor) -> torch.Tensor:
+    """Checkpoint tensor `fqn` in the model's dtype (a bf16 checkpoint runs as the fp32 model), if the model
+    (`expected`: its state dict) has that name and shape; else a UserError naming the checkpoint."""
+    if fqn not in expected:
+        raise UserError(f"{path}: unexpected tensor {fqn!r} for this model config")
+    if tuple(t.shape) != tuple(expected[fqn].shape):
+        raise UserError(f"{path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects "
+                        f"{tuple(expected[fqn].shape)}")
+    return t if type(t) is not torch.Tensor or not t.is_floating_point() else t.to(expected[fqn].dtype)
+
+
 def load_weights(model: nn.Module, ckpt: Checkpoint, family, cfg) -> None:
     """Stream a checkpoint into `model` (built on the meta device or not); all parameters must be found."""
     from executorch.extension.llm.export.load import load_checkpoint
@@ -108,13 +119,7 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, family, cfg) -> None:
     expected = model.state_dict()
 
     def checked(fqn: str, t: torch.Tensor) -> torch.Tensor:
-        """The tensor in the model's dtype (a bf16 checkpoint runs as the fp32 model), if its name and shape fit."""
-        if fqn not in expected:
-            raise UserError(f"{ckpt.path}: unexpected tensor {fqn!r} for this model config")
-        if tuple(t.shape) != tuple(expected[fqn].shape):
-            raise UserError(f"{ckpt.path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects "
-                            f"{tuple(expected[fqn].shape)}")
-        return t if type(t) is not torch.Tensor or not t.is_floating_point() else t.to(expected[fqn].dtype)
+        return fit_tensor(ckpt.path, expected, fqn, t)
 
     try:
         if ckpt.kind == "gguf":

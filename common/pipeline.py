@@ -126,15 +126,18 @@ def quantize_from(family: Family, ckpt: Checkpoint, cfg, model: nn.Module, recip
     """Quantize a float `model` loaded from `ckpt` by `recipe` (its `gguf` rules resolved against the file's tensor
     types, the file's own blocks at hand), fusing q/k/v and gate/up where the rules agree. Returns the model and the
     resolved recipe (what a quantize_and_save directory records)."""
-    blocks = None
-    if ckpt.kind == "gguf":
-        sources = gguf_sources(family, ckpt, cfg)
-        tied = "lm_head" in sources and sources["lm_head"] is sources.get(TIED_TABLE)
-        recipe = resolve_gguf(recipe, model, {name: t.tensor_type for name, t in sources.items()}, tied)
-        blocks = functools.partial(gguf_blocks_of, family, cfg, sources)
-    else:
-        recipe = resolve_gguf(recipe, model, {})
+    recipe, blocks = _resolve(family, ckpt, cfg, model, recipe)
     return quantize_model(fuse_agreeing(model, recipe) if fuse else model, recipe, blocks), recipe
+
+
+def _resolve(family: Family, ckpt: Checkpoint, cfg, model: nn.Module, recipe: Recipe):
+    """(`recipe` with its `gguf` rules resolved against the file's tensor types, the file's own blocks or None)."""
+    if ckpt.kind != "gguf":
+        return resolve_gguf(recipe, model, {}), None
+    sources = gguf_sources(family, ckpt, cfg)
+    tied = "lm_head" in sources and sources["lm_head"] is sources.get(TIED_TABLE)
+    recipe = resolve_gguf(recipe, model, {name: t.tensor_type for name, t in sources.items()}, tied)
+    return recipe, functools.partial(gguf_blocks_of, family, cfg, sources)
 
 
 def gguf_sources(family: Family, ckpt: Checkpoint, cfg) -> dict[str, Any]:
@@ -259,14 +262,8 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     cfg = read_config(family, ckpt)
     with torch.device("meta"):
         model = family.build(cfg, 1, SDPA, False)
-    blocks, tied = None, bool(getattr(cfg, "tie_embeddings", False))
-    if ckpt.kind == "gguf":
-        sources = gguf_sources(family, ckpt, cfg)
-        recipe = resolve_gguf(recipe, model, {name: t.tensor_type for name, t in sources.items()},
-                              "lm_head" in sources and sources["lm_head"] is sources.get(TIED_TABLE))
-        blocks = functools.partial(gguf_blocks_of, family, cfg, sources)
-    else:
-        recipe = resolve_gguf(recipe, model, {})
+    tied = bool(getattr(cfg, "tie_embeddings", False))
+    recipe, blocks = _resolve(family, ckpt, cfg, model, recipe)
     read = tensor_reader(ckpt, family, cfg, model.state_dict())
     head = plan(model, recipe, "lm_head").get("lm_head")
     # a float head tied to a float table is not written: loading ties it back (common.checkpoint's tie map)

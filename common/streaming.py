@@ -120,7 +120,7 @@ def tensor_reader(ckpt, family, cfg, expected: dict[str, torch.Tensor]) -> Calla
     """read(fqn): the checkpoint's tensor for the model's state-dict key `fqn`, as the model's dtype (the family's
     GGUF fixes applied; a tied lm_head reads the embedding). Unknown and missing tensors are refused up front."""
     from common import gguf_loader
-    from common.checkpoint import _hf_key
+    from common.checkpoint import _hf_key, fit_tensor
 
     if ckpt.kind == "gguf":
         sources = {fqn: t for t in ckpt.reader.tensors if (fqn := family.gguf_name(t.name))}
@@ -145,11 +145,6 @@ def tensor_reader(ckpt, family, cfg, expected: dict[str, torch.Tensor]) -> Calla
             raise UserError(f"{ckpt.path}: Weight {fqn!r} not found in checkpoint")
 
     def read(fqn: str) -> torch.Tensor:
-        t = raw(alias.get(fqn, fqn))
-        want = expected[fqn]
-        if tuple(t.shape) != tuple(want.shape):
-            raise UserError(f"{ckpt.path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects "
-                            f"{tuple(want.shape)}")
-        return t.to(want.dtype)
+        return fit_tensor(ckpt.path, expected, fqn, raw(alias.get(fqn, fqn)))
 
     return read
