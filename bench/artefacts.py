@@ -36,9 +36,19 @@ def export_key(package: str, checkpoint: str, args: Sequence[str]) -> str:
 def cached_export(package: str, checkpoint: str, args: Sequence[str], name: str, cache: Path = CACHE, log=None) -> Path:
     """`python -m models.<package>.export --checkpoint <checkpoint> <args>` into <cache>/<name>-<key>/model.pte.
 
-    Older exports under the same name (other sources or flags) are deleted: each is ~100 MB or more.
+    Older exports under the same name (other sources or flags) are deleted: each is ~100 MB or more. A lock per
+    name makes concurrent callers (pytest-xdist workers, a bench beside the tests) wait for one export, not race.
     """
+    from filelock import FileLock
+
     out = cache / f"{name}-{export_key(package, checkpoint, args)}" / "model.pte"
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache / f"{name}.lock"):
+        return _export_unlocked(package, checkpoint, args, name, out, cache, log)
+
+
+def _export_unlocked(package: str, checkpoint: str, args: Sequence[str], name: str, out: Path, cache: Path,
+                     log) -> Path:
     if out.is_file() and (out.parent / "tokenizer.json").is_file():
         return out
     for stale in cache.glob(f"{name}-*"):

@@ -7,8 +7,12 @@ torch.export (example inputs and dynamic dims from the contract) -> XNNPACK sour
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +32,16 @@ class ExportSummary:
     delegated_ops: int
     portable_ops: Counter  # non-delegated op name -> count
     operators: tuple[str, ...]  # operators the runtime must provide
+    stages: dict[str, float] = field(default_factory=dict)  # export stage -> wall seconds
+
+
+@contextmanager
+def _stage(name: str, times: dict[str, float]) -> Iterator[None]:
+    """Say on stderr that `name` starts (lowering a model is minutes of silence otherwise); record its seconds."""
+    print(f"export: {name}...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - t0
 
 
 class XnnpackRMSNorm(RMSNorm):
@@ -95,36 +109,39 @@ def export_pte(
         raise ValueError(f"{contract.name} export lacks constant methods {missing}")
 
     modules = model if isinstance(model, dict) else {"forward": model}
-    programs = {}
+    programs, times = {}, {}
     with torch.no_grad():
         for name, module in modules.items():
-            if backend == "xnnpack":
-                xnnpack_source_transforms(module)
-            programs[name] = torch.export.export(
-                module,
-                contract.example_inputs(name, limits),
-                dynamic_shapes=contract.dynamic_shapes(name, limits),
-                strict=False,
+            with _stage(f"torch.export {name}", times):
+                if backend == "xnnpack":
+                    xnnpack_source_transforms(module)
+                programs[name] = torch.export.export(
+                    module,
+                    contract.example_inputs(name, limits),
+                    dynamic_shapes=contract.dynamic_shapes(name, limits),
+                    strict=False,
+                )
+        with _stage(f"lower to {backend}", times):
+            edge = to_edge_transform_and_lower(
+                programs,
+                partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],
+                compile_config=EdgeCompileConfig(_check_ir_validity=False),
+                constant_methods=constants | contract.stamp(),
             )
-        edge = to_edge_transform_and_lower(
-            programs,
-            partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],
-            compile_config=EdgeCompileConfig(_check_ir_validity=False),
-            constant_methods=constants | contract.stamp(),
-        )
     delegated, portable = 0, Counter()
     for name in modules:
         info = get_delegation_info(edge.exported_program(name).graph_module)
         delegated += info.num_delegated_nodes
         portable.update({op: row.non_delegated for op, row in info.delegation_by_operator.items() if row.non_delegated})
-    et = edge.to_executorch(
-        ExecutorchBackendConfig(
-            extract_delegate_segments=True,
-            do_quant_fusion_and_const_prop=True,
-            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+    with _stage("to_executorch", times):
+        et = edge.to_executorch(
+            ExecutorchBackendConfig(
+                extract_delegate_segments=True,
+                do_quant_fusion_and_const_prop=True,
+                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+            )
         )
-    )
     ops = program_operators(et.executorch_program)
     from common.kernels import runtime_operator_names
 
@@ -135,13 +152,14 @@ def export_pte(
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as f:
             et.write_to_file(f)
-    return ExportSummary(Path(output), delegated, portable, ops)
+    return ExportSummary(Path(output), delegated, portable, ops, times)
 
 
 def format_summary(summary: ExportSummary) -> str:
     """Delegation summary: how many ops the backend took, and which ran on portable kernels."""
     rows = ", ".join(f"{name} x{n}" for name, n in summary.portable_ops.most_common())
+    stages = ", ".join(f"{name} {sec:.1f}s" for name, sec in summary.stages.items())
     return (
         f"delegated ops: {summary.delegated_ops}; non-delegated (portable/custom kernels): "
-        f"{sum(summary.portable_ops.values())}" + (f" [{rows}]" if rows else "")
+        f"{sum(summary.portable_ops.values())}" + (f" [{rows}]" if rows else "") + (f"\nstages: {stages}" if stages else "")
     )

@@ -97,3 +97,19 @@ def test_cli_rejects_unknown_model_and_engine(capsys) -> None:
     assert "--models nope: not registered" in capsys.readouterr().err
     assert run_cli(main, ["--engines", "ours,vllm"]) == 2
     assert "--engines vllm: expected some of" in capsys.readouterr().err
+
+
+def test_llama_cpp_build_flags_follow_the_cpu_and_never_enable_amx() -> None:
+    """The bench's llama.cpp build names this CPU's SIMD levels (no -march=native, whose AMX path dies of SIGILL on
+    VMs that list AMX), turning on only what /proc/cpuinfo lists."""
+    from bench.llama_cpp_flags import cmake_args, cpu_flags
+
+    avx2_only = cpu_flags("processor\t: 0\nflags\t\t: fpu sse4_2 avx f16c fma bmi2 avx2\n")
+    args = cmake_args(avx2_only).split()
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AVX2=ON" in args
+    assert "-DGGML_AVX512=OFF" in args and "-DGGML_AVX512_VNNI=OFF" in args
+    server = avx2_only | {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "avx512_vnni", "amx_tile",
+                          "amx_int8"}
+    args = cmake_args(server).split()
+    assert "-DGGML_AVX512=ON" in args and "-DGGML_AVX512_VNNI=ON" in args
+    assert "-DGGML_AMX_TILE=OFF" in args and "-DGGML_AMX_INT8=OFF" in args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -45,6 +46,19 @@ def test_fusing_only_where_rules_agree() -> None:
     assert "model.layers.0.self_attn.qkv_proj" in names and "model.layers.1.mlp.gate_up_proj" in names
     assert "model.layers.2.self_attn.v_proj" in names  # v stays float in layer 2: q/k/v are not fused there
     assert "model.layers.2.self_attn.qkv_proj" not in names
+
+
+def test_fusing_compares_what_rules_do_not_their_patterns() -> None:
+    """A recipe that names each module in its own rule (a resolved `gguf` recipe, a saved one) still fuses q/k/v and
+    gate/up where the schemes agree, and keeps apart a member whose scheme differs."""
+    model = _tiny(2)
+    per_module = Recipe("named", tuple(
+        Rule(re.escape(name), "8da8w" if name == "model.layers.1.self_attn.v_proj" else "8da4w")
+        for name, mod in model.named_modules() if isinstance(mod, nn.Linear)))
+    names = {n for n, _ in fuse_agreeing(model, per_module).named_modules()}
+    assert {"model.layers.0.self_attn.qkv_proj", "model.layers.0.mlp.gate_up_proj",
+            "model.layers.1.mlp.gate_up_proj"} <= names
+    assert "model.layers.1.self_attn.qkv_proj" not in names and "model.layers.1.self_attn.v_proj" in names
 
 
 def test_mixed_recipe_quantizes_each_module_by_its_rule() -> None:

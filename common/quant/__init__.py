@@ -229,10 +229,16 @@ def plan(model: nn.Module, recipe: Recipe, unit: str | None = None) -> dict[str,
             if within(name, unit) and (rule := recipe.rule_for(name, mod)) is not None}
 
 
+def _effect(rule: Rule | None) -> tuple | None:
+    """The part of a rule that decides a module's quantized values."""
+    return rule and (rule.scheme, rule.group_size, rule.scale_method)
+
+
 def fuse_agreeing(model: nn.Module, recipe: Recipe, only: int | None = None) -> nn.Module:
     """Fuse q/k/v and gate/up (of layer `only`, or all) where each group's members get the same rule (exact; see
     common.nn.linear)."""
-    rules = {name: recipe.rule_for(name, mod) for name, mod in model.named_modules()}
+    # what a rule does, not which pattern chose it: a resolved gguf recipe names each module in its own rule
+    rules = {name: _effect(recipe.rule_for(name, mod)) for name, mod in model.named_modules()}
     model.fuse_projections(lambda names: len({rules[n] for n in names}) == 1, only)
     return model
 

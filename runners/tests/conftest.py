@@ -15,13 +15,18 @@ TINY_SEQ_LEN, TINY_CONTEXT_LEN = 16, 64  # small, so the chunking and context-li
 
 
 def build_runner(model: str, backend: str = "xnnpack") -> Path:
-    """`make -f runners/runners.mk <model>-<backend>` (incremental after the first run); the binary's path."""
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "-f", "runners/runners.mk", f"{model}-{backend}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    """`make -f runners/runners.mk <model>-<backend>` (incremental after the first run); the binary's path. One build
+    at a time (a lock under build/): pytest-xdist workers share the build tree and its kernel libraries."""
+    from filelock import FileLock
+
+    (ROOT / "build").mkdir(exist_ok=True)
+    with FileLock(ROOT / "build" / ".runner-build.lock"):
+        proc = subprocess.run(
+            ["make", "--no-print-directory", "-f", "runners/runners.mk", f"{model}-{backend}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
     if proc.returncode != 0:
         pytest.fail(f"building {model}-{backend} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     binary = ROOT / "build" / f"{model}-{backend}" / f"{model}_runner"
