@@ -43,7 +43,7 @@ demo: $(DEMO_PTE)
 
 # One pytest-xdist worker per core, a test file per worker at a time (its module fixtures built once); the real-model
 # exports and runner builds are shared through locked caches under build/. PYTEST_ARGS="-n 0" runs serially.
-PYTEST_ARGS ?= -n auto --dist loadfile
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder --durations=15
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS)
 

@@ -10,6 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 
+# Test files that wait on a real-model export (minutes each) go first: under pytest-xdist (`make test`) the first
+# files go one to each worker, so the two exports run side by side instead of one after the other.
+FIRST = ("models/llama3/tests/test_smollm2.py", "models/gemma4_31b/tests/test_gemma3_270m.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(FIRST)))  # stable: the rest keep order
+
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from common.contract import Contract
 from common.errors import UserError
@@ -36,12 +37,13 @@ class ExportSummary:
 
 
 @contextmanager
-def _stage(name: str, times: dict[str, float]) -> Iterator[None]:
-    """Say on stderr that `name` starts (lowering a model is minutes of silence otherwise); record its seconds."""
-    print(f"export: {name}...", file=sys.stderr, flush=True)
+def _stage(name: str, times: dict[str, float], bar) -> Iterator[None]:
+    """Show `name` on the progress bar (lowering a model is minutes of silence otherwise); record its seconds."""
+    bar.set_description(f"export: {name}")
     t0 = time.perf_counter()
     yield
     times[name] = time.perf_counter() - t0
+    bar.update()
 
 
 class XnnpackRMSNorm(RMSNorm):
@@ -110,9 +112,10 @@ def export_pte(
 
     modules = model if isinstance(model, dict) else {"forward": model}
     programs, times = {}, {}
-    with torch.no_grad():
+    # a bar over the stages, cleared when done (like the loader's): an error is then the last line on stderr
+    with torch.no_grad(), tqdm(total=len(modules) + 2, unit="stage", leave=False, file=sys.stderr) as bar:
         for name, module in modules.items():
-            with _stage(f"torch.export {name}", times):
+            with _stage(f"torch.export {name}", times, bar):
                 if backend == "xnnpack":
                     xnnpack_source_transforms(module)
                 programs[name] = torch.export.export(
@@ -121,27 +124,28 @@ def export_pte(
                     dynamic_shapes=contract.dynamic_shapes(name, limits),
                     strict=False,
                 )
-        with _stage(f"lower to {backend}", times):
+        with _stage(f"lower to {backend}", times, bar):
             edge = to_edge_transform_and_lower(
                 programs,
                 partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],
                 compile_config=EdgeCompileConfig(_check_ir_validity=False),
                 constant_methods=constants | contract.stamp(),
             )
-    delegated, portable = 0, Counter()
-    for name in modules:
-        info = get_delegation_info(edge.exported_program(name).graph_module)
-        delegated += info.num_delegated_nodes
-        portable.update({op: row.non_delegated for op, row in info.delegation_by_operator.items() if row.non_delegated})
-    with _stage("to_executorch", times):
-        et = edge.to_executorch(
-            ExecutorchBackendConfig(
-                extract_delegate_segments=True,
-                do_quant_fusion_and_const_prop=True,
-                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+        delegated, portable = 0, Counter()
+        for name in modules:
+            info = get_delegation_info(edge.exported_program(name).graph_module)
+            delegated += info.num_delegated_nodes
+            portable.update({op: row.non_delegated for op, row in info.delegation_by_operator.items()
+                             if row.non_delegated})
+        with _stage("to_executorch", times, bar):
+            et = edge.to_executorch(
+                ExecutorchBackendConfig(
+                    extract_delegate_segments=True,
+                    do_quant_fusion_and_const_prop=True,
+                    memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                    sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+                )
             )
-        )
     ops = program_operators(et.executorch_program)
     from common.kernels import runtime_operator_names
 

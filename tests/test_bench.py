@@ -113,3 +113,20 @@ def test_llama_cpp_build_flags_follow_the_cpu_and_never_enable_amx() -> None:
     args = cmake_args(server).split()
     assert "-DGGML_AVX512=ON" in args and "-DGGML_AVX512_VNNI=ON" in args
     assert "-DGGML_AMX_TILE=OFF" in args and "-DGGML_AMX_INT8=OFF" in args
+
+
+def test_a_worker_reports_its_own_peak_rss_not_its_parents() -> None:
+    """getrusage's ru_maxrss survives fork + exec; the bench worker reads VmHWM, which starts afresh."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.worker import peak_rss_mib
+
+    ballast = bytearray(512 * 2**20)  # this process's peak is now above 512 MiB
+    assert peak_rss_mib() > 512
+    code = "from bench.worker import peak_rss_mib; print(peak_rss_mib())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    del ballast
+    assert float(out.stdout) < 256, out.stdout  # python + the bench package's imports: tens of MiB

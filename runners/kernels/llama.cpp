@@ -120,16 +120,23 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
       const int64_t i = task / Hq, h = task % Hq, kvh = h / group, n = masked ? L : start_pos + i + 1;
       const float* qrow = qp + (i * Hq + h) * D;
       const float* mrow = masked ? mp + i * mask_stride : nullptr;
+      // A slot the mask hides (-inf: outside the window, or not written yet) costs nothing: in a ring of
+      // window - 1 + max_seq_len slots most are hidden from an early query, and skipping them is exact (weight 0).
       float mx = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
+        if (mrow && mrow[j] == -INFINITY) {
+          scores[j] = -INFINITY;
+          continue;
+        }
         scores[j] = dot(qrow, kp + (j * Hkv + kvh) * D, D) * sc + (mrow ? mrow[j] : 0.0f);
         mx = std::max(mx, scores[j]);
       }
       float sum = 0;
-      for (int64_t j = 0; j < n; ++j) sum += (scores[j] = std::exp(scores[j] - mx));
+      for (int64_t j = 0; j < n; ++j) sum += (scores[j] = scores[j] == -INFINITY ? 0.0f : std::exp(scores[j] - mx));
       float* orow = op + (i * Hq + h) * D;
       std::fill(orow, orow + D, 0.0f);
       for (int64_t j = 0; j < n; ++j) {
+        if (scores[j] == 0.0f) continue;
         const float p = scores[j] / sum;
         const float* vrow = vp + (j * Hkv + kvh) * D;
         for (int64_t d = 0; d < D; ++d) orow[d] += p * vrow[d];

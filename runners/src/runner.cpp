@@ -265,6 +265,11 @@ std::string TextStream::flush() {
 }
 
 double peak_rss_mib() {
+  // VmHWM: the high-water mark of this process's own memory map. getrusage's ru_maxrss survives fork + exec, so a
+  // runner started by a bigger process (a Python harness) would report that process's peak instead.
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // kB
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss / 1024.0;  // Linux reports KiB
