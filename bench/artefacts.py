@@ -44,20 +44,16 @@ def cached_export(package: str, checkpoint: str, args: Sequence[str], name: str,
     out = cache / f"{name}-{export_key(package, checkpoint, args)}" / "model.pte"
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(cache / f"{name}.lock"):
-        return _export_unlocked(package, checkpoint, args, name, out, cache, log)
-
-
-def _export_unlocked(package: str, checkpoint: str, args: Sequence[str], name: str, out: Path, cache: Path,
-                     log) -> Path:
-    if out.is_file() and (out.parent / "tokenizer.json").is_file():
-        return out
-    for stale in cache.glob(f"{name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    cmd = [sys.executable, "-m", f"models.{package}.export", "--checkpoint", checkpoint, *args, "--output", str(out)]
-    if log:
-        log(f"exporting {name}: {' '.join(cmd[1:])}")
-    # stderr passes through: the export's progress bars, and its one-line error if it fails
-    res = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        if out.is_file() and (out.parent / "tokenizer.json").is_file():
+            return out
+        for stale in cache.glob(f"{name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        cmd = [sys.executable, "-m", f"models.{package}.export", "--checkpoint", checkpoint, *args, "--output",
+               str(out)]
+        if log:
+            log(f"exporting {name}: {' '.join(cmd[1:])}")
+        # stderr passes through: the export's progress bars, and its one-line error if it fails
+        res = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if res.returncode != 0 or not out.is_file():
         raise UserError(f"export of {name} failed (exit {res.returncode}; its error is printed above)")
     return out
