@@ -32,13 +32,15 @@ _COPY_CHUNK = 16 << 20  # bytes per copy of the scratch file into the final one
 def return_freed_memory(first: bool = False) -> None:
     """Free a written unit now and hand the memory back to the OS. A quantized module's tensors sit in reference
     cycles, which only the cycle collector frees (without it: 40 MB kept per decoder layer of a synthetic Gemma 4).
-    `first`: also pin glibc's mmap threshold at 128 KiB; glibc otherwise raises it after the first large free and
-    later unit-sized tensors come from a heap that does not shrink."""
+    `first`: also pin glibc's mmap threshold at 4 MiB; glibc otherwise raises it after the first large free and
+    later unit-sized tensors come from a heap that does not shrink. Not lower: every temporary above the threshold
+    is a fresh mapping, page-faulted in and unmapped again (at 128 KiB, three quarters of the time went to the
+    kernel), and the quantizers' temporaries are kept around 1 MiB (common.quant.scales)."""
     gc.collect()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         if first:
-            libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
+            libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
         libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
