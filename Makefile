@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-done
 DEMO_PTE := out/smollm2-gguf/model.pte
 DEMO_PROMPT ?= Give me three tips for writing clear code.
 
-.PHONY: setup demo test test-fast lint bench fuzz clean
+.PHONY: setup demo test test-fast lint bench fuzz clean sgt4t-train sgt4t-metrics sgt4t-chat
 
 setup: $(STAMP)
 
@@ -40,6 +40,26 @@ $(DEMO_PTE): $(STAMP)
 
 demo: $(DEMO_PTE)
 	$(PYTHON) -m models.llama3.inference --pte $(DEMO_PTE) --chat --prompt "$(DEMO_PROMPT)" --max-new-tokens 96
+
+# A Stained Glass Transform for the bundled SmolLM2 (models/sgt4t/README.md): trained once (13 min on 2 cores) and
+# cached under build/, then measured against isotropic noise, exported, and chatted with through both .pte files.
+SGT_DIR := build/sgt4t/smollm2-sgt
+SGT_PTE := out/sgt4t/sgt/sgt.pte
+SGT_BASE_PTE := out/sgt4t/base/smollm2-embeddings.pte
+$(SGT_DIR)/config.json: $(STAMP)
+	$(PYTHON) -m models.sgt4t.train --output $(SGT_DIR) --steps 3000 --ramp 200 --minutes 13
+$(SGT_PTE): $(SGT_DIR)/config.json
+	$(PYTHON) -m models.sgt4t.export --sgt $(SGT_DIR) --output $@
+$(SGT_BASE_PTE): $(STAMP)
+	$(PYTHON) -m models.llama3.export --quantize 8da4w --embeddings-input --max-seq-len 128 --max-context-len 1024 \
+	  --output $@
+sgt4t-train: $(SGT_DIR)/config.json
+sgt4t-metrics: $(SGT_DIR)/config.json
+	$(PYTHON) -m models.sgt4t.metrics --sgt $(SGT_DIR) --plot models/sgt4t/privacy_utility.png \
+	  --json build/sgt4t/metrics.json
+sgt4t-chat: $(SGT_PTE) $(SGT_BASE_PTE)
+	$(PYTHON) -m models.sgt4t.inference --sgt-pte $(SGT_PTE) --base-pte $(SGT_BASE_PTE) --prompt "$(DEMO_PROMPT)" \
+	  --show-server-view
 
 # One pytest-xdist worker per core, a test file per worker at a time (its module fixtures built once); the real-model
 # exports and runner builds are shared through locked caches under build/. PYTEST_ARGS="-n 0" runs serially.

@@ -162,6 +162,9 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
                        help="attention with ExecuTorch's llama::custom_sdpa/update_cache (faster; the Python runtime "
                             "and the zoo's C++ runners both have kernels for them) instead of plain SDPA")
         p.add_argument("--tokenizer", help="tokenizer source if the checkpoint has none (HF dir, tokenizer.json, GGUF)")
+        p.add_argument("--embeddings-input", action="store_true",
+                       help="add a forward_embeddings method: prefill from input embeddings [1, S, hidden] (e.g. a "
+                            "Stained Glass Transform's, models/sgt4t), sharing forward's KV cache")
         p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
         args = p.parse_args(argv)
         check_limits(args)
@@ -174,7 +177,8 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         ckpt = resolve_checkpoint(family, args.checkpoint)
         recipe = _recipe(args, ckpt, family)
         summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
-                                  args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer)
+                                  args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer,
+                                  args.embeddings_input)
         print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "
               f"context {args.max_context_len}) in {time.perf_counter() - t0:.1f}s")
         print(format_summary(summary))

@@ -48,9 +48,10 @@ class Contract:
     methods: tuple[Method, ...]
     constants: tuple[str, ...]  # constant methods every program of this contract has
     sidecars: tuple[str, ...] = ()  # files written beside the .pte
+    optional: tuple[Method, ...] = ()  # methods a program may add (sharing the required methods' state)
 
     def method(self, name: str) -> Method:
-        return next(m for m in self.methods if m.name == name)
+        return next(m for m in self.methods + self.optional if m.name == name)
 
     def example_inputs(self, method: str, limits: dict[str, int], example_len: int = 2) -> tuple[torch.Tensor, ...]:
         """Inputs to trace `method` with: dynamic dims at `example_len` (clamped to their limit), zeros."""
@@ -96,6 +97,10 @@ def _dim(Dim, name: str, limits: dict[str, int]):
 
 
 _POS = Input("input_pos", torch.long, (1,))
+# A causal LM fed input embeddings instead of token ids (HF's inputs_embeds), e.g. a Stained Glass Transform's output;
+# it shares the KV cache with `forward`, so a prompt prefilled from embeddings decodes with token ids.
+FORWARD_EMBEDDINGS = Method("forward_embeddings", (Input("embeddings", torch.float32, (1, "seq_len", "hidden")), _POS),
+                            "as forward, from embeddings [1, S, hidden]; the same KV caches")
 
 CAUSAL_LM = Contract(
     name="causal_lm",
@@ -106,9 +111,10 @@ CAUSAL_LM = Contract(
     constants=("get_max_seq_len", "get_max_context_len", "get_bos_id", "get_eos_ids", "get_vocab_size",
                "get_n_layers", "use_kv_cache", "enable_dynamic_shape"),
     sidecars=("tokenizer.json", "tokenizer_config.json"),
+    optional=(FORWARD_EMBEDDINGS,),
 )
 
-# A decoder fed embeddings instead of token ids (e.g. the server side of a Stained Glass Transform).
+# A decoder fed only embeddings (no token-id method).
 CAUSAL_LM_EMBEDDINGS = Contract(
     name="causal_lm_embeddings",
     version=1,
@@ -119,15 +125,17 @@ CAUSAL_LM_EMBEDDINGS = Contract(
 )
 
 # The Stained Glass Transform for Text: token ids -> transformed input embeddings (fresh noise every call where
-# noise_mask and attention_mask are set), and the same transform without noise.
+# noise_mask and attention_mask are set), and its deterministic part (mu, sigma). Constants: ../shared/specs/sgt4t.md.
 _SGT_INPUTS = (Input("input_ids", torch.long, (1, "seq_len")), Input("noise_mask", torch.bool, (1, "seq_len")),
                Input("attention_mask", torch.long, (1, "seq_len")))
 SGT4T = Contract(
     name="sgt4t",
     version=1,
     methods=(Method("forward", _SGT_INPUTS, "transformed embeddings [1, S, hidden]"),
-             Method("forward_deterministic", _SGT_INPUTS, "mean embeddings [1, S, hidden] (no noise)")),
-    constants=("get_max_seq_len", "get_hidden_size", "get_vocab_size"),
+             Method("mu_sigma", _SGT_INPUTS, "(mu [1, S, hidden], sigma [1, S, hidden]): the transform without noise")),
+    constants=("get_dtype", "get_bos_id", "get_eos_ids", "get_head_dim", "get_n_kv_heads", "get_n_layers",
+               "get_vocab_size", "get_max_batch_size", "get_max_seq_len", "use_sdpa_with_kv_cache",
+               "enable_dynamic_shape", "get_hidden_size", "get_sgt_name", "get_model_name", "get_version"),
     sidecars=("tokenizer.json", "tokenizer_config.json"),
 )
 

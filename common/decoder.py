@@ -171,9 +171,9 @@ class ModelConfig:
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, max_context_len: int, kernel):
+    def __init__(self, cfg: ModelConfig, max_context_len: int, kernel, cache: nn.Module | None = None):
         super().__init__()
-        cache = FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
+        cache = cache if cache is not None else FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
         self.self_attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cache, kernel,
                                    bias=cfg.attention_bias, qk_norm_eps=cfg.norm_eps if cfg.qk_norm else None)
         self.mlp = GatedMLP(cfg.dim, cfg.hidden_dim, "silu")
@@ -252,12 +252,16 @@ class Transformer(DecoderModel):
         self.rope_rot = rotate_half_matrix(self.rope_cos.shape[-1])
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        seq_len = tokens.size(1)
+        return self.forward_embeddings(self.model.embed_tokens(tokens), input_pos)
+
+    def forward_embeddings(self, embeddings: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """forward from input embeddings [1, S, dim] instead of token ids (HF's `inputs_embeds`; the argument is
+        named as the contract's input, which torch.export matches by name)."""
+        x, seq_len = embeddings, embeddings.size(1)
         start = start_position(input_pos, seq_len, self.max_context_len)
         cos = self.rope_cos.narrow(0, start, seq_len)
         sin = self.rope_sin.narrow(0, start, seq_len)
         mask = FlatKVCache.mask(self.causal_mask, start, seq_len) if self.kernel.needs_mask else None
-        x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
             x = layer(x, start, cos, sin, self.rope_rot, mask)
         x = self.model.norm(x)

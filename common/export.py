@@ -68,6 +68,16 @@ def xnnpack_source_transforms(model: nn.Module) -> nn.Module:
     return model
 
 
+def bound_method(module: nn.Module, name: str) -> nn.Module:
+    """A shallow copy of `module` (the same parameters and buffers) whose forward is `module`'s method `name`, with
+    that method's signature (torch.export names the inputs by it): a second program method over the same state."""
+    import copy
+
+    wrapper = copy.copy(module)
+    wrapper.forward = getattr(module, name)
+    return wrapper
+
+
 def check_seq_len(max_seq_len: int, max_context_len: int) -> None:
     """A forward call's tokens must fit the KV cache: 1 <= max_seq_len <= max_context_len."""
     if not 1 <= max_seq_len <= max_context_len:
@@ -90,10 +100,12 @@ def export_pte(
     constants: dict,
     backend: str = "xnnpack",
     limits: dict[str, int] | None = None,
+    share_mutable_buffers: bool = False,
 ) -> ExportSummary:
     """torch.export each of `contract`'s methods (`model`, or a module per method name) -> lower -> to_executorch,
     written atomically to `output`. `constants` become constant methods (the contract's stamp is added);
-    `limits` size the dynamic dims (default: from get_max_seq_len)."""
+    `limits` size the dynamic dims (default: from get_max_seq_len). `share_mutable_buffers`: the methods share
+    their mutable buffers (one KV cache read and written by every method)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
@@ -142,7 +154,9 @@ def export_pte(
                 ExecutorchBackendConfig(
                     extract_delegate_segments=True,
                     do_quant_fusion_and_const_prop=True,
-                    memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                    memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False,
+                                                            share_mutable_buffers=share_mutable_buffers),
+                    emit_mutable_buffer_names=share_mutable_buffers,
                     sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
                 )
             )

@@ -15,7 +15,7 @@ import models as families
 from common.checkpoint import QUANT_KEY, Checkpoint, load_weights
 from common.contract import causal_lm_constants
 from common.errors import UserError
-from common.export import ExportSummary, check_seq_len, export_pte
+from common.export import ExportSummary, bound_method, check_seq_len, export_pte
 from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
@@ -202,8 +202,10 @@ def export_model(
     max_context_len: int = 2048,
     kernel=SDPA,
     tokenizer_path: str | None = None,
+    embeddings_input: bool = False,
 ) -> tuple[ExportSummary, Tokenizer]:
-    """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it."""
+    """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
+    the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared)."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
     check_output_file(output)  # before minutes of export, not after
@@ -218,7 +220,13 @@ def export_model(
     constants = causal_lm_constants(cfg, max_seq_len, max_context_len, eos)
     out = Path(output)
     with staged_outputs(out.resolve().parent) as stage:  # the .pte and its tokenizer files land together or not
-        summary = export_pte(model, stage / out.name, family.contract, constants, backend, {"max_seq_len": max_seq_len})
+        modules = {"forward": model}
+        if embeddings_input:
+            if not hasattr(model, "forward_embeddings"):
+                raise UserError(f"--embeddings-input: {family.title} models take token ids only")
+            modules["forward_embeddings"] = bound_method(model, "forward_embeddings")
+        summary = export_pte(modules, stage / out.name, family.contract, constants, backend,
+                             {"max_seq_len": max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input)
         tokenizer.save(stage)
         check_export_dir(output)  # again: the directory may have changed during the export
     return dataclasses.replace(summary, path=out), tokenizer

@@ -19,19 +19,25 @@ from common.sampler import Sampler
 PTE_MAGIC_OFFSET, PTE_MAGIC = 4, b"ET"  # flatbuffer file identifier "ETxx" at bytes 4..8
 
 
+def check_pte_file(path: str | os.PathLike) -> str:
+    """`path` as a str if it is an ExecuTorch program file (by its 'ET' identifier), else a UserError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such .pte file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[PTE_MAGIC_OFFSET : PTE_MAGIC_OFFSET + 2] != PTE_MAGIC:
+        raise UserError(f"{path}: not an ExecuTorch program (no 'ET' file identifier)")
+    return path
+
+
 class PteModel:
     """A causal-LM `.pte` (common.contract.CAUSAL_LM), loaded with `executorch.runtime`.
 
     `etdump` records an ETDump (op-level timings) for bench.profile."""
 
     def __init__(self, path: str | os.PathLike, etdump: bool = False):
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: no such .pte file")
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if head[PTE_MAGIC_OFFSET : PTE_MAGIC_OFFSET + 2] != PTE_MAGIC:
-            raise UserError(f"{path}: not an ExecuTorch program (no 'ET' file identifier)")
+        path = check_pte_file(path)
         from executorch.runtime import Runtime
 
         from common.contract import CAUSAL_LM
@@ -76,6 +82,18 @@ class PteModel:
         except Exception as e:  # the runtime's failures (a corrupt program's plan, a kernel error) as one line
             raise UserError(f"{self.path}: forward failed at position {start} ({type(e).__name__}: {e})") from None
 
+    def forward_embeddings(self, embeddings: torch.Tensor, start: int) -> torch.Tensor:
+        """Last-position logits from input embeddings [1, S, hidden] (a program exported with --embeddings-input)."""
+        if "forward_embeddings" not in self.program.method_names:
+            raise UserError(f"{self.path}: takes token ids only; export it with --embeddings-input")
+        try:
+            out = self.program.load_method("forward_embeddings").execute([embeddings.float().contiguous(),
+                                                                          torch.tensor([start], dtype=torch.long)])
+            return out[0][0, -1]
+        except Exception as e:
+            raise UserError(f"{self.path}: forward_embeddings failed at position {start} ({type(e).__name__}: {e})"
+                            ) from None
+
     def write_etdump(self, etdump: str, debug: str) -> None:
         """Write the ETDump recorded since load (with `etdump=True`)."""
         self.program.write_etdump_result_to_file(etdump, debug)
@@ -95,6 +113,10 @@ class EagerModel:
     @torch.no_grad()
     def forward(self, tokens: list[int], start: int) -> torch.Tensor:
         return self.model(torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long))[0, -1]
+
+    @torch.no_grad()
+    def forward_embeddings(self, embeddings: torch.Tensor, start: int) -> torch.Tensor:
+        return self.model.forward_embeddings(embeddings, torch.tensor([start], dtype=torch.long))[0, -1]
 
 
 @dataclass
@@ -124,10 +146,15 @@ def check_context(prompt_len: int, max_context_len: int, source: str) -> None:
         )
 
 
-def prefill(model: PteModel | EagerModel, tokens: list[int], start: int = 0) -> torch.Tensor:
-    """Run `tokens` from position `start` in chunks of at most max_seq_len; the logits after the last one."""
+def prefill(model: PteModel | EagerModel, tokens: list[int], start: int = 0,
+            embeddings: torch.Tensor | None = None) -> torch.Tensor:
+    """Run `tokens` (or their input `embeddings` [1, S, hidden]) from position `start` in chunks of at most
+    max_seq_len; the logits after the last one."""
     for i in range(0, len(tokens), model.max_seq_len):
-        logits = model.forward(tokens[i : i + model.max_seq_len], start + i)
+        if embeddings is None:
+            logits = model.forward(tokens[i : i + model.max_seq_len], start + i)
+        else:
+            logits = model.forward_embeddings(embeddings[:, i : i + model.max_seq_len], start + i)
     return logits
 
 
@@ -140,9 +167,11 @@ def generate(
     keep_logits: bool = False,
     source: str = "the model",
     ignore_eos: bool = False,
+    embeddings: torch.Tensor | None = None,
 ) -> Generation:
     """Chunked prefill (max_seq_len per call), then decode until EOS (unless `ignore_eos`), max_new_tokens or the
-    context end. The one generation loop: the CLIs, the tests, the bench and the profiler all run this."""
+    context end. The one generation loop: the CLIs, the tests, the bench and the profiler all run this.
+    `embeddings` [1, len(prompt), hidden]: prefill from these instead of the prompt's own (an SGT's output)."""
     if not prompt:
         raise UserError("the prompt is empty")
     vocab = getattr(model, "vocab_size", None)
@@ -152,7 +181,9 @@ def generate(
     check_context(len(prompt), model.max_context_len, source)
     gen = Generation(prompt_len=len(prompt))
     t0 = time.perf_counter()
-    logits = prefill(model, prompt)
+    if embeddings is not None and embeddings.shape[:2] != (1, len(prompt)):
+        raise UserError(f"embeddings {tuple(embeddings.shape)}: expected [1, {len(prompt)}, hidden] for the prompt")
+    logits = prefill(model, prompt, embeddings=embeddings)
     gen.prefill_s = time.perf_counter() - t0
     pos = len(prompt)
     stop = () if ignore_eos else model.eos_ids

@@ -513,4 +513,16 @@ CASES: list[Case] = [
     Case("cpp-chat-without-template", "cpp", ("--model", "{pte}", "--chat"), "tokenizer", "chat template", code=1),
     Case("cpp-chat-unknown-template", "cpp", ("--model", "{pte}", "--tokenizer", "{ws}/tok", "--chat"),
          "{ws}/tok", "chat format", chat_template("{{ messages[0]['content'] | upper }}"), code=1),
+    # sgt4t: an SGT directory is its own thing (config.json with an `sgt4t` key)
+    Case("sgt4t-export-missing-dir", "sgt4t.export", ("--sgt", "{ws}/nosuch", *OUT), "{ws}/nosuch",
+         "not an SGT directory"),
+    Case("sgt4t-export-an-llm-dir", "sgt4t.export", ("--sgt", "{hf}", *OUT), "{hf}/config.json", "not an SGT config"),
+    Case("sgt4t-export-bad-quantize", "sgt4t.export", ("--sgt", "{hf}", "--quantize", "int3", *OUT), "--quantize",
+         "expected one of 8da4w, 8da8w, fp32"),
+    Case("sgt4t-train-bad-alpha", "sgt4t.train", ("--base", "{gguf}", "--alpha", "2", "--output", "{ws}/sgt"),
+         "--alpha 2", "expected a weight in [0, 1]"),
+    Case("sgt4t-train-base-is-a-pte", "sgt4t.train", ("--base", "{pte}", "--output", "{ws}/sgt"), "{pte}",
+         "expected a .gguf file or a checkpoint directory"),
+    Case("sgt4t-train-into-users-dir", "sgt4t.train", ("--base", "{gguf}", "--output", "{ws}/home"),
+         "--output {ws}/home", "not empty", user_home),
 ]

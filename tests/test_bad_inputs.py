@@ -48,8 +48,12 @@ def run_python(tool: str, argv: list[str], capsys) -> tuple[int, str]:
         main = importlib.import_module("bench.run" if tool == "bench" else "bench.profile").main
     else:
         package, cli = tool.split(".")
-        family = importlib.import_module(f"models.{package}.model").FAMILY
-        main = {"export": export_main, "inference": inference_main, "quantize_and_save": quantize_main}[cli](family)
+        module = importlib.import_module(f"models.{package}.{cli}")
+        if hasattr(module, "main"):  # a package with CLIs of its own (sgt4t)
+            main = module.main
+        else:
+            family = importlib.import_module(f"models.{package}.model").FAMILY
+            main = {"export": export_main, "inference": inference_main, "quantize_and_save": quantize_main}[cli](family)
     capsys.readouterr()
     try:
         code = run_cli(main, argv)

@@ -29,6 +29,14 @@ class TinySgt(nn.Module):
         return self.emb(input_ids) * keep * (1 + self.scale * noise_mask.unsqueeze(-1).float())
 
 
+class TinyMuSigma(TinySgt):
+    """SGT4T's `mu_sigma` for TinySgt: (scale * x, ones) on valid tokens."""
+
+    def forward(self, input_ids, noise_mask, attention_mask):
+        x = self.emb(input_ids) * attention_mask.unsqueeze(-1).float()
+        return x * self.scale, torch.ones_like(x)
+
+
 class TinyEmbeddingsLM(nn.Module):
     def __init__(self):
         super().__init__()
@@ -56,9 +64,12 @@ def ptes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     lm = _tiny_lm()
     out = {"causal_lm": d / "lm.pte", "sgt4t": d / "sgt.pte", "causal_lm_embeddings": d / "emb.pte"}
     export_pte(lm, out["causal_lm"], CAUSAL_LM, causal_lm_constants(lm.cfg, 4, 16, (1,)), backend="portable")
-    sgt_consts = {"get_max_seq_len": 8, "get_hidden_size": HIDDEN, "get_vocab_size": VOCAB}
+    sgt_consts = {"get_max_seq_len": 8, "get_hidden_size": HIDDEN, "get_vocab_size": VOCAB, "get_dtype": "float32",
+                  "get_bos_id": 1, "get_eos_ids": [2], "get_head_dim": 8, "get_n_kv_heads": 1, "get_n_layers": 1,
+                  "get_max_batch_size": 1, "use_sdpa_with_kv_cache": False, "enable_dynamic_shape": True,
+                  "get_sgt_name": "tiny", "get_model_name": "tiny-lm", "get_version": "0"}
     emb = nn.Embedding(VOCAB, HIDDEN)
-    export_pte({"forward": TinySgt(emb, 0.5), "forward_deterministic": TinySgt(emb, 0.0)}, out["sgt4t"], SGT4T, sgt_consts,
+    export_pte({"forward": TinySgt(emb, 0.5), "mu_sigma": TinyMuSigma(emb, 0.5)}, out["sgt4t"], SGT4T, sgt_consts,
                backend="portable", limits={"max_seq_len": 8})
     emb_consts = {"get_max_seq_len": 4, "get_max_context_len": 16, "get_eos_ids": [1], "get_vocab_size": VOCAB,
                   "get_hidden_size": HIDDEN}
@@ -87,10 +98,10 @@ def test_sgt4t_methods_differ_only_by_noise(ptes: dict[str, Path]) -> None:
     ids = torch.tensor([[3, 4, 5]])
     ones = torch.ones_like(ids)
     noisy = program.load_method("forward").execute([ids, ones.bool(), ones])[0]
-    clean = program.load_method("forward_deterministic").execute([ids, ones.bool(), ones])[0]
-    assert torch.allclose(noisy, clean * 1.5)
+    mu, sigma = program.load_method("mu_sigma").execute([ids, ones.bool(), ones])
+    assert torch.allclose(noisy, mu * 3) and torch.equal(sigma, torch.ones_like(mu))
     masked = program.load_method("forward").execute([ids, torch.zeros_like(ids).bool(), ones])[0]
-    assert torch.equal(masked, clean)
+    assert torch.allclose(masked, mu * 2)
 
 
 def test_python_runtime_refuses_another_contract(ptes: dict[str, Path]) -> None:

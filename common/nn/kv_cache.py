@@ -5,7 +5,8 @@ Layout is [B, S, H, D] (sequence before heads), which is what ExecuTorch's `llam
 kernel's business (common.nn.attention); which positions attention may read is the cache's (`mask`).
 
 Two kinds: `FlatKVCache` (position p in slot p: full attention) and `RingKVCache` (a sliding-window layer's
-last `window - 1 + max_seq_len` positions, position p in slot p % size).
+last `window - 1 + max_seq_len` positions, position p in slot p % size). `NoCache` keeps nothing: attention reads
+only the call's own k, v (a stack run over whole sequences, such as an SGT estimator or a training step).
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ class FlatKVCache(nn.Module):
     def reset(self) -> None:
         self.k_cache.zero_()
         self.v_cache.zero_()
+
+
+class NoCache(nn.Module):
+    """No cache: `update` hands back this call's k, v; the caller's mask is then [S, S]."""
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
+        return k, v
+
+    def init_buffers(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
 
 
 def ring_size(window: int, max_seq_len: int, max_context_len: int) -> int:

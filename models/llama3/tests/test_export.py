@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from common.cli import export_main, quantize_main, run_cli
+from common.errors import UserError
 from common.pipeline import load_model, prepare_quantized
 from common.quant import preset
 from common.runtime import EagerModel, PteModel
@@ -46,6 +48,8 @@ def test_fp32_pte_matches_eager(tiny, tmp_path_factory) -> None:
     assert out.shape == (DECODE_STEPS + 1, t.hf.config.vocab_size)
     assert (out - ref).abs().max() <= 1e-4
     assert pte.eos_ids[0] == t.tokenizer.eos_ids[0] and pte._const("get_bos_id") == t.tokenizer.bos_id
+    with pytest.raises(UserError, match="takes token ids only; export it with --embeddings-input"):
+        pte.forward_embeddings(torch.zeros(1, 2, t.hf.config.hidden_size), 0)
 
 
 def test_quantize_and_save_then_export_matches_in_memory(tiny, tmp_path_factory) -> None:
@@ -88,3 +92,25 @@ def test_recipe_file_export_matches_eager(tiny, tmp_path_factory) -> None:
     tokens = greedy(eager, prompt, DECODE_STEPS)
     kl = kl_per_position(step_logits(eager, prompt, tokens), step_logits(PteModel(path), prompt, tokens))
     assert kl.max() <= KL_MAX_TINY_INT8, kl
+
+
+def test_embeddings_input_prefill_equals_token_prefill(tiny, tmp_path_factory) -> None:
+    """--embeddings-input: prefilling the table's rows through forward_embeddings, then decoding token ids through
+    forward (the one shared KV cache), gives the token path's logits; the weights are stored once, not per method."""
+    from common.runtime import generate
+    from common.sampler import Sampler
+
+    t = tiny["tied"]
+    path, _ = _export(tmp_path_factory, t.gguf, "emb", "--quantize", "fp32", "--embeddings-input")
+    pte = PteModel(path)
+    eager, _, _ = load_model(FAMILY, t.gguf)
+    prompt = _prompt(t)
+    embeddings = eager.model.embed_tokens(torch.tensor([prompt])).detach()
+    by_tokens = generate(pte, prompt, Sampler(), DECODE_STEPS, keep_logits=True, ignore_eos=True)
+    by_embeddings = generate(pte, prompt, Sampler(), DECODE_STEPS, keep_logits=True, ignore_eos=True,
+                             embeddings=embeddings)
+    assert by_embeddings.tokens == by_tokens.tokens
+    assert max(float((a - b).abs().max()) for a, b in zip(by_tokens.logits, by_embeddings.logits, strict=True)) <= 1e-5
+    weights = sum(p.numel() * 4 for p in eager.parameters())
+    assert path.stat().st_size < 1.3 * weights, (path.stat().st_size, weights)
+

@@ -1,0 +1,216 @@
+"""The SGT against its definition (../shared/specs/sgt4t.md): eager transform, the .pte against eager, the chat
+noise mask against the real SmolLM2 tokenizer, the size arithmetic, training, save/load."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.errors import UserError
+from models.sgt4t.model import StainedGlassTransform, from_base, load, load_base, save
+
+MAX_SEQ = 24
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Llama (GQA 4:2) as an HF dir: (model, config, family, tokenizer, dir)."""
+    from tests.checkpoints import write_tiny
+
+    _, hf_dir, _ = write_tiny("llama", tmp_path_factory.mktemp("sgt_base"), num_attention_heads=4,
+                              num_key_value_heads=2)
+    return (*load_base(str(hf_dir), max_context_len=MAX_SEQ), hf_dir)
+
+
+def _randomized(sgt: StainedGlassTransform, seed: int = 0) -> StainedGlassTransform:
+    """Heads moved off their init so mu and sigma vary by token (init: mu = 0, sigma constant)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for est in (sgt.mean_estimator, sgt.std_estimator):
+            est.head.weight.copy_(torch.randn(est.head.weight.shape, generator=g) * 0.3)
+    return sgt
+
+
+@pytest.fixture(scope="module")
+def sgt_dir(base, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, cfg, family, tok, _ = base
+    sgt = _randomized(from_base(model, cfg, MAX_SEQ, base_family=family.name))
+    return save(sgt, tmp_path_factory.mktemp("sgt") / "sgt", tok)
+
+
+def _inputs(vocab: int, n: int = 12, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (1, n), generator=g)
+    noise = torch.rand(1, n, generator=g) < 0.7
+    attn = torch.ones(1, n, dtype=torch.long)
+    attn[0, -3:] = 0  # padding at the end
+    return ids, noise, attn
+
+
+def test_init_follows_the_spec(base) -> None:
+    """Estimator layers start as the base's layer 0, mu at zero, sigma at std_init, bounds as configured."""
+    model, cfg, *_ = base
+    sgt = from_base(model, cfg, MAX_SEQ, n_layers=2)
+    layer0 = model.model.layers[0].state_dict()
+    for est in (sgt.mean_estimator, sgt.std_estimator):
+        for layer in est.layers:
+            assert all(torch.equal(v, layer0[k]) for k, v in layer.state_dict().items())
+    ids, noise, attn = _inputs(cfg.vocab_size)
+    mu, sigma = sgt.mu_sigma(ids, noise, attn)
+    assert torch.equal(mu, torch.zeros_like(mu))
+    assert torch.allclose(sigma, torch.full_like(sigma, sgt.cfg.std_init), rtol=1e-5)
+    assert torch.equal(sgt.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_noise_only_where_both_masks_are_set_and_fresh_every_call(sgt_dir: Path) -> None:
+    sgt = load(sgt_dir, MAX_SEQ)
+    ids, noise, attn = _inputs(sgt.cfg.base.vocab_size)
+    with torch.no_grad():
+        a, b = sgt(ids, noise, attn), sgt(ids, noise, attn)
+        x = sgt.embed_tokens(ids)
+        mu, sigma = sgt.mu_sigma(ids, noise, attn)
+    noised = (noise & attn.bool())[0]
+    assert torch.equal(a[0, ~noised], x[0, ~noised])  # bit for bit
+    assert (a[0, noised] - b[0, noised]).abs().min() > 0  # every noised element differs between calls
+    # the noise is x~ - x - mu = sigma * eps
+    eps = (a - x - mu) / sigma
+    assert torch.allclose(a[0, noised], (x + mu + sigma * eps)[0, noised])
+    # a given eps reproduces exactly
+    e = torch.randn(x.shape)
+    with torch.no_grad():
+        assert torch.equal(sgt.transform(x, noise, attn, e), sgt.transform(x, noise, attn, e))
+
+
+def test_padding_changes_nothing_before_it(sgt_dir: Path) -> None:
+    """Causal estimators: (mu, sigma) of the valid prefix do not depend on what follows it or on padding."""
+    sgt = load(sgt_dir, MAX_SEQ)
+    ids, noise, attn = _inputs(sgt.cfg.base.vocab_size)
+    n = int(attn.sum())
+    with torch.no_grad():
+        full = sgt.mu_sigma(ids, noise, attn)
+        prefix = sgt.mu_sigma(ids[:, :n], noise[:, :n], attn[:, :n])
+    for f, p in zip(full, prefix, strict=True):
+        torch.testing.assert_close(f[:, :n], p, atol=1e-6, rtol=1e-6)
+
+
+def test_size_report_gives_the_specs_llama_3_1_8b_arithmetic() -> None:
+    from common.decoder import ModelConfig
+    from models.sgt4t.model import SgtConfig, format_size_report, size_report
+
+    llama8b = ModelConfig(vocab_size=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, hidden_dim=14336,
+                          head_dim=128)
+    r = size_report(SgtConfig(base=llama8b))
+    assert round(r["embedding"] / 1e6, 1) == 525.3
+    assert round(r["estimator_layers"] / 2 / 1e6, 1) == 218.1
+    assert round((r["heads"] - 2 * 4096) / 2 / 1e6, 1) == 16.8  # the Linear heads (and each estimator's norm)
+    assert round(r["total"] / 1e6) == 995 and round(r["total"] * 2 / 1e9, 2) == 1.99
+    assert "995.1M params" in format_size_report(r)
+
+
+def test_save_load_round_trip(sgt_dir: Path, base) -> None:
+    sgt = load(sgt_dir, MAX_SEQ)
+    again = save(sgt, sgt_dir.parent / "again")
+    assert sgt.cfg == load(again).cfg
+    assert all(torch.equal(a, b) for a, b in zip(sgt.state_dict().values(), load(again).state_dict().values(), strict=True))
+
+
+def test_a_gemma_base_is_refused(tmp_path: Path) -> None:
+    from tests.checkpoints import write_tiny
+
+    _, hf_dir, _ = write_tiny("gemma3", tmp_path)
+    with pytest.raises(UserError, match="an SGT base must be a llama-style decoder"):
+        load_base(str(hf_dir))
+
+
+@pytest.mark.parametrize("quantize", ["fp32", "8da4w"])
+def test_pte_matches_eager(sgt_dir: Path, tmp_path: Path, quantize: str) -> None:
+    """mu and sigma from the .pte equal eager's (fp32: 1e-4; 8da4w: against eager 8da4w, bounded by the int8
+    dynamic-activation rounding); masked tokens bit for bit; fresh noise per call, standardised N(0, 1)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    from executorch.runtime import Runtime
+
+    from common.quant import preset, quantize_model
+    from models.sgt4t.export import export_sgt
+
+    pte = tmp_path / "sgt.pte"
+    export_sgt(str(sgt_dir), str(pte), quantize, max_seq_len=MAX_SEQ)
+    program = Runtime.get().load_program(str(pte))
+    ref = load(sgt_dir, MAX_SEQ)
+    quantize_model(ref, preset(quantize, 32))
+    ids, noise, attn = _inputs(ref.cfg.base.vocab_size)
+    with torch.no_grad():
+        mu_e, sigma_e = ref.mu_sigma(ids, noise, attn)
+        x = ref.embed_tokens(ids)
+    mu, sigma = program.load_method("mu_sigma").execute([ids, noise, attn])
+    tol = 1e-4 if quantize == "fp32" else 5e-2 * float(mu_e.abs().max())
+    assert (mu - mu_e).abs().max() <= tol and (sigma - sigma_e).abs().max() <= tol
+    assert program.load_method("get_n_layers").execute([])[0] == ref.cfg.n_layers
+
+    forward = program.load_method("forward")
+    noised = (noise & attn.bool())[0]
+    samples = []
+    for _ in range(40):
+        out = forward.execute([ids, noise, attn])[0]
+        assert torch.equal(out[0, ~noised], x[0, ~noised])
+        samples.append(((out - x - mu) / sigma)[0, noised])
+    eps = torch.stack(samples)
+    assert all((eps[i] != eps[i + 1]).all() for i in range(len(samples) - 1))  # two calls never agree
+    n = eps.numel()
+    # standard normal: the sample mean is N(0, 1/n) and the sample variance ~ N(1, 2/n); 5 standard errors
+    assert abs(float(eps.mean())) < 5 / math.sqrt(n), float(eps.mean())
+    assert abs(float(eps.var()) - 1) < 5 * math.sqrt(2 / n), float(eps.var())
+
+
+def test_training_lowers_the_loss(base) -> None:
+    """A tiny SGT for a few steps at a fixed alpha: the mean loss of the last steps is below the first steps'."""
+    from models.sgt4t.train import TrainConfig, train, training_text
+
+    model, cfg, family, tok, _ = base
+    sgt = from_base(model, cfg, 16)
+    ids = tok.encode(training_text(), add_bos=False)
+    history = train(sgt, model, ids, TrainConfig(steps=40, seq_len=16, lr=3e-3, alpha=0.5, ramp=0), progress=False)
+    first = sum(h["loss"] for h in history[:8]) / 8
+    last = sum(h["loss"] for h in history[-8:]) / 8
+    assert last < first, (first, last)
+    assert math.exp(-history[-1]["log_sigma"]) > math.exp(-history[0]["log_sigma"])  # the noise grew
+
+
+def test_chat_noise_mask_covers_message_content_only(smollm2_gguf: str) -> None:
+    """With SmolLM2's real tokenizer and chat template: the noised tokens decode to the messages' content and the
+    rest to the template's scaffolding."""
+    from common.tokenizer import load_tokenizer
+    from models.sgt4t.chat import encode_chat
+
+    tok = load_tokenizer(smollm2_gguf)
+    messages = [{"role": "system", "content": "You are a careful assistant."},
+                {"role": "user", "content": "My account number is 12345, can you check it?"}]
+    ids, mask = encode_chat(tok, messages)
+    assert ids == tok.encode(tok.apply_chat_template(messages), add_bos=False)
+    noised = tok.decode([i for i, m in zip(ids, mask, strict=True) if m])
+    kept = tok.decode([i for i, m in zip(ids, mask, strict=True) if not m])
+    assert noised.replace(" ", "") == "".join(m["content"] for m in messages).replace(" ", "")
+    assert "<|im_start|>" in kept and "assistant" in kept and "12345" not in kept
+    _, every = encode_chat(tok, messages, transform_all_tokens=True)
+    assert all(every) and len(every) == len(ids)
+
+
+def test_bad_inputs_are_one_clear_line(sgt_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint without estimator weights, and masks whose shape differs from the input's."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from models.sgt4t.inference import transform
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sgt_dir, broken)
+    state = {k: v for k, v in load_file(broken / "model.safetensors").items() if not k.startswith("std_estimator.")}
+    save_file(state, broken / "model.safetensors")
+    with pytest.raises(UserError, match=r"model\.safetensors: missing \['std_estimator"):
+        load(broken)
+    sgt = load(sgt_dir, MAX_SEQ)
+    with pytest.raises(UserError, match=r"noise_mask \(1, 2\): expected the input's shape \(1, 3\)"):
+        transform(sgt, [1, 2, 3], [True, False])
