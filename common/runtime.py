@@ -31,26 +31,33 @@ def check_pte_file(path: str | os.PathLike) -> str:
     return path
 
 
+def open_program(path: str | os.PathLike, **kwargs):
+    """(the ExecuTorch program at `path` with the zoo's kernel libraries loaded, when its loading began) or a
+    UserError naming the file; `kwargs` go to Runtime.load_program."""
+    from executorch.runtime import Runtime
+
+    from common.kernels import load_kernel_libraries
+
+    path = check_pte_file(path)
+    load_kernel_libraries()
+    t0 = time.perf_counter()
+    try:
+        return Runtime.get().load_program(path, **kwargs), t0
+    except Exception as e:  # the runtime reports corrupt files as RuntimeError with an error code
+        raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
+
+
 class PteModel:
     """A causal-LM `.pte` (common.contract.CAUSAL_LM), loaded with `executorch.runtime`.
 
     `etdump` records an ETDump (op-level timings) for bench.profile."""
 
     def __init__(self, path: str | os.PathLike, etdump: bool = False):
-        path = check_pte_file(path)
-        from executorch.runtime import Runtime
-
         from common.contract import CAUSAL_LM
-        from common.kernels import load_kernel_libraries
 
-        load_kernel_libraries()
-
-        t0 = time.perf_counter()
-        try:
-            kwargs = {"enable_etdump": True, "debug_buffer_size": 0} if etdump else {}
-            self.program = Runtime.get().load_program(path, **kwargs)
-        except Exception as e:  # the runtime reports corrupt files as RuntimeError with an error code
-            raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
+        kwargs = {"enable_etdump": True, "debug_buffer_size": 0} if etdump else {}
+        path = os.fspath(path)
+        self.program, t0 = open_program(path, **kwargs)
         self.path = path
         try:
             CAUSAL_LM.check(path, set(self.program.method_names), self._value)
@@ -180,9 +187,9 @@ def generate(
                         f"the tokenizer does not belong to this model")
     check_context(len(prompt), model.max_context_len, source)
     gen = Generation(prompt_len=len(prompt))
-    t0 = time.perf_counter()
     if embeddings is not None and embeddings.shape[:2] != (1, len(prompt)):
         raise UserError(f"embeddings {tuple(embeddings.shape)}: expected [1, {len(prompt)}, hidden] for the prompt")
+    t0 = time.perf_counter()
     logits = prefill(model, prompt, embeddings=embeddings)
     gen.prefill_s = time.perf_counter() - t0
     pos = len(prompt)

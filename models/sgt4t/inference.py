@@ -23,22 +23,13 @@ class SgtPte:
     """An SGT `.pte` (contract sgt4t) behind the eager transform's call: (ids, noise_mask, attention_mask) -> x~."""
 
     def __init__(self, path: str):
-        from executorch.runtime import Runtime
-
         from common.contract import SGT4T
-        from common.kernels import load_kernel_libraries
-        from common.runtime import check_pte_file
+        from common.runtime import open_program
 
-        check_pte_file(path)
-        load_kernel_libraries()
-        try:
-            self.program = Runtime.get().load_program(path)
-        except Exception as e:
-            raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
+        self.program, _ = open_program(path)
         SGT4T.check(path, set(self.program.method_names), lambda n: self.program.load_method(n).execute([])[0])
         self.path, self.method = path, self.program.load_method("forward")
         self.max_seq_len = int(self.program.load_method("get_max_seq_len").execute([])[0])
-        self.hidden = int(self.program.load_method("get_hidden_size").execute([])[0])
 
     def __call__(self, ids: torch.Tensor, noise_mask: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if ids.size(1) > self.max_seq_len:
@@ -67,8 +58,9 @@ def transform(sgt, ids: list[int], mask: list[bool]) -> torch.Tensor:
 
 def server_view(x: torch.Tensor, table: torch.Tensor) -> list[int]:
     """The nearest table row (L2) to each embedding: what the server reads back without the SGT's help."""
-    d = table.square().sum(-1) - 2 * x[0] @ table.T
-    return d.argmin(-1).tolist()
+    from models.sgt4t.metrics import l2_scores
+
+    return l2_scores(x[0], table).argmin(-1).tolist()
 
 
 def main(argv: list[str] | None = None) -> int:

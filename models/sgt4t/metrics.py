@@ -53,6 +53,11 @@ class Point:
     recovery_mean_l2: float | None = None  # on x + mu (SGT only)
 
 
+def l2_scores(v: torch.Tensor, table: torch.Tensor, t_norm2: torch.Tensor | None = None) -> torch.Tensor:
+    """||v - E_j||^2 - ||v||^2 for vectors v [N, H] and every table row j: [N, V], ordered as the L2 distances."""
+    return (table.square().sum(-1) if t_norm2 is None else t_norm2) - 2 * v @ table.T
+
+
 def nearest_neighbour(v: torch.Tensor, table: torch.Tensor, truth: torch.Tensor, chunk: int = 256
                       ) -> tuple[float, float, float]:
     """(L2 recovery rate, cosine recovery rate, mean 1-based L2 rank of the truth) for vectors v [N, H]."""
@@ -62,7 +67,7 @@ def nearest_neighbour(v: torch.Tensor, table: torch.Tensor, truth: torch.Tensor,
     rank_sum = 0.0
     for i in range(0, v.size(0), chunk):
         vi, ti = v[i : i + chunk], truth[i : i + chunk]
-        d = t_norm2 - 2 * vi @ table.T  # ||v - E||^2 up to the row's constant ||v||^2
+        d = l2_scores(vi, table, t_norm2)
         true_d = d.gather(1, ti[:, None])
         hit_l2 += int((d.argmin(-1) == ti).sum())
         rank_sum += float((d < true_d).sum(-1).add(1).float().sum())

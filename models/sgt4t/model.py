@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +272,7 @@ def size_report(cfg: SgtConfig) -> dict[str, int]:
 
     with torch.device("meta"):
         sgt = StainedGlassTransform(cfg, max_seq_len=1)
-        base = Transformer(replace(cfg.base), max_context_len=1)
+        base = Transformer(cfg.base, max_context_len=1)
 
     def count(m: nn.Module) -> int:
         return sum(p.numel() for p in m.parameters())
