@@ -35,28 +35,32 @@ def sgt_constants(sgt, max_seq_len: int, tokenizer=None) -> dict[str, Any]:
     }
 
 
-def export_sgt(sgt_dir: str, output: str, quantize: str = "8da4w", group_size: int = 32, max_seq_len: int = 512,
+def export_sgt(sgt_dir: str, output: str, quantize: str | None = None, group_size: int = 32, max_seq_len: int = 512,
                backend: str = "xnnpack"):
-    """Export the SGT saved in `sgt_dir` to `output`, its tokenizer files beside it; returns the ExportSummary."""
+    """Export the SGT saved in `sgt_dir` to `output`, its tokenizer files beside it; returns the ExportSummary.
+    `quantize`: the Linear recipe (default 8da4w); a quantize_and_save directory exports as it was saved."""
     from common.export import bound_method, export_pte
     from common.io import check_output_file, staged_outputs
     from common.pipeline import check_export_dir
     from common.quant import preset, quantize_model
     from common.tokenizer import load_tokenizer
-    from models.sgt4t.model import load
+    from models.sgt4t.model import load, saved_recipe
 
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
-    if quantize not in LINEAR_RECIPES:
+    if quantize is not None and quantize not in LINEAR_RECIPES:
         raise UserError(f"--quantize {quantize!r}: expected one of {', '.join(LINEAR_RECIPES)}")
     if max_seq_len < 1:
         raise UserError(f"--max-seq-len {max_seq_len}: expected a positive number of tokens")
     check_output_file(output)
     check_export_dir(output)
+    saved = saved_recipe(sgt_dir)
+    if saved is not None and quantize is not None and preset(quantize, group_size).rules != saved.rules:
+        raise UserError(f"{sgt_dir}: already quantized as {saved.name}; drop --quantize or pass the same recipe")
     sgt = load(sgt_dir, max_seq_len)
     tokenizer = load_tokenizer(sgt_dir) if (Path(sgt_dir) / "tokenizer.json").is_file() else None
-    # the embedding stays float: it is the table the transform adds noise to and the base model reads
-    quantize_model(sgt, preset(quantize, group_size))
+    if saved is None:  # the embedding stays float: it is the table the transform adds noise to and the base reads
+        quantize_model(sgt, preset(quantize or "8da4w", group_size))
     constants = sgt_constants(sgt, max_seq_len, tokenizer)
     out = Path(output)
     with staged_outputs(out.resolve().parent) as stage:
@@ -70,8 +74,8 @@ def export_sgt(sgt_dir: str, output: str, quantize: str = "8da4w", group_size: i
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m models.sgt4t.export", description=__doc__.splitlines()[0])
     p.add_argument("--sgt", required=True, help="an SGT directory (models.sgt4t.train or models.sgt4t.model.save)")
-    p.add_argument("--quantize", default="8da4w", help=f"Linear layers: {', '.join(LINEAR_RECIPES)} (embedding "
-                   "stays float)")
+    p.add_argument("--quantize", help=f"Linear layers: {', '.join(LINEAR_RECIPES)} (default 8da4w; a "
+                   "quantize_and_save directory: as saved); the embedding stays float")
     p.add_argument("--group-size", type=int, default=32, help="8da4w weight group size (32, 64, 128)")
     p.add_argument("--max-seq-len", type=int, default=512, help="longest input the program takes")
     p.add_argument("--backend", default="xnnpack", choices=("xnnpack", "portable"))
@@ -79,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from common.export import format_summary
     from common.io import human_size
+    from models.sgt4t.model import format_size_report, read_config, size_report
 
     t0 = time.perf_counter()
     summary = export_sgt(args.sgt, args.output, args.quantize, args.group_size, args.max_seq_len, args.backend)
-    print(f"exported {args.sgt} ({args.quantize}, {args.backend}, max_seq_len {args.max_seq_len}) in "
+    print(f"exported {args.sgt} ({args.quantize or 'default recipe'}, {args.backend}, max_seq_len {args.max_seq_len}) in "
           f"{time.perf_counter() - t0:.1f}s")
     print(format_summary(summary))
+    print(format_size_report(size_report(read_config(args.sgt))))
     print(f"wrote {summary.path} — {human_size(summary.path)}")
     return 0
 

@@ -226,24 +226,44 @@ def load_base(checkpoint: str, max_context_len: int = 256):
     return model, cfg, family, load_tokenizer(checkpoint)
 
 
-def save(sgt: StainedGlassTransform, directory: str | Path, tokenizer=None) -> Path:
-    """config.json + model.safetensors (+ the base's tokenizer), written atomically."""
+def save(sgt: StainedGlassTransform, directory: str | Path, tokenizer=None, recipe=None) -> Path:
+    """config.json + model.safetensors (+ the base's tokenizer), written atomically. A quantized SGT (`recipe`, a
+    common.quant.Recipe it was quantized with) is stored as torchao's safetensors tensors, the recipe in config.json
+    under the key quantize_and_save writes for every family."""
     from safetensors.torch import save_file
 
+    from common.checkpoint import QUANT_KEY
     from common.io import atomic_dir
 
+    state, metadata = {k: v.contiguous() for k, v in sgt.state_dict().items()}, {"format": "pt"}
+    config: dict[str, Any] = {"sgt4t": sgt.cfg.to_json()}
+    if recipe is not None:
+        from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+        state, flat = flatten_tensor_state_dict(state)
+        metadata |= flat
+        config[QUANT_KEY] = recipe.to_dict()
     with atomic_dir(directory, lambda p: (p / CONFIG_FILE).is_file()) as tmp:
-        save_file({k: v.contiguous() for k, v in sgt.state_dict().items()}, tmp / WEIGHTS_FILE,
-                  metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(json.dumps({"sgt4t": sgt.cfg.to_json()}, indent=2) + "\n")
+        save_file(state, tmp / WEIGHTS_FILE, metadata=metadata)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save(tmp)
     return Path(directory)
 
 
-def load(directory: str | Path, max_seq_len: int = 2048) -> StainedGlassTransform:
-    """An SGT saved by `save`."""
-    from safetensors.torch import load_file
+def read_config(directory: str | Path) -> SgtConfig:
+    """The SgtConfig of an SGT directory (its config.json)."""
+    return _read_config(directory)[0]
+
+
+def saved_recipe(directory: str | Path):
+    """The common.quant.Recipe an SGT directory was quantized with (quantize_and_save), or None."""
+    return _read_config(directory)[1]
+
+
+def _read_config(directory: str | Path):
+    from common.checkpoint import QUANT_KEY
+    from common.quant import Recipe
 
     d = Path(directory)
     config = d / CONFIG_FILE
@@ -252,15 +272,35 @@ def load(directory: str | Path, max_seq_len: int = 2048) -> StainedGlassTransfor
     raw = json.loads(config.read_text())
     if "sgt4t" not in raw:
         raise UserError(f"{config}: not an SGT config (no 'sgt4t' key)")
-    cfg = SgtConfig.from_json(raw["sgt4t"], str(config))
+    recipe = Recipe.from_dict(raw[QUANT_KEY], f"{config} {QUANT_KEY}") if QUANT_KEY in raw else None
+    return SgtConfig.from_json(raw["sgt4t"], str(config)), recipe
+
+
+def load(directory: str | Path, max_seq_len: int = 2048) -> StainedGlassTransform:
+    """An SGT saved by `save`, quantized as it was saved."""
+    from safetensors import safe_open
+
+    from common.quant import check_quantized, quantized_shells
+
+    d = Path(directory)
+    cfg, recipe = _read_config(d)
     sgt = StainedGlassTransform(cfg, max_seq_len)
     try:
-        state = load_file(d / WEIGHTS_FILE)
+        with safe_open(d / WEIGHTS_FILE, "pt") as f:
+            state, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except FileNotFoundError:
         raise UserError(f"{d}: {WEIGHTS_FILE} missing") from None
-    missing, unexpected = sgt.load_state_dict(state, strict=False)
+    if recipe is not None:
+        from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+        quantized_shells(sgt, recipe)
+        state, _ = unflatten_tensor_state_dict(state, metadata)
+    missing, unexpected = sgt.load_state_dict(state, strict=False, assign=recipe is not None)
     if missing or unexpected:
         raise UserError(f"{d / WEIGHTS_FILE}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    if recipe is not None:
+        check_quantized(sgt, recipe, str(d))
+        sgt.requires_grad_(False)  # inference only; export cannot trace int weights that ask for gradients
     return sgt.eval()
 
 
@@ -281,7 +321,22 @@ def size_report(cfg: SgtConfig) -> dict[str, int]:
     heads = sum(count(e.head) + count(e.norm) for e in (sgt.mean_estimator, sgt.std_estimator))
     base_params = count(base) - (count(base.lm_head) if cfg.base.tie_embeddings else 0)
     return {"embedding": count(sgt.embed_tokens), "estimator_layers": layers, "heads": heads, "total": count(sgt),
-            "base": base_params}
+            "base": base_params, "pte_8da4w_bytes": pte_bytes(sgt)}
+
+
+def pte_bytes(sgt: nn.Module, quantize: str = "8da4w", group_size: int = 32) -> int:
+    """Weight bytes of the SGT's .pte under an export recipe (works on the meta device): the embedding and every
+    non-Linear parameter fp32; Linear weights int4 with a bf16 scale per group (8da4w: XNNPACK's blockwise layout),
+    int8 with an fp32 scale per output channel (8da8w), or fp32. The spec's Llama-3.1-8B SGT: 2365.7 MB, the
+    vendor's .pte 2365.8 MB (the rest is the program)."""
+    linear = [m.weight for m in sgt.modules() if isinstance(m, nn.Linear)]
+    n_linear = sum(w.numel() for w in linear)
+    rest = 4 * (sum(p.numel() for p in sgt.parameters()) - n_linear)
+    if quantize == "8da4w":
+        return rest + n_linear // 2 + 2 * (n_linear // group_size)
+    if quantize == "8da8w":
+        return rest + n_linear + 4 * sum(w.shape[0] for w in linear)
+    return rest + 4 * n_linear
 
 
 def format_size_report(r: dict[str, int]) -> str:
@@ -289,4 +344,5 @@ def format_size_report(r: dict[str, int]) -> str:
     m = lambda n: f"{n / 1e6:.1f}M"  # noqa: E731
     return (f"SGT {m(r['total'])} params = embedding {m(r['embedding'])} + estimator layers "
             f"{m(r['estimator_layers'])} + heads {m(r['heads'])}; {r['total'] * 2 / 1e9:.2f} GB bf16, "
-            f"{r['total'] * 4 / 1e9:.2f} GB fp32; base model {m(r['base'])} ({r['total'] / r['base']:.0%} of it)")
+            f"{r['total'] * 4 / 1e9:.2f} GB fp32, {r['pte_8da4w_bytes'] / 1e6:.1f} MB as the export's default .pte "
+            f"(8da4w g32 Linears, fp32 embedding); base model {m(r['base'])} ({r['total'] / r['base']:.0%} of it)")

@@ -98,6 +98,22 @@ std::string chat_format_names() {
   return names;
 }
 
+std::vector<std::pair<size_t, size_t>> content_spans(const std::string& text, const std::vector<std::string>& contents) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  size_t cursor = 0;
+  for (std::string content : contents) {
+    if (content.empty()) continue;
+    size_t at = text.find(content, cursor);
+    if (at == std::string::npos) at = text.find(content = trim(content), cursor);
+    if (at == std::string::npos)
+      throw Error("chat template: message content '" + one_line(content.substr(0, 40)) +
+                  "' does not appear in the rendered prompt");
+    spans.emplace_back(at, at + content.size());
+    cursor = at + content.size();
+  }
+  return spans;
+}
+
 std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options) {
   const std::string& tmpl = tokenizer.chat_template();
   if (tmpl.empty()) throw Error(tokenizer.path() + ": tokenizer has no chat template; drop --chat and pass raw text");

@@ -7,10 +7,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
+
+#include <unistd.h>
 
 #include "zoo/errors.h"
 #include "zoo/runner.h"
@@ -28,6 +31,9 @@ void add_standard_options(ArgParser& args, CliOptions& o, const std::string& mod
   args.option("--prompt", &o.prompt, "TEXT", "prompt text (default: \"The capital of France is\")");
   args.option("--prompt-file", &o.prompt_file, "FILE", "read the prompt from a file (instead of --prompt)");
   args.option("--prompt-ids", &o.prompt_ids, "FILE", "token ids to feed as they are (instead of a text prompt)");
+  args.option("--embeddings", &o.embeddings, "FILE",
+              "prompt as float32 embeddings [S, hidden], raw row-major (numpy's tofile), e.g. an SGT's output; "
+              "needs a .pte exported with --embeddings-input");
   args.flag("--chat", &o.chat, "wrap the prompt in the model's chat template (ChatML, Llama 3 or Gemma format)");
   args.option("--system", &o.system, "TEXT", "system message (with --chat)");
   args.option("--max-new-tokens", &o.max_new_tokens, "N", "most tokens to generate (default 64)");
@@ -127,30 +133,9 @@ int ArgParser::parse(int argc, char** argv) {
   return -1;
 }
 
-namespace {
-
 std::string dirname(const std::string& path) {
   size_t slash = path.find_last_of('/');
   return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-}
-
-std::string base_name(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-void validate(const CliOptions& o) {
-  if (o.tokenize_only ? o.tokenizer.empty() && o.model.empty() : o.model.empty())
-    throw UsageError(o.tokenize_only ? "--tokenize-only needs --tokenizer (or --model, to use the one beside it)"
-                                     : "--model is required");
-  if (o.max_new_tokens < 1) throw UsageError("--max-new-tokens must be >= 1");
-  if (o.temperature < 0) throw UsageError("--temperature must be >= 0");
-  if (!(o.top_p > 0 && o.top_p <= 1)) throw UsageError("--top-p must be in (0, 1]");
-  if (o.top_k < 0) throw UsageError("--top-k must be >= 0");
-  if (!o.prompt_ids.empty() && (o.chat || !o.prompt_file.empty() || o.tokenize_only))
-    throw UsageError("--prompt-ids replaces the prompt: it cannot go with --chat, --prompt-file or --tokenize-only");
-  if (!o.chat && (!o.system.empty() || o.enable_thinking.has_value()))
-    throw UsageError("--system and --enable-thinking need --chat");
 }
 
 std::string read_file_arg(const std::string& path, const char* flag) {
@@ -161,6 +146,48 @@ std::string read_file_arg(const std::string& path, const char* flag) {
   std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
   if (!f.is_open() || f.bad()) throw Error(std::string(flag) + " " + path + ": cannot read it");
   return text;
+}
+
+void write_file_arg(const std::string& path, const std::string& bytes, const char* flag) {
+  std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    f.close();
+    if (!f) {
+      std::remove(tmp.c_str());
+      throw Error(std::string(flag) + " " + path + ": cannot write it");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(std::string(flag) + " " + path + ": cannot write it");
+  }
+}
+
+namespace {
+
+std::string base_name(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+void validate(const CliOptions& o, bool client_step) {
+  if (o.tokenize_only || client_step ? o.tokenizer.empty() && o.model.empty() : o.model.empty())
+    throw UsageError(o.tokenize_only ? "--tokenize-only needs --tokenizer (or --model, to use the one beside it)"
+                     : client_step   ? "--tokenizer (or --model, to use the one beside it) is required"
+                                     : "--model is required");
+  if (o.max_new_tokens < 1) throw UsageError("--max-new-tokens must be >= 1");
+  if (o.temperature < 0) throw UsageError("--temperature must be >= 0");
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw UsageError("--top-p must be in (0, 1]");
+  if (o.top_k < 0) throw UsageError("--top-k must be >= 0");
+  if (!o.prompt_ids.empty() && (o.chat || !o.prompt_file.empty() || o.tokenize_only))
+    throw UsageError("--prompt-ids replaces the prompt: it cannot go with --chat, --prompt-file or --tokenize-only");
+  if (!o.embeddings.empty() && (o.chat || !o.prompt_file.empty() || o.tokenize_only || !o.prompt_ids.empty()))
+    throw UsageError("--embeddings replaces the prompt: it cannot go with --chat, --prompt-file, --prompt-ids or "
+                     "--tokenize-only");
+  if (!o.chat && (!o.system.empty() || o.enable_thinking.has_value()))
+    throw UsageError("--system and --enable-thinking need --chat");
 }
 
 std::string read_prompt_file(const std::string& path) {
@@ -187,19 +214,52 @@ std::vector<int64_t> read_prompt_ids(const std::string& path, int64_t vocab_size
   return ids;
 }
 
-int run(const CliOptions& o) {
+// float32 rows of `dim` from a raw little-endian file (numpy's tofile).
+std::vector<float> read_embeddings(const std::string& path, int64_t dim) {
+  std::string bytes = read_file_arg(path, "--embeddings");
+  const size_t row = sizeof(float) * static_cast<size_t>(dim);
+  if (bytes.empty() || bytes.size() % row != 0)
+    throw Error("--embeddings " + path + ": " + std::to_string(bytes.size()) +
+                " bytes, expected float32 rows of " + std::to_string(dim) + " (the model's hidden size), " +
+                std::to_string(row) + " bytes each");
+  std::vector<float> x(bytes.size() / sizeof(float));
+  std::memcpy(x.data(), bytes.data(), bytes.size());
+  return x;
+}
+
+Prompt encode_prompt(const CliOptions& o, const std::string& prompt, const Tokenizer& tokenizer) {
+  Prompt p;
+  if (!o.prompt_ids.empty()) {
+    p.ids = read_prompt_ids(o.prompt_ids, tokenizer.vocab_size());
+    return p;
+  }
+  p.text = o.chat ? render_chat_prompt(tokenizer, prompt, ChatOptions{o.system, o.enable_thinking}) : prompt;
+  p.ids = o.chat ? tokenizer.encode(p.text, false) : tokenizer.encode(p.text);
+  if (!o.chat) p.content = {{0, p.text.size()}};
+  else if (o.system.empty()) p.content = content_spans(p.text, {prompt});
+  else p.content = content_spans(p.text, {o.system, prompt});
+  return p;
+}
+
+int run(const CliOptions& o, const EmbedPrompt& embed) {
   std::string prompt = o.prompt_file.empty() ? o.prompt : read_prompt_file(o.prompt_file);
   std::unique_ptr<Runner> runner;
-  if (!o.tokenize_only) runner = Runner::load(o.model, o.verbose);  // the model first: its errors matter most
+  if (!o.tokenize_only && !o.model.empty()) runner = Runner::load(o.model, o.verbose);  // its errors matter most
   std::string dir = dirname(o.model);
   std::string tok_path = !o.tokenizer.empty() ? o.tokenizer : (dir == "/" ? "" : dir) + "/tokenizer.json";
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(tok_path);
   double tok_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  ChatOptions chat{o.system, o.enable_thinking};
-  std::vector<int64_t> ids = !o.prompt_ids.empty() ? read_prompt_ids(o.prompt_ids, tokenizer->vocab_size())
-                             : o.chat ? tokenizer->encode(render_chat_prompt(*tokenizer, prompt, chat), false)
-                                      : tokenizer->encode(prompt);
+  std::optional<std::vector<float>> embeddings;
+  Prompt p;
+  if (!o.embeddings.empty()) {
+    if (runner->metadata().embeddings_dim == 0)
+      throw Error(o.model + ": the program takes no input embeddings (export it with --embeddings-input)");
+    embeddings = read_embeddings(o.embeddings, runner->metadata().embeddings_dim);
+  } else {
+    p = encode_prompt(o, prompt, *tokenizer);
+  }
+  const std::vector<int64_t>& ids = p.ids;
   if (o.tokenize_only) {
     std::string line;
     for (int64_t id : ids) line += (line.empty() ? "" : " ") + std::to_string(id);
@@ -210,20 +270,30 @@ int run(const CliOptions& o) {
                                 // a K past INT_MAX keeps every token, as any K >= the vocabulary does (no wrap to 1)
                                 static_cast<int>(std::min<int64_t>(o.top_k, std::numeric_limits<int>::max())),
                                 static_cast<uint64_t>(o.seed)});
+  if (embed) {
+    if (runner) runner->check_prompt(ids.size());  // before the client step: a prompt the model cannot take
+    embeddings = embed(p, *tokenizer);
+    if (!embeddings) return 0;
+    if (!runner) throw UsageError("--model is required to generate from the prompt's embeddings");
+    int64_t dim = runner->metadata().embeddings_dim;
+    if (dim == 0) throw Error(o.model + ": the program takes no input embeddings (export it with --embeddings-input)");
+    if (embeddings->size() != ids.size() * static_cast<size_t>(dim))
+      throw Error("the prompt's embeddings have " + std::to_string(embeddings->size() / std::max<size_t>(ids.size(), 1)) +
+                  " values per token but " + o.model + " takes a hidden size of " + std::to_string(dim));
+  }
   const ModelMetadata& meta = runner->metadata();
   if (meta.vocab_size > 0 && tokenizer->vocab_size() > meta.vocab_size)
     throw Error(tok_path + ": tokenizer has " + std::to_string(tokenizer->vocab_size()) + " ids but " + o.model +
                 " has a vocabulary of " + std::to_string(meta.vocab_size) + " (wrong tokenizer?)");
-
-  runner->check_prompt(ids.size());
+  if (!embeddings) runner->check_prompt(ids.size());
 
   TextStream stream([&](int64_t id) -> const std::string& { return tokenizer->token_bytes(id); });
   std::vector<int64_t> generated;
-  if (!o.chat && !o.print_ids && o.prompt_ids.empty()) {
+  if (!o.chat && !o.print_ids && o.prompt_ids.empty() && o.embeddings.empty() && !embed) {
     std::fputs(prompt.c_str(), stdout);
     std::fflush(stdout);
   }
-  GenerationStats stats = runner->generate(ids, sampler, o.max_new_tokens, [&](int64_t token) {
+  auto on_token = [&](int64_t token) {
     generated.push_back(token);
     if (o.print_ids || runner->is_eos(token)) return;
     std::string text = stream.push(token);
@@ -231,7 +301,10 @@ int run(const CliOptions& o) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     }
-  }, o.ignore_eos);
+  };
+  GenerationStats stats = embeddings
+      ? runner->generate_from_embeddings(*embeddings, sampler, o.max_new_tokens, on_token, o.ignore_eos)
+      : runner->generate(ids, sampler, o.max_new_tokens, on_token, o.ignore_eos);
   if (o.print_ids) {
     std::string line;
     for (int64_t id : generated) line += (line.empty() ? "" : " ") + std::to_string(id);
@@ -251,10 +324,10 @@ int run(const CliOptions& o) {
 
 }  // namespace
 
-int run_cli(const CliOptions& options, const ArgParser& parser) {
+int run_cli(const CliOptions& options, const ArgParser& parser, const EmbedPrompt& embed) {
   try {
-    validate(options);
-    return run(options);
+    validate(options, static_cast<bool>(embed));
+    return run(options, embed);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s\n", parser.usage_line().c_str());
     print_error(e.what());

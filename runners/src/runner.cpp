@@ -89,8 +89,8 @@ double since_ms(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Why forward failed to load, in one line.
-std::string explain_method_failure(const std::string& path, EtError err) {
+// Why `method` failed to load, in one line.
+std::string explain_method_failure(const std::string& path, const std::string& method, EtError err) {
   std::set<std::string> backends, ops;
   for (const std::string& line : g_logs) {
     size_t at = line.find("Backend ");
@@ -111,14 +111,14 @@ std::string explain_method_failure(const std::string& path, EtError err) {
     return path + " delegates to " + join(backends) + ", which this runner was built without (" + ZOO_BACKEND_NAME +
            " build); use the matching backend build, e.g. make <model>-xnnpack";
   if (!ops.empty()) return path + " needs operators this runner has no kernels for: " + join(ops);
-  return path + ": cannot load method forward (" + describe(err) + (g_logs.empty() ? "" : "; " + g_logs.back()) + ")";
+  return path + ": cannot load method " + method + " (" + describe(err) + (g_logs.empty() ? "" : "; " + g_logs.back()) +
+         ")";
 }
 
 }  // namespace
 
-Runner::~Runner() = default;
-
-std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
+std::unique_ptr<Module> open_program(const std::string& path, const char* contract, int64_t version,
+                                     const std::vector<std::string>& methods, bool verbose) {
   install_log_capture(verbose);
   g_program = path;
   struct stat st {};
@@ -130,57 +130,86 @@ std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
     if (f.gcount() < 8 || head[4] != 'E' || head[5] != 'T')
       throw zoo::Error(path + ": not an ExecuTorch program (no 'ET' file identifier)");
   }
-  std::unique_ptr<Runner> r(new Runner());
-  r->path_ = path;
   g_logs.clear();
-  auto t0 = std::chrono::steady_clock::now();
-  r->module_ = std::make_unique<Module>(path, Module::LoadMode::Mmap);
+  // share_memory_arenas: methods exported with share_mutable_buffers (forward and forward_embeddings) use one KV
+  // cache; without it each method gets its own planned buffers and a prompt prefilled by one is lost to the other.
+  auto module = std::make_unique<Module>(path, Module::LoadMode::Mmap, nullptr, nullptr, nullptr,
+                                         /*share_memory_arenas=*/true);
   // Full flatbuffer verification: a corrupt or hostile file is refused here instead of crashing later (the
   // default, Minimal, checks only the header).
-  if (EtError e = r->module_->load(executorch::runtime::Program::Verification::InternalConsistency); e != EtError::Ok)
+  if (EtError e = module->load(executorch::runtime::Program::Verification::InternalConsistency); e != EtError::Ok)
     throw zoo::Error(path + ": cannot load ExecuTorch program (" + describe(e) +
                      (g_logs.empty() ? "" : "; " + g_logs.back()) + ")");
-  auto names = r->module_->method_names();
+  auto names = module->method_names();
   if (!names.ok()) throw zoo::Error(path + ": cannot read the program's methods (" + describe(names.error()) + ")");
   // The contract stamp (common/contract.py): a program of another contract is refused by name. An unstamped program
-  // with the causal-LM methods (ExecuTorch's export_llm) is read as causal_lm v1, whose contract ours extends.
+  // with the contract's methods (ExecuTorch's export_llm, for causal_lm) is read as the contract's v1.
   if (names->count("get_contract")) {
-    auto name = r->module_->execute("get_contract");
-    auto version = r->module_->execute("get_contract_version");
-    if (!name.ok() || name->empty() || !(*name)[0].isString() || !version.ok() || version->empty() ||
-        !(*version)[0].isInt())
+    auto name = module->execute("get_contract");
+    auto v = module->execute("get_contract_version");
+    if (!name.ok() || name->empty() || !(*name)[0].isString() || !v.ok() || v->empty() || !(*v)[0].isInt())
       throw zoo::Error(path + ": unreadable contract stamp (get_contract / get_contract_version)");
     std::string got((*name)[0].toString());
-    int64_t v = (*version)[0].toInt();
-    if (got != kContractName || v != kContractVersion)
-      throw zoo::Error(path + ": a " + got + " v" + std::to_string(v) + " program, but this runner drives " +
-                       kContractName + " v" + std::to_string(kContractVersion));
+    if (got != contract || (*v)[0].toInt() != version)
+      throw zoo::Error(path + ": a " + got + " v" + std::to_string((*v)[0].toInt()) + " program, but this runner drives " +
+                       contract + " v" + std::to_string(version));
   }
   std::string missing;
-  for (const char* m : {"forward", "get_max_seq_len", "get_max_context_len", "get_eos_ids"})
-    if (!names->count(m)) missing += (missing.empty() ? "" : ", ") + std::string(m);
-  if (!missing.empty()) throw zoo::Error(path + ": not a zoo causal_lm program (missing methods " + missing + ")");
-  if (EtError e = r->module_->load_method("forward"); e != EtError::Ok) throw zoo::Error(explain_method_failure(path, e));
+  for (const std::string& m : methods)
+    if (!names->count(m)) missing += (missing.empty() ? "" : ", ") + m;
+  if (!missing.empty())
+    throw zoo::Error(path + ": not a zoo " + contract + " program (missing methods " + missing + ")");
+  return module;
+}
+
+void load_method(Module& module, const std::string& path, const std::string& method) {
+  g_program = path;
+  if (EtError e = module.load_method(method); e != EtError::Ok)
+    throw zoo::Error(explain_method_failure(path, method, e));
+}
+
+std::vector<EValue> execute(Module& module, const std::string& path, const std::string& method,
+                            const std::vector<EValue>& inputs, const std::string& what) {
+  g_program = path;
+  auto out = module.execute(method, inputs);
+  if (!out.ok())
+    throw zoo::Error(path + ": " + method + " failed" + (what.empty() ? "" : " " + what) + " (" + describe(out.error()) +
+                     (g_logs.empty() ? "" : "; " + g_logs.back()) + ")");
+  return std::move(*out);
+}
+
+int64_t constant_int(Module& module, const std::string& path, const std::string& name, int64_t fallback) {
+  auto names = module.method_names();
+  if (!names.ok() || !names->count(name)) return fallback;
+  auto out = module.execute(name);
+  if (!out.ok() || out->empty()) throw zoo::Error(path + ": cannot run constant method " + name);
+  const EValue& v = (*out)[0];
+  if (v.isInt()) return v.toInt();
+  if (v.isBool()) return v.toBool() ? 1 : 0;
+  throw zoo::Error(path + ": constant method " + name + " does not return an int");
+}
+
+Runner::~Runner() = default;
+
+std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Runner> r(new Runner());
+  r->path_ = path;
+  r->module_ = open_program(path, kContractName, kContractVersion,
+                            {"forward", "get_max_seq_len", "get_max_context_len", "get_eos_ids"}, verbose);
+  load_method(*r->module_, path, "forward");
   r->load_ms_ = since_ms(t0);
 
-  auto constant = [&](const char* name, int64_t fallback) -> int64_t {
-    if (!names->count(name)) return fallback;
-    auto out = r->module_->execute(name);
-    if (!out.ok() || out->empty()) throw zoo::Error(path + ": cannot run constant method " + name);
-    const EValue& v = (*out)[0];
-    if (v.isInt()) return v.toInt();
-    if (v.isBool()) return v.toBool() ? 1 : 0;
-    throw zoo::Error(path + ": constant method " + name + " does not return an int");
-  };
+  Module& mod = *r->module_;
   ModelMetadata& m = r->meta_;
-  m.max_seq_len = constant("get_max_seq_len", 0);
-  m.max_context_len = constant("get_max_context_len", 0);
-  m.bos_id = constant("get_bos_id", -1);
-  m.vocab_size = constant("get_vocab_size", 0);
-  m.n_layers = constant("get_n_layers", 0);
-  m.use_kv_cache = constant("use_kv_cache", 1) != 0;
-  m.enable_dynamic_shape = constant("enable_dynamic_shape", 1) != 0;
-  auto eos = r->module_->execute("get_eos_ids");
+  m.max_seq_len = constant_int(mod, path, "get_max_seq_len", 0);
+  m.max_context_len = constant_int(mod, path, "get_max_context_len", 0);
+  m.bos_id = constant_int(mod, path, "get_bos_id", -1);
+  m.vocab_size = constant_int(mod, path, "get_vocab_size", 0);
+  m.n_layers = constant_int(mod, path, "get_n_layers", 0);
+  m.use_kv_cache = constant_int(mod, path, "use_kv_cache", 1) != 0;
+  m.enable_dynamic_shape = constant_int(mod, path, "enable_dynamic_shape", 1) != 0;
+  auto eos = mod.execute("get_eos_ids");
   if (!eos.ok()) throw zoo::Error(path + ": cannot run constant method get_eos_ids");
   for (const EValue& v : *eos)
     if (v.isInt()) m.eos_ids.push_back(v.toInt());
@@ -189,6 +218,12 @@ std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
                      ", get_max_context_len " + std::to_string(m.max_context_len) + ")");
   if (!m.use_kv_cache) throw zoo::Error(path + ": exported without a KV cache (use_kv_cache is false)");
   if (!m.enable_dynamic_shape) m.max_seq_len = 1;  // static [1, 1] tokens: prefill one token at a time
+  if (auto meta = mod.method_meta("forward_embeddings"); meta.ok()) {  // [1, S, hidden] embeddings, input_pos
+    auto in = meta->input_tensor_meta(0);
+    if (!in.ok() || in->sizes().size() != 3 || in->scalar_type() != ScalarType::Float)
+      throw zoo::Error(path + ": forward_embeddings does not take float32 embeddings [1, S, hidden]");
+    m.embeddings_dim = in->sizes()[2];
+  }
   return r;
 }
 
@@ -198,21 +233,36 @@ bool Runner::is_eos(int64_t token) const {
   return false;
 }
 
-const std::vector<float>& Runner::forward(const int64_t* tokens, size_t n, int64_t start) {
-  auto tok = from_blob(const_cast<int64_t*>(tokens), {1, static_cast<int>(n)}, ScalarType::Long);
-  int64_t pos = start;
-  auto pos_t = from_blob(&pos, {1}, ScalarType::Long);
-  auto out = module_->execute("forward", {EValue(*tok), EValue(*pos_t)});
-  if (!out.ok())
-    throw zoo::Error(path_ + ": forward failed at position " + std::to_string(start) + " (" + describe(out.error()) +
-                     (g_logs.empty() ? "" : "; " + g_logs.back()) + ")");
-  if (out->empty() || !(*out)[0].isTensor()) throw zoo::Error(path_ + ": forward returned no logits tensor");
-  const auto& t = (*out)[0].toTensor();
-  if (t.scalar_type() != ScalarType::Float) throw zoo::Error(path_ + ": forward returned non-float32 logits");
+const std::vector<float>& Runner::take_logits(const std::vector<EValue>& out, const char* method) {
+  if (out.empty() || !out[0].isTensor()) throw zoo::Error(path_ + ": " + method + " returned no logits tensor");
+  const auto& t = out[0].toTensor();
+  if (t.scalar_type() != ScalarType::Float) throw zoo::Error(path_ + ": " + method + " returned non-float32 logits");
   int64_t vocab = t.size(t.dim() - 1);
   const float* data = t.const_data_ptr<float>() + (t.numel() - vocab);  // last position
   logits_.assign(data, data + vocab);
   return logits_;
+}
+
+const std::vector<float>& Runner::forward(const int64_t* tokens, size_t n, int64_t start) {
+  auto tok = from_blob(const_cast<int64_t*>(tokens), {1, static_cast<int>(n)}, ScalarType::Long);
+  int64_t pos = start;
+  auto pos_t = from_blob(&pos, {1}, ScalarType::Long);
+  return take_logits(execute(*module_, path_, "forward", {EValue(*tok), EValue(*pos_t)},
+                             "at position " + std::to_string(start)),
+                     "forward");
+}
+
+const std::vector<float>& Runner::forward_embeddings(const float* emb, size_t n, int64_t start) {
+  if (meta_.embeddings_dim == 0)
+    throw zoo::Error(path_ + ": the program takes no input embeddings (export it with --embeddings-input)");
+  if (!embeddings_loaded_) load_method(*module_, path_, "forward_embeddings"), embeddings_loaded_ = true;
+  auto x = from_blob(const_cast<float*>(emb), {1, static_cast<int>(n), static_cast<int>(meta_.embeddings_dim)},
+                     ScalarType::Float);
+  int64_t pos = start;
+  auto pos_t = from_blob(&pos, {1}, ScalarType::Long);
+  return take_logits(execute(*module_, path_, "forward_embeddings", {EValue(*x), EValue(*pos_t)},
+                             "at position " + std::to_string(start)),
+                     "forward_embeddings");
 }
 
 void Runner::check_prompt(size_t n) const {
@@ -225,15 +275,37 @@ void Runner::check_prompt(size_t n) const {
 
 GenerationStats Runner::generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
                                  const std::function<void(int64_t)>& on_token, bool ignore_eos) {
-  check_prompt(prompt.size());
-  const int64_t n = static_cast<int64_t>(prompt.size());
+  auto prefill = [&](int64_t i, int64_t len) -> const std::vector<float>& {
+    return forward(prompt.data() + i, static_cast<size_t>(len), i);
+  };
+  return run(static_cast<int64_t>(prompt.size()), prefill, sampler, max_new_tokens, on_token, ignore_eos);
+}
+
+GenerationStats Runner::generate_from_embeddings(const std::vector<float>& embeddings, Sampler& sampler,
+                                                 int64_t max_new_tokens, const std::function<void(int64_t)>& on_token,
+                                                 bool ignore_eos) {
+  const int64_t dim = meta_.embeddings_dim;
+  if (dim == 0)
+    throw zoo::Error(path_ + ": the program takes no input embeddings (export it with --embeddings-input)");
+  if (embeddings.size() % dim != 0)
+    throw zoo::Error("the prompt embeddings hold " + std::to_string(embeddings.size()) +
+                     " floats, not a whole number of rows of " + std::to_string(dim) + " (the hidden size of " + path_ +
+                     ")");
+  auto prefill = [&](int64_t i, int64_t len) -> const std::vector<float>& {
+    return forward_embeddings(embeddings.data() + i * dim, static_cast<size_t>(len), i);
+  };
+  return run(static_cast<int64_t>(embeddings.size()) / dim, prefill, sampler, max_new_tokens, on_token, ignore_eos);
+}
+
+GenerationStats Runner::run(int64_t n, const Prefill& prefill, Sampler& sampler, int64_t max_new_tokens,
+                            const std::function<void(int64_t)>& on_token, bool ignore_eos) {
+  check_prompt(static_cast<size_t>(n));
   GenerationStats stats;
   stats.load_ms = load_ms_;
   stats.prompt_tokens = n;
   auto t0 = std::chrono::steady_clock::now();
   const std::vector<float>* logits = nullptr;
-  for (int64_t i = 0; i < n; i += meta_.max_seq_len)
-    logits = &forward(prompt.data() + i, static_cast<size_t>(std::min(meta_.max_seq_len, n - i)), i);
+  for (int64_t i = 0; i < n; i += meta_.max_seq_len) logits = &prefill(i, std::min(meta_.max_seq_len, n - i));
   stats.prefill_s = since_ms(t0) / 1000;
   int64_t pos = n;
   t0 = std::chrono::steady_clock::now();

@@ -4,6 +4,7 @@ noise mask against the real SmolLM2 tokenizer, the size arithmetic, training, sa
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from common.errors import UserError
 from models.sgt4t.model import StainedGlassTransform, from_base, load, load_base, save
 
-MAX_SEQ = 24
+MAX_SEQ = 128  # the tiny BPE spells the chat template in ~60 tokens
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,36 @@ def _randomized(sgt: StainedGlassTransform, seed: int = 0) -> StainedGlassTransf
 
 @pytest.fixture(scope="module")
 def sgt_dir(base, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomized tiny SGT saved with its base's tokenizer, given the Llama 3 chat template (the C++ test chats)."""
+    import copy
+
+    from tests.checkpoints import DATA
+
     model, cfg, family, tok, _ = base
     sgt = _randomized(from_base(model, cfg, MAX_SEQ, base_family=family.name))
+    tok = copy.copy(tok)
+    tok.chat_template = (DATA / "llama3_chat_template.jinja").read_text(encoding="utf-8")
     return save(sgt, tmp_path_factory.mktemp("sgt") / "sgt", tok)
+
+
+@pytest.fixture(scope="module")
+def sgt_pte(sgt_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """sgt_pte(quantize): the tiny SGT exported by export_sgt with that Linear recipe, made once on first use; the
+    quantized ones go through quantize_and_save first (the saved directory exports as it was saved)."""
+    from models.sgt4t.export import export_sgt
+    from models.sgt4t.quantize_and_save import quantize_and_save
+
+    made: dict[str, Path] = {}
+
+    def make(quantize: str) -> Path:
+        if quantize not in made:
+            out = tmp_path_factory.mktemp(f"sgt_{quantize}")
+            source = sgt_dir if quantize == "fp32" else quantize_and_save(str(sgt_dir), str(out / "q"), quantize)
+            made[quantize] = out / "sgt.pte"
+            export_sgt(str(source), str(made[quantize]), "fp32" if quantize == "fp32" else None, max_seq_len=MAX_SEQ)
+        return made[quantize]
+
+    return make
 
 
 def _inputs(vocab: int, n: int = 12, seed: int = 1):
@@ -108,6 +136,7 @@ def test_size_report_gives_the_specs_llama_3_1_8b_arithmetic() -> None:
     assert round((r["heads"] - 2 * 4096) / 2 / 1e6, 1) == 16.8  # the Linear heads (and each estimator's norm)
     assert round(r["total"] / 1e6) == 995 and round(r["total"] * 2 / 1e9, 2) == 1.99
     assert "995.1M params" in format_size_report(r)
+    assert abs(r["pte_8da4w_bytes"] / 1e6 - 2365.8) < 0.5  # the vendor's .pte: 2365.8 MB, the program included
 
 
 def test_save_load_round_trip(sgt_dir: Path, base) -> None:
@@ -115,6 +144,27 @@ def test_save_load_round_trip(sgt_dir: Path, base) -> None:
     again = save(sgt, sgt_dir.parent / "again")
     assert sgt.cfg == load(again).cfg
     assert all(torch.equal(a, b) for a, b in zip(sgt.state_dict().values(), load(again).state_dict().values(), strict=True))
+
+
+def test_quantize_and_save_loads_as_quantized_in_memory(sgt_dir: Path, tmp_path: Path) -> None:
+    """quantize_and_save's directory loads to the SGT quantized in memory by the same recipe, bit for bit; it is not
+    quantized twice, and export refuses another recipe for it."""
+    from common.quant import preset, quantize_model
+    from models.sgt4t.export import export_sgt
+    from models.sgt4t.quantize_and_save import quantize_and_save
+
+    saved = load(quantize_and_save(str(sgt_dir), str(tmp_path / "q"), "8da4w"), MAX_SEQ)
+    ref = load(sgt_dir, MAX_SEQ)
+    quantize_model(ref, preset("8da4w", 32))
+    ids, noise, attn = _inputs(ref.cfg.base.vocab_size)
+    with torch.no_grad():
+        for a, b in zip(saved.mu_sigma(ids, noise, attn), ref.mu_sigma(ids, noise, attn), strict=True):
+            assert torch.equal(a, b)
+    assert (tmp_path / "q" / "model.safetensors").stat().st_size < 0.8 * (sgt_dir / "model.safetensors").stat().st_size
+    with pytest.raises(UserError, match="already quantized"):
+        quantize_and_save(str(tmp_path / "q"), str(tmp_path / "again"))
+    with pytest.raises(UserError, match="already quantized as 8da4w-g32; drop --quantize"):
+        export_sgt(str(tmp_path / "q"), str(tmp_path / "x.pte"), "8da8w")
 
 
 def test_a_gemma_base_is_refused(tmp_path: Path) -> None:
@@ -126,18 +176,15 @@ def test_a_gemma_base_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("quantize", ["fp32", "8da4w"])
-def test_pte_matches_eager(sgt_dir: Path, tmp_path: Path, quantize: str) -> None:
+def test_pte_matches_eager(sgt_dir: Path, sgt_pte, quantize: str) -> None:
     """mu and sigma from the .pte equal eager's (fp32: 1e-4; 8da4w: against eager 8da4w, bounded by the int8
     dynamic-activation rounding); masked tokens bit for bit; fresh noise per call, standardised N(0, 1)."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
     from executorch.runtime import Runtime
 
     from common.quant import preset, quantize_model
-    from models.sgt4t.export import export_sgt
 
-    pte = tmp_path / "sgt.pte"
-    export_sgt(str(sgt_dir), str(pte), quantize, max_seq_len=MAX_SEQ)
-    program = Runtime.get().load_program(str(pte))
+    program = Runtime.get().load_program(str(sgt_pte(quantize)))
     ref = load(sgt_dir, MAX_SEQ)
     quantize_model(ref, preset(quantize, 32))
     ids, noise, attn = _inputs(ref.cfg.base.vocab_size)
@@ -214,3 +261,112 @@ def test_bad_inputs_are_one_clear_line(sgt_dir: Path, tmp_path: Path) -> None:
     sgt = load(sgt_dir, MAX_SEQ)
     with pytest.raises(UserError, match=r"noise_mask \(1, 2\): expected the input's shape \(1, 3\)"):
         transform(sgt, [1, 2, 3], [True, False])
+
+
+# --- the C++ side: sgt4t_runner (models/sgt4t/main.cpp) and the llama3 runner's --embeddings ---------------------
+
+CPP_PROMPT = "  My PIN is 4821.  "  # padded: the Llama 3 template trims message content
+
+
+def _run(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300)
+
+
+def _ints(line: str) -> list[int]:
+    return [int(w) for w in line.split()]
+
+
+@pytest.fixture(scope="module")
+def base_pte(base, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny base exported fp32 with --embeddings-input (python -m models.llama3.export), its attention outputs
+    scaled up: at HF's init scale the residual stream drowns attention and the greedy tokens ignore the context, so a
+    prompt lost between methods (a KV cache not shared) would go unseen."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from common.cli import export_main, run_cli
+    from models.llama3.model import FAMILY
+
+    sharp = tmp_path_factory.mktemp("sgt_base_sharp") / "hf"
+    shutil.copytree(base[4], sharp)
+    state = load_file(sharp / "model.safetensors")
+    save_file({k: v * 30 if k.endswith("o_proj.weight") else v for k, v in state.items()}, sharp / "model.safetensors",
+              metadata={"format": "pt"})
+    out = tmp_path_factory.mktemp("sgt_base_pte") / "base.pte"
+    assert run_cli(export_main(FAMILY), ["--checkpoint", str(sharp), "--quantize", "fp32", "--embeddings-input",
+                                         "--max-seq-len", "32", "--max-context-len", "160", "--output", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("system", [None, "You keep secrets."])
+def test_cpp_noise_mask_matches_python(sgt_dir: Path, smollm2_gguf: str, tmp_path: Path, system: str | None) -> None:
+    """sgt4t_runner --print-mask gives encode_chat's ids and noise mask: the tiny tokenizer with the Llama 3 template
+    (content trimmed) and SmolLM2's real one with its ChatML template (default system prompt left clear)."""
+    from common.tokenizer import load_tokenizer
+    from models.sgt4t.chat import encode_chat
+    from runners.tests.conftest import build_runner
+
+    runner = build_runner("sgt4t")
+    smollm2_dir = load_tokenizer(smollm2_gguf).save(tmp_path / "smollm2")
+    for tok_dir, prompt in ((sgt_dir, CPP_PROMPT), (smollm2_dir, "Café au lait, s'il vous plaît — 3 €?")):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        ids, mask = encode_chat(load_tokenizer(tok_dir), messages)
+        proc = _run(runner, "--print-mask", "--tokenizer", tok_dir, "--prompt", prompt,
+                    *(["--system", system] if system else []))
+        assert proc.returncode == 0, proc.stderr
+        out_ids, out_mask = proc.stdout.splitlines()
+        assert _ints(out_ids) == ids and [bool(b) for b in _ints(out_mask)] == mask
+        assert 0 < sum(mask) < len(mask)
+
+
+def test_cpp_private_chat_matches_python(sgt_dir: Path, sgt_pte, base_pte: Path,
+                                         tmp_path: Path) -> None:
+    """sgt4t_runner (fp32 SGT .pte -> embeddings -> base .pte) and, from the embeddings it wrote, llama3_runner
+    --embeddings generate the Python runtime's greedy tokens from those embeddings; the embeddings are the table's
+    rows bit for bit outside the noise mask and noised inside it, fresh on every run."""
+    import numpy as np
+
+    from common.runtime import PteModel, generate
+    from common.sampler import Sampler
+    from common.tokenizer import load_tokenizer
+    from models.sgt4t.chat import encode_chat
+    from runners.tests.conftest import build_runner
+
+    runner, server = build_runner("sgt4t"), build_runner("llama3")
+    ids, mask = encode_chat(load_tokenizer(sgt_dir), [{"role": "user", "content": CPP_PROMPT}])
+    sgt = sgt_pte("fp32")
+    rows = []
+    for i in range(2):
+        x_path = tmp_path / f"x{i}.f32"
+        proc = _run(runner, "--sgt", sgt, "--model", base_pte, "--prompt", CPP_PROMPT, "--embeddings-out", x_path,
+                    "--print-ids", "--max-new-tokens", "6", "--ignore-eos")
+        assert proc.returncode == 0, proc.stderr
+        assert f"{len(ids)} prompt tokens, {sum(mask)} transformed" in proc.stderr
+        x = torch.from_numpy(np.fromfile(x_path, dtype=np.float32)).view(len(ids), -1)
+        rows.append(x)
+        expected = generate(PteModel(base_pte), ids, Sampler(), 6, ignore_eos=True, embeddings=x[None]).tokens
+        assert _ints(proc.stdout) == expected
+        served = _run(server, "--model", base_pte, "--embeddings", x_path, "--print-ids", "--max-new-tokens", "6",
+                      "--ignore-eos")
+        assert served.returncode == 0, served.stderr
+        assert _ints(served.stdout) == expected
+    table = load(sgt_dir).embed_tokens.weight.detach()[torch.tensor(ids)]
+    m = torch.tensor(mask)
+    for x in rows:
+        assert torch.equal(x[~m], table[~m])
+        assert (x[m] != table[m]).any(dim=-1).all()
+    assert (rows[0][m] != rows[1][m]).all()  # fresh noise per run
+
+    # the client alone writes the file and stops; bad inputs are one line
+    alone = _run(runner, "--sgt", sgt, "--prompt", CPP_PROMPT, "--embeddings-out", tmp_path / "alone.f32")
+    assert alone.returncode == 0 and (tmp_path / "alone.f32").stat().st_size == rows[0].numel() * 4, alone.stderr
+    (tmp_path / "short.f32").write_bytes(b"\0" * 12)
+    cases = [
+        ((server, "--model", base_pte, "--embeddings", tmp_path / "short.f32"), "12 bytes, expected float32 rows of"),
+        ((runner, "--sgt", base_pte, "--model", base_pte), "a causal_lm v1 program, but this runner drives sgt4t v1"),
+        ((runner, "--sgt", sgt, "--model", sgt), "a sgt4t v1 program, but this runner drives causal_lm v1"),
+    ]
+    for argv, message in cases:
+        proc = _run(*argv)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr

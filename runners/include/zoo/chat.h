@@ -4,6 +4,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "zoo/tokenizer.h"
 
@@ -17,6 +19,10 @@ struct ChatOptions {
 // The one-turn chat prompt text for the tokenizer's template (ChatML, Llama 3 or Gemma); encode it without
 // adding BOS (the formats that want one write it). Other templates are refused with a zoo::Error.
 std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options);
+
+// [begin, end) byte spans of each non-empty `contents` entry in the rendered `text`, found in order (a template
+// that trims content is matched by the trimmed text). A zoo::Error when one is not there.
+std::vector<std::pair<size_t, size_t>> content_spans(const std::string& text, const std::vector<std::string>& contents);
 
 // The registered format names, for messages: "ChatML, Llama 3, Gemma".
 std::string chat_format_names();

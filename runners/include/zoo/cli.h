@@ -2,11 +2,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace zoo {
+
+class Tokenizer;
 
 struct CliOptions {
   std::string model;      // --model FILE.pte
@@ -14,6 +18,7 @@ struct CliOptions {
   std::string prompt;     // --prompt TEXT
   std::string prompt_file;
   std::string prompt_ids;  // --prompt-ids FILE: token ids (whitespace-separated, as --tokenize-only prints)
+  std::string embeddings;  // --embeddings FILE: float32 prompt embeddings [S, hidden] (forward_embeddings)
   bool ignore_eos = false;  // generate max_new_tokens whatever the model emits (benchmarks)
   bool chat = false;  // wrap the prompt in the model's (ChatML) chat template
   std::string system;
@@ -57,8 +62,28 @@ class ArgParser {
 // package name (e.g. "llama3"), used in the help text. A main.cpp adds its model's own flags after these.
 void add_standard_options(ArgParser& args, CliOptions& o, const std::string& model);
 
+// The prompt as the runner encodes it: the text (chat-rendered with --chat), its ids, and the byte spans in the text
+// of what the user wrote (with --chat: the system message when given, then the user's; else the whole text).
+struct Prompt {
+  std::string text;
+  std::vector<int64_t> ids;
+  std::vector<std::pair<size_t, size_t>> content;
+};
+
+// A client-side step between the encoded prompt and the model, e.g. models/sgt4t's Stained Glass Transform: returns
+// the embeddings to prefill ([S, hidden] row-major), or nothing when it has done all there is to do (exit 0).
+using EmbedPrompt = std::function<std::optional<std::vector<float>>(const Prompt&, const Tokenizer&)>;
+
 // Load the model and tokenizer, encode (or chat-render) the prompt, generate with streaming output and print
-// stats on stderr. Returns the exit status: 0, 1 (one "error: ..." line), or 2 (usage error, with usage).
-int run_cli(const CliOptions& options, const ArgParser& parser);
+// stats on stderr. With `embed`, the prompt is prefilled as the embeddings it returns (and --model may be left out
+// when it returns none). Returns the exit status: 0, 1 (one "error: ..." line), or 2 (usage error, with usage).
+int run_cli(const CliOptions& options, const ArgParser& parser, const EmbedPrompt& embed = {});
+
+// `path`'s bytes; a zoo::Error naming `flag` when it is missing or unreadable.
+std::string read_file_arg(const std::string& path, const char* flag);
+// Write `bytes` to `path` atomically (a temporary beside it, renamed over it); a zoo::Error naming `flag` on failure.
+void write_file_arg(const std::string& path, const std::string& bytes, const char* flag);
+// The directory of `path` ("." for a bare file name).
+std::string dirname(const std::string& path);
 
 }  // namespace zoo

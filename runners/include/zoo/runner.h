@@ -13,12 +13,31 @@
 namespace executorch::extension::module {
 class Module;
 }
+namespace executorch::runtime {
+class EValue;
+}
 
 namespace zoo {
 
 // The contract this runner drives, as stamped in the program (common/contract.py CAUSAL_LM).
 inline constexpr const char* kContractName = "causal_lm";
 inline constexpr int64_t kContractVersion = 1;
+
+using executorch::extension::module::Module;
+
+// Open a zoo program the way every runner does: file checks, full flatbuffer verification, ExecuTorch's log
+// captured, the contract stamp (get_contract / get_contract_version) checked against `contract` v`version` (an
+// unstamped program passes on its methods alone), every name in `methods` present. Throws zoo::Error, one line.
+std::unique_ptr<Module> open_program(const std::string& path, const char* contract, int64_t version,
+                                     const std::vector<std::string>& methods, bool verbose = false);
+// Load `method`; a missing delegate or kernel is named in the zoo::Error.
+void load_method(Module& module, const std::string& path, const std::string& method);
+// Run `method`, throwing zoo::Error (with `what`, e.g. "at position 12", and ExecuTorch's last log line) on failure.
+std::vector<executorch::runtime::EValue> execute(Module& module, const std::string& path, const std::string& method,
+                                                 const std::vector<executorch::runtime::EValue>& inputs,
+                                                 const std::string& what = "");
+// An int (or bool) constant method; `fallback` when the program has no such method.
+int64_t constant_int(Module& module, const std::string& path, const std::string& name, int64_t fallback);
 
 struct ModelMetadata {  // the .pte contract's constant methods
   int64_t max_seq_len = 0;
@@ -29,6 +48,7 @@ struct ModelMetadata {  // the .pte contract's constant methods
   int64_t n_layers = 0;
   bool use_kv_cache = true;
   bool enable_dynamic_shape = true;
+  int64_t embeddings_dim = 0;  // hidden size of forward_embeddings' input; 0: the program has no such method
 };
 
 struct GenerationStats {
@@ -60,6 +80,9 @@ class Runner {
 
   // Logits of the last position after feeding `tokens` at positions start.. (at most max_seq_len tokens).
   const std::vector<float>& forward(const int64_t* tokens, size_t n, int64_t start);
+  // The same from input embeddings `emb` [n, embeddings_dim] (the contract's optional forward_embeddings, sharing
+  // forward's KV cache). Throws zoo::Error when the program has no forward_embeddings.
+  const std::vector<float>& forward_embeddings(const float* emb, size_t n, int64_t start);
 
   // Chunked prefill (max_seq_len per call), then sample/decode until an EOS id, `max_new_tokens` or the
   // end of the context; `on_token` sees each generated id (stop token included). Refuses a prompt that
@@ -67,9 +90,20 @@ class Runner {
   // `ignore_eos` (benchmarks) runs on to max_new_tokens or the context end.
   GenerationStats generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
                            const std::function<void(int64_t)>& on_token, bool ignore_eos = false);
+  // The same with the prompt given as embeddings [n, embeddings_dim] row-major (e.g. a Stained Glass Transform's
+  // output): prefilled through forward_embeddings, then decoded with token ids.
+  GenerationStats generate_from_embeddings(const std::vector<float>& embeddings, Sampler& sampler,
+                                           int64_t max_new_tokens, const std::function<void(int64_t)>& on_token,
+                                           bool ignore_eos = false);
 
  private:
   Runner() = default;
+  // prefill(start, n) feeds prompt positions start..start+n and returns the last logits
+  using Prefill = std::function<const std::vector<float>&(int64_t, int64_t)>;
+  GenerationStats run(int64_t n, const Prefill& prefill, Sampler& sampler, int64_t max_new_tokens,
+                      const std::function<void(int64_t)>& on_token, bool ignore_eos);
+  const std::vector<float>& take_logits(const std::vector<executorch::runtime::EValue>& out, const char* method);
+  bool embeddings_loaded_ = false;
   std::unique_ptr<executorch::extension::module::Module> module_;
   std::string path_;
   ModelMetadata meta_;
