@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-done
 DEMO_PTE := out/smollm2-gguf/model.pte
 DEMO_PROMPT ?= Give me three tips for writing clear code.
 
-.PHONY: setup demo test test-fast lint bench fuzz clean sgt4t-train sgt4t-metrics sgt4t-chat
+.PHONY: setup demo test test-fast lint bench fuzz clean sgt4t-train sgt4t-metrics sgt4t-chat sgt4t-chat-cpp
 
 setup: $(STAMP)
 
@@ -60,6 +60,8 @@ sgt4t-metrics: $(SGT_DIR)/config.json
 sgt4t-chat: $(SGT_PTE) $(SGT_BASE_PTE)
 	$(PYTHON) -m models.sgt4t.inference --sgt-pte $(SGT_PTE) --base-pte $(SGT_BASE_PTE) --prompt "$(DEMO_PROMPT)" \
 	  --show-server-view
+sgt4t-chat-cpp: $(SGT_PTE) $(SGT_BASE_PTE) sgt4t-xnnpack
+	build/sgt4t-xnnpack/sgt4t_runner --sgt $(SGT_PTE) --model $(SGT_BASE_PTE) --prompt "$(DEMO_PROMPT)"
 
 # One pytest-xdist worker per core, a test file per worker at a time (its module fixtures built once); the real-model
 # exports and runner builds are shared through locked caches under build/. PYTEST_ARGS="-n 0" runs serially.

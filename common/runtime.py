@@ -62,6 +62,9 @@ class PteModel:
         try:
             CAUSAL_LM.check(path, set(self.program.method_names), self._value)
             self.method = self.program.load_method("forward")
+            # loaded once, with forward: a program exported --embeddings-input is run from embeddings
+            self.embeddings_method = (self.program.load_method("forward_embeddings")
+                                      if "forward_embeddings" in self.program.method_names else None)
             self.load_s = time.perf_counter() - t0
             self.max_seq_len = self._const("get_max_seq_len")
             self.max_context_len = self._const("get_max_context_len")
@@ -91,11 +94,10 @@ class PteModel:
 
     def forward_embeddings(self, embeddings: torch.Tensor, start: int) -> torch.Tensor:
         """Last-position logits from input embeddings [1, S, hidden] (a program exported with --embeddings-input)."""
-        if "forward_embeddings" not in self.program.method_names:
+        if self.embeddings_method is None:
             raise UserError(f"{self.path}: takes token ids only; export it with --embeddings-input")
         try:
-            out = self.program.load_method("forward_embeddings").execute([embeddings.float().contiguous(),
-                                                                          torch.tensor([start], dtype=torch.long)])
+            out = self.embeddings_method.execute([embeddings.float().contiguous(), torch.tensor([start], dtype=torch.long)])
             return out[0][0, -1]
         except Exception as e:
             raise UserError(f"{self.path}: forward_embeddings failed at position {start} ({type(e).__name__}: {e})"

@@ -5,6 +5,7 @@
 //   sgt4t_runner --sgt sgt.pte --model base.pte --prompt "..."            # client transform + base model
 //   sgt4t_runner --sgt sgt.pte --prompt "..." --embeddings-out x.f32      # the client alone: what it sends
 //   llama3_runner --model base.pte --embeddings x.f32                      # the server side, from that file
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -117,8 +118,11 @@ int main(int argc, char** argv) {
   }
   if (o.tokenizer.empty() && !sgt_path.empty()) o.tokenizer = zoo::dirname(sgt_path) + "/tokenizer.json";
   std::unique_ptr<Sgt> sgt;
+  double load_ms = 0;
   try {  // the SGT first, as run_cli loads the model first: a wrong program matters more than a prompt problem
+    auto t0 = std::chrono::steady_clock::now();
     if (!print_mask) sgt = std::make_unique<Sgt>(sgt_path, o.verbose);
+    load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   } catch (const std::exception& e) {
     zoo::print_error(e.what());
     return 1;
@@ -132,10 +136,13 @@ int main(int argc, char** argv) {
       std::printf("%s\n%s\n", ids.c_str(), bits.c_str());
       return std::nullopt;
     }
+    auto t0 = std::chrono::steady_clock::now();
     std::vector<float> x = (*sgt)(p.ids, mask);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     size_t noised = 0;
     for (bool b : mask) noised += b;
-    std::fprintf(stderr, "[client] %zu prompt tokens, %zu transformed\n", p.ids.size(), noised);
+    std::fprintf(stderr, "[client] %zu prompt tokens, %zu transformed (SGT load %.0f ms, transform %.1f ms)\n",
+                 p.ids.size(), noised, load_ms, ms);
     if (!embeddings_out.empty()) {
       zoo::write_file_arg(embeddings_out,
                           std::string(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float)),

@@ -103,6 +103,7 @@ class Runner {
   GenerationStats run(int64_t n, const Prefill& prefill, Sampler& sampler, int64_t max_new_tokens,
                       const std::function<void(int64_t)>& on_token, bool ignore_eos);
   const std::vector<float>& take_logits(const std::vector<executorch::runtime::EValue>& out, const char* method);
+  void load_embeddings_method();  // on first use (its delegate's set-up is a load cost: added to load_ms)
   bool embeddings_loaded_ = false;
   std::unique_ptr<executorch::extension::module::Module> module_;
   std::string path_;
