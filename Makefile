@@ -47,7 +47,8 @@ SGT_DIR := build/sgt4t/smollm2-sgt
 SGT_PTE := out/sgt4t/sgt/sgt.pte
 SGT_BASE_PTE := out/sgt4t/base/smollm2-embeddings.pte
 $(SGT_DIR)/config.json: $(STAMP)
-	$(PYTHON) -m models.sgt4t.train --output $(SGT_DIR) --steps 3000 --ramp 200 --minutes 13
+	$(PYTHON) -m models.sgt4t.train --output $(SGT_DIR) --steps 3000 --ramp 200 --minutes 13 --margin 30 \
+	  --name smollm2-sgt
 $(SGT_PTE): $(SGT_DIR)/config.json
 	$(PYTHON) -m models.sgt4t.export --sgt $(SGT_DIR) --output $@
 $(SGT_BASE_PTE): $(STAMP)

@@ -5,7 +5,7 @@
     obfuscation = -mean log(sigma / e)                    (larger noise; e = the table's element std)
                 + mean |cos(x, x~)|                        (decorrelate)
                 + mean | ||x + mu|| - median_v ||E_v|| | / median_v ||E_v||   (keep norms plausible)
-                + margin_weight * mean softplus(-m / ||E||^2_med)   (ours, off by default: the attack itself)
+                + margin_weight * mean softplus(8 m / median_v ||E_v||^2) / 8   (ours, off by default: the attack)
     m = min_{v != t} ||z - E_v||^2 - ||z - E_t||^2 for z = x~ and z = x + mu: positive while the nearest-neighbour
     attacker (on one query, or averaging many) reads the true token t; the term pays for every token it reads.
 
@@ -61,7 +61,9 @@ class TrainConfig:
 def nn_margin(z: torch.Tensor, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Per token, min over other rows of ||z - E_v||^2 minus ||z - E_t||^2 for z [S, H], true ids [S], table
     [V, H]: > 0 while the nearest row is the true token's (the nearest-neighbour attacker wins)."""
-    d = table.pow(2).sum(-1) - 2 * z @ table.T  # ||z - E_v||^2 - ||z||^2, [S, V]
+    from models.sgt4t.metrics import l2_scores
+
+    d = l2_scores(z, table)  # ||z - E_v||^2 - ||z||^2, [S, V]
     own = d.gather(-1, ids[:, None])[:, 0]
     others = d.scatter(-1, ids[:, None], float("inf")).min(-1).values
     return others - own

@@ -225,6 +225,38 @@ def test_training_lowers_the_loss(base) -> None:
     assert math.exp(-history[-1]["log_sigma"]) > math.exp(-history[0]["log_sigma"])  # the noise grew
 
 
+def test_the_margin_term_lowers_nearest_neighbour_recovery(base) -> None:
+    """--margin: a tiny SGT trained with the nearest-neighbour margin term ends with fewer of its training tokens
+    recovered by the attacker (on x~ and on x + mu) than it started with."""
+    from models.sgt4t.train import TrainConfig, train, training_text
+
+    model, cfg, family, tok, _ = base
+    sgt = from_base(model, cfg, 16)
+    ids = tok.encode(training_text(), add_bos=False)
+    history = train(sgt, model, ids, TrainConfig(steps=60, seq_len=16, lr=3e-3, alpha=0.5, ramp=0, margin_weight=20),
+                    progress=False)
+    first = sum(h["recovered"] for h in history[:8]) / 8
+    last = sum(h["recovered"] for h in history[-8:]) / 8
+    assert last < first - 0.1, (first, last)
+
+
+def test_nn_margin_is_positive_exactly_where_the_attacker_recovers_the_token() -> None:
+    """train.nn_margin against metrics.nearest_neighbour's L2 attack, and its value against brute-force distances."""
+    from models.sgt4t.metrics import nearest_neighbour
+    from models.sgt4t.train import nn_margin
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(50, 8, generator=g)
+    ids = torch.randint(0, 50, (200,), generator=g)
+    z = table[ids] + torch.randn(200, 8, generator=g) * 0.6
+    m = nn_margin(z, ids, table)
+    d = torch.cdist(z, table).square()
+    brute = d.scatter(-1, ids[:, None], float("inf")).min(-1).values - d.gather(-1, ids[:, None])[:, 0]
+    torch.testing.assert_close(m, brute, atol=1e-4, rtol=1e-4)
+    assert 0.05 < float((m > 0).float().mean()) < 0.95
+    assert int((m > 0).sum()) == round(nearest_neighbour(z, table, ids)[0] * len(ids))
+
+
 def test_chat_noise_mask_covers_message_content_only(smollm2_gguf: str) -> None:
     """With SmolLM2's real tokenizer and chat template: the noised tokens decode to the messages' content and the
     rest to the template's scaffolding."""
