@@ -56,6 +56,16 @@ def transform(sgt, ids: list[int], mask: list[bool]) -> torch.Tensor:
         return sgt(t, noise, attn)
 
 
+def sgt_messages(sgt, tokenizer, messages: list[dict], transform_all_tokens: bool = False
+                 ) -> tuple[list[int], list[bool], torch.Tensor]:
+    """sgt(messages): the base's chat template applied and the message content transformed, through an eager SGT or
+    an SgtPte. Returns (token ids, noise mask, x~ [1, S, H]) — x~ is what the client sends."""
+    from models.sgt4t.chat import encode_chat
+
+    ids, mask = encode_chat(tokenizer, messages, transform_all_tokens=transform_all_tokens)
+    return ids, mask, transform(sgt, ids, mask)
+
+
 def server_view(x: torch.Tensor, table: torch.Tensor) -> list[int]:
     """The nearest table row (L2) to each embedding: what the server reads back without the SGT's help."""
     from models.sgt4t.metrics import l2_scores
@@ -86,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     from common.sampler import Sampler
     from common.tokenizer import StreamDecoder, load_tokenizer
     from models.llama3.model import smollm2_gguf
-    from models.sgt4t.chat import encode_chat
     from models.sgt4t.model import load, load_base
 
     if args.sgt_pte:
@@ -105,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         table = base_model.model.embed_tokens.weight.detach()
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]
-    ids, mask = encode_chat(tokenizer, messages, transform_all_tokens=args.transform_all_tokens)
-    x = transform(sgt, ids, mask)
+    ids, mask, x = sgt_messages(sgt, tokenizer, messages, args.transform_all_tokens)
     if table is not None and x.size(-1) != table.size(-1):
         raise UserError(f"the SGT's embeddings have {x.size(-1)} dims but the base model's {table.size(-1)}")
     print(f"[client] {len(ids)} prompt tokens, {sum(mask)} transformed", file=sys.stderr)

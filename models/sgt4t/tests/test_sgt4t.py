@@ -276,6 +276,22 @@ def test_chat_noise_mask_covers_message_content_only(smollm2_gguf: str) -> None:
     assert all(every) and len(every) == len(ids)
 
 
+def test_sgt_of_messages_noises_only_their_content(sgt_dir: Path) -> None:
+    """sgt(messages) with the tiny SGT's Llama 3 template: x~ equals the table's rows bit for bit on the template's
+    tokens and differs from them on every content token; transform_all_tokens noises them all."""
+    from common.tokenizer import load_tokenizer
+    from models.sgt4t.inference import sgt_messages
+
+    sgt, tok = load(sgt_dir, MAX_SEQ), load_tokenizer(sgt_dir)
+    ids, mask, x = sgt_messages(sgt, tok, [{"role": "user", "content": "My PIN is 4821."}])
+    table = sgt.embed_tokens.weight.detach()[torch.tensor(ids)]
+    m = torch.tensor(mask)
+    assert 0 < int(m.sum()) < len(ids)
+    assert torch.equal(x[0, ~m], table[~m]) and (x[0, m] != table[m]).any(-1).all()
+    _, every, x_all = sgt_messages(sgt, tok, [{"role": "user", "content": "My PIN is 4821."}], True)
+    assert all(every) and (x_all[0] != table).any(-1).all()
+
+
 def test_bad_inputs_are_one_clear_line(sgt_dir: Path, tmp_path: Path) -> None:
     """A checkpoint without estimator weights, and masks whose shape differs from the input's."""
     import shutil
