@@ -1,0 +1,99 @@
+"""AQLM 2x8 weights (../shared/specs/aqlm.md; Egiazarian et al., arXiv 2401.06118), the format and its op.
+
+Each group of 8 consecutive input weights of a row is the sum of one codeword from each of 2 codebooks of 256
+vectors, times a per-row scale: 2 bits per weight for the codes, 8 KiB of codebooks per layer. Tensors in Hugging
+Face's `aqlm` layout (what users publish, and what we keep on disk):
+
+    codes      [O, I / 8, 2]   int8, the unsigned code stored as two's complement (decode: code % 256)
+    codebooks  [2, 256, 1, 8]  fp16 on disk, fp32 in compute
+    scales     [O, 1, 1, 1]
+    bias       [O] or absent
+
+    W[o, 8j + b] = scales[o] * sum_m codebooks[m, codes[o, j, m] % 256, 0, b]
+
+`zoo::code2x8_lut_matmat(input, codes, codebooks, scales, *, bias=None)` is `input @ W^T + bias`; eagerly it
+dequantizes (here), and `lut_matmat` is the lookup-table algorithm a runtime kernel runs, kept as its reference.
+Status (issue 14): the format, the op and its reference; the quantizer, the C++ kernel and the export recipe are
+still to come.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import common.quant.tied_head  # noqa: F401  (defines the `zoo` op namespace this fragment adds to)
+
+NUM_CODEBOOKS, CODEBOOK_SIZE, IN_GROUP = 2, 256, 8
+
+_LIB = torch.library.Library("zoo", "FRAGMENT")
+_LIB.define("code2x8_lut_matmat(Tensor input, Tensor codes, Tensor codebooks, Tensor scales, *, Tensor? bias=None)"
+            " -> Tensor")
+_LIB.define("code2x8_lut_matmat.out(Tensor input, Tensor codes, Tensor codebooks, Tensor scales, *, "
+            "Tensor? bias=None, Tensor(a!) out) -> Tensor(a!)")
+
+
+def dequantize_2x8(codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """fp32 weights [O, I] from codes [O, I/8, 2], codebooks [2, 256, 1, 8] and scales [O, 1, 1, 1]."""
+    idx = codes.long() % CODEBOOK_SIZE  # [O, G, 2]
+    cb = codebooks.float()[:, :, 0, :]  # [2, 256, 8]
+    groups = cb[0][idx[..., 0]] + cb[1][idx[..., 1]]  # [O, G, 8]
+    return groups.reshape(codes.shape[0], -1) * scales.float().reshape(-1, 1)
+
+
+def lut_matmat(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The kernel's algorithm for rows x [..., I]: per row a table LUT[j, m, k] = <x[8j:8j+8], codebooks[m, k]>,
+    then y[o] = scales[o] * sum_j (LUT[j, 0, codes[o, j, 0]] + LUT[j, 1, codes[o, j, 1]]) + bias[o]."""
+    lead, (n_out, n_groups) = x.shape[:-1], codes.shape[:2]
+    rows = x.float().reshape(-1, n_groups, IN_GROUP)  # [N, G, 8]
+    lut = torch.einsum("ngb,mkb->ngmk", rows, codebooks.float()[:, :, 0, :])  # [N, G, 2, 256]
+    idx = (codes.long() % CODEBOOK_SIZE).permute(1, 2, 0)  # [G, 2, O]
+    picked = lut.gather(-1, idx.unsqueeze(0).expand(rows.shape[0], -1, -1, -1))  # [N, G, 2, O]
+    y = picked.sum(dim=(1, 2)) * scales.float().reshape(1, -1)
+    if bias is not None:
+        y = y + bias.float()
+    return y.reshape(*lead, n_out)
+
+
+def _code2x8(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor, *,
+             bias: torch.Tensor | None = None) -> torch.Tensor:
+    return F.linear(input, dequantize_2x8(codes, codebooks, scales).to(input.dtype), bias)
+
+
+def _code2x8_out(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor, *,
+                 bias: torch.Tensor | None = None, out: torch.Tensor) -> torch.Tensor:
+    result = _code2x8(input, codes, codebooks, scales, bias=bias)
+    out.resize_(result.shape)
+    return out.copy_(result)
+
+
+def _code2x8_meta(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor, *,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+    return input.new_empty((*input.shape[:-1], codes.shape[0]))
+
+
+_LIB.impl("code2x8_lut_matmat", _code2x8, "CompositeExplicitAutograd")
+_LIB.impl("code2x8_lut_matmat.out", _code2x8_out, "CompositeExplicitAutograd")
+_LIB.impl("code2x8_lut_matmat", _code2x8_meta, "Meta")
+
+
+class AqlmLinear(nn.Module):
+    """A Linear whose weight is AQLM 2x8 (HF's buffer names: codes, codebooks, scales, bias)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False):
+        super().__init__()
+        if in_features % IN_GROUP:
+            raise ValueError(f"AQLM 2x8: in_features {in_features} is not a multiple of {IN_GROUP}")
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("codes", torch.zeros(out_features, in_features // IN_GROUP, NUM_CODEBOOKS, dtype=torch.int8))
+        self.register_buffer("codebooks", torch.zeros(NUM_CODEBOOKS, CODEBOOK_SIZE, 1, IN_GROUP))
+        self.register_buffer("scales", torch.ones(out_features, 1, 1, 1))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.zoo.code2x8_lut_matmat(x, self.codes, self.codebooks, self.scales, bias=self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, 2x8 g{IN_GROUP}"

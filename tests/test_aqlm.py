@@ -1,0 +1,63 @@
+"""AQLM 2x8 (common/quant/aqlm.py) against the spec's formula: dequantization element by element, the op and the
+lookup-table algorithm against dequantize + linear on odd shapes, and the op through torch.export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.quant.aqlm import AqlmLinear, dequantize_2x8, lut_matmat
+
+
+def _random(out_features: int, in_features: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-128, 128, (out_features, in_features // 8, 2), generator=g, dtype=torch.int8)
+    codebooks = torch.randn(2, 256, 1, 8, generator=g).half()  # fp16, as on disk
+    scales = (torch.rand(out_features, 1, 1, 1, generator=g) + 0.5).half()
+    bias = torch.randn(out_features, generator=g)
+    return codes, codebooks, scales, bias
+
+
+def test_dequantize_follows_the_formula_with_twos_complement_codes() -> None:
+    codes, codebooks, scales, _ = _random(5, 24)
+    w = dequantize_2x8(codes, codebooks, scales)
+    assert w.shape == (5, 24) and w.dtype == torch.float32
+    cb = codebooks.float()
+    for o in range(5):
+        for i in range(24):
+            j, b = divmod(i, 8)
+            expected = float(scales[o, 0, 0, 0]) * sum(float(cb[m, int(codes[o, j, m]) % 256, 0, b]) for m in range(2))
+            assert abs(float(w[o, i]) - expected) <= 1e-5 * max(1.0, abs(expected))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 17])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_op_and_lut_equal_dequantize_then_linear(rows: int, with_bias: bool) -> None:
+    """37 output rows (not a multiple of any block), 1 to 17 input rows, with and without bias."""
+    codes, codebooks, scales, bias = _random(37, 64, seed=rows)
+    bias = bias if with_bias else None
+    x = torch.randn(2, rows, 64, generator=torch.Generator().manual_seed(7))
+    ref = F.linear(x, dequantize_2x8(codes, codebooks, scales), bias)
+    op = torch.ops.zoo.code2x8_lut_matmat(x, codes, codebooks, scales, bias=bias)
+    torch.testing.assert_close(op, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lut_matmat(x, codes, codebooks, scales, bias), ref, atol=1e-4, rtol=1e-4)
+    out = torch.empty(0)
+    torch.ops.zoo.code2x8_lut_matmat.out(x, codes, codebooks, scales, bias=bias, out=out)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_aqlm_linear_exports_as_the_op() -> None:
+    """torch.export keeps zoo::code2x8_lut_matmat (its fake impl gives the shape) and the program computes it."""
+    layer = AqlmLinear(64, 37, bias=True)
+    codes, codebooks, scales, bias = _random(37, 64)
+    layer.codes.copy_(codes), layer.codebooks.copy_(codebooks.float()), layer.scales.copy_(scales.float())
+    layer.bias.copy_(bias)
+    x = torch.randn(1, 5, 64)
+    ep = torch.export.export(layer, (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "zoo.code2x8_lut_matmat.default" in targets, targets
+    torch.testing.assert_close(ep.module()(x), F.linear(x, dequantize_2x8(codes, codebooks, scales), bias),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        AqlmLinear(60, 4)
