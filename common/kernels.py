@@ -63,6 +63,13 @@ KERNEL_LIBRARIES = (
         cpp_sources=("runners/kernels/zoo.cpp",),
         python_shared=True,
     ),
+    KernelLibrary(
+        "aqlm",
+        ops=("zoo::code2x8_lut_matmat",),
+        python_module="common.quant.aqlm",  # the op's schema and eager/export implementation
+        cpp_sources=("runners/kernels/aqlm.cpp",),
+        python_shared=True,
+    ),
 )
 
 

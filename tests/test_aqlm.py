@@ -61,3 +61,25 @@ def test_aqlm_linear_exports_as_the_op() -> None:
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="not a multiple of 8"):
         AqlmLinear(60, 4)
+
+
+@pytest.mark.parametrize("rows", [1, 6])
+def test_pte_runs_the_kernel_as_eager(rows: int) -> None:
+    """A program holding zoo::code2x8_lut_matmat.out runs in the Python runtime on runners/kernels/aqlm.cpp (library
+    "aqlm" in common/kernels.py) and gives eager's output, 1 (decode) and 6 (prefill) input rows, odd output rows."""
+    from executorch.exir import EdgeCompileConfig, to_edge
+    from executorch.runtime import Runtime
+
+    from common.kernels import load_kernel_libraries, runtime_operator_names
+
+    layer = AqlmLinear(64, 37, bias=True)
+    codes, codebooks, scales, bias = _random(37, 64, seed=3)
+    layer.codes.copy_(codes), layer.codebooks.copy_(codebooks.float()), layer.scales.copy_(scales.float())
+    layer.bias.copy_(bias)
+    x = torch.randn(1, rows, 64, generator=torch.Generator().manual_seed(rows))
+    program = to_edge(torch.export.export(layer, (x,)),
+                      compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+    load_kernel_libraries()
+    assert "zoo::code2x8_lut_matmat.out" in runtime_operator_names()
+    out = Runtime.get().load_program(program.buffer).load_method("forward").execute([x])[0]
+    torch.testing.assert_close(out, layer(x), atol=1e-4, rtol=1e-4)
