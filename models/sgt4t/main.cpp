@@ -111,6 +111,11 @@ int main(int argc, char** argv) {
     zoo::print_error("--sgt is required");
     return 2;
   }
+  if (!print_mask && o.model.empty() && embeddings_out.empty()) {
+    std::fprintf(stderr, "%s\n", args.usage_line().c_str());
+    zoo::print_error("--model (the base model's .pte, exported with --embeddings-input) or --embeddings-out is required");
+    return 2;
+  }
   if (!o.prompt_ids.empty() || !o.embeddings.empty() || o.tokenize_only) {
     std::fprintf(stderr, "%s\n", args.usage_line().c_str());
     zoo::print_error("sgt4t_runner takes a text prompt: --prompt-ids, --embeddings and --tokenize-only do not apply");

@@ -418,3 +418,5 @@ def test_cpp_private_chat_matches_python(sgt_dir: Path, sgt_pte, base_pte: Path,
     for argv, message in cases:
         proc = _run(*argv)
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    usage = _run(runner, "--sgt", sgt, "--prompt", CPP_PROMPT)  # nowhere for the embeddings to go
+    assert usage.returncode == 2 and "error: --model (the base model's .pte" in usage.stderr, usage.stderr
