@@ -227,7 +227,8 @@ std::vector<float> read_embeddings(const std::string& path, int64_t dim) {
   return x;
 }
 
-Prompt encode_prompt(const CliOptions& o, const std::string& prompt, const Tokenizer& tokenizer) {
+// `with_content`: also locate what the user wrote (only a client step reads it; a plain chat need not find it).
+Prompt encode_prompt(const CliOptions& o, const std::string& prompt, const Tokenizer& tokenizer, bool with_content) {
   Prompt p;
   if (!o.prompt_ids.empty()) {
     p.ids = read_prompt_ids(o.prompt_ids, tokenizer.vocab_size());
@@ -235,6 +236,7 @@ Prompt encode_prompt(const CliOptions& o, const std::string& prompt, const Token
   }
   p.text = o.chat ? render_chat_prompt(tokenizer, prompt, ChatOptions{o.system, o.enable_thinking}) : prompt;
   p.ids = o.chat ? tokenizer.encode(p.text, false) : tokenizer.encode(p.text);
+  if (!with_content) return p;
   if (!o.chat) p.content = {{0, p.text.size()}};
   else if (o.system.empty()) p.content = content_spans(p.text, {prompt});
   else p.content = content_spans(p.text, {o.system, prompt});
@@ -257,7 +259,7 @@ int run(const CliOptions& o, const EmbedPrompt& embed) {
       throw Error(o.model + ": the program takes no input embeddings (export it with --embeddings-input)");
     embeddings = read_embeddings(o.embeddings, runner->metadata().embeddings_dim);
   } else {
-    p = encode_prompt(o, prompt, *tokenizer);
+    p = encode_prompt(o, prompt, *tokenizer, static_cast<bool>(embed));
   }
   const std::vector<int64_t>& ids = p.ids;
   if (o.tokenize_only) {
