@@ -6,7 +6,8 @@ STAMP := $(VENV)/.setup-done
 DEMO_PTE := out/smollm2-gguf/model.pte
 DEMO_PROMPT ?= Give me three tips for writing clear code.
 
-.PHONY: setup demo test test-fast lint bench fuzz clean sgt4t-train sgt4t-metrics sgt4t-chat sgt4t-chat-cpp
+.PHONY: setup demo test test-fast lint bench fuzz clean sgt4t-train sgt4t-metrics sgt4t-chat sgt4t-chat-cpp aqlm-smollm2 \
+  aqlm-smollm2-pte
 
 setup: $(STAMP)
 
@@ -63,6 +64,18 @@ sgt4t-chat: $(SGT_PTE) $(SGT_BASE_PTE)
 	  --show-server-view
 sgt4t-chat-cpp: $(SGT_PTE) $(SGT_BASE_PTE) sgt4t-xnnpack
 	build/sgt4t-xnnpack/sgt4t_runner --sgt $(SGT_PTE) --model $(SGT_BASE_PTE) --prompt "$(DEMO_PROMPT)"
+
+# AQLM 2x8 SmolLM2 (common/quant/aqlm*.py, README "AQLM"): fit + tuned once (about 25 min on 2 cores), cached
+# under build/; the bench's AQLM rows and `make aqlm-smollm2-pte` reuse it.
+AQLM_DIR := build/aqlm/smollm2-aqlm-2x8
+AQLM_PTE := build/aqlm/smollm2-aqlm-2x8.pte
+$(AQLM_DIR)/config.json: $(STAMP)
+	$(PYTHON) -m models.llama3.quantize_and_save --quantize aqlm-2x8 --tune-steps 1000 --tune-minutes 12 \
+	  --output $(AQLM_DIR)
+$(AQLM_PTE): $(AQLM_DIR)/config.json
+	$(PYTHON) -m models.llama3.export --checkpoint $(AQLM_DIR) --max-seq-len 128 --max-context-len 1024 --output $@
+aqlm-smollm2: $(AQLM_DIR)/config.json
+aqlm-smollm2-pte: $(AQLM_PTE)
 
 # One pytest-xdist worker per core, a test file per worker at a time (its module fixtures built once); the real-model
 # exports and runner builds are shared through locked caches under build/. PYTEST_ARGS="-n 0" runs serially.

@@ -19,6 +19,10 @@ class Build:
     name: str  # row label, e.g. "8da4w"
     export_args: tuple[str, ...]
     runners: tuple[str, ...] = ("python",)  # "python" (common.runtime) and/or "cpp" (the model's C++ runner)
+    # exported from this repo-relative checkpoint, which `make <make_target>` writes (e.g. a quantize_and_save
+    # dir too slow to make inside the bench), instead of the model's GGUF
+    checkpoint: str | None = None
+    make_target: str | None = None
 
 
 # The recipes every llama-style package benchmarks. Prefill chunks of 128 (max_seq_len), room for a 512-token

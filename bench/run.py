@@ -63,7 +63,8 @@ def plan_rows(model: BenchModel, s: Settings) -> list[dict]:
             if (s.builds and b.name not in s.builds) or engine not in s.engines:
                 continue
             rows.append({"model": model.name, "engine": engine, "build": b.name, "export_args": list(b.export_args),
-                         "label": f"ours {b.name} ({'Python' if runner == 'python' else 'C++'})"})
+                         "label": f"ours {b.name} ({'Python' if runner == 'python' else 'C++'})",
+                         "checkpoint": b.checkpoint, "make_target": b.make_target})
     qtype = gguf_type(gguf)
     if "llama.cpp" in s.engines:
         rows.append({"model": model.name, "engine": "llama.cpp", "label": f"llama.cpp {qtype}", "artefact": gguf})
@@ -89,8 +90,14 @@ def prepare(row: dict, model: BenchModel, s: Settings) -> None:
     try:
         if row["engine"] in ("ours", "cpp"):
             name = f"{model.name}-{row['build']}"
+            checkpoint = model.gguf()
+            if row.get("checkpoint"):
+                checkpoint = str(ROOT / row["checkpoint"])
+                if not os.path.exists(checkpoint):
+                    row["error"] = f"skipped: {row['checkpoint']} not made (make {row['make_target']})"
+                    return
             t0 = time.perf_counter()
-            row["artefact"] = str(cached_export(model.package, model.gguf(), row["export_args"], name, s.cache, log))
+            row["artefact"] = str(cached_export(model.package, checkpoint, row["export_args"], name, s.cache, log))
             log(f"{name}: {row['artefact']} ({time.perf_counter() - t0:.0f} s)")
             if row["engine"] == "cpp":
                 row["runner"] = str(build_cpp_runner(model.package))

@@ -108,7 +108,10 @@ def fit_tensor(path: str, expected: dict[str, torch.Tensor], fqn: str, t: torch.
     if tuple(t.shape) != tuple(expected[fqn].shape):
         raise UserError(f"{path}: tensor {fqn!r} has shape {tuple(t.shape)}, config expects "
                         f"{tuple(expected[fqn].shape)}")
-    return t if type(t) is not torch.Tensor or not t.is_floating_point() else t.to(expected[fqn].dtype)
+    want = expected[fqn]
+    if type(t) is torch.Tensor and type(want) is torch.Tensor and t.is_floating_point() != want.is_floating_point():
+        raise UserError(f"{path}: tensor {fqn!r} is {t.dtype}, expected {want.dtype}")  # e.g. float AQLM codes
+    return t if type(t) is not torch.Tensor or not t.is_floating_point() else t.to(want.dtype)
 
 
 def load_weights(model: nn.Module, ckpt: Checkpoint, family, cfg) -> None:
@@ -137,6 +140,11 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, family, cfg) -> None:
         if type(e).__name__ != "SafetensorError":
             raise
         raise UserError(f"{ckpt.path}: corrupt safetensors file ({e})") from None
+    # ExecuTorch's loader insists on parameters only: a buffer (AQLM codebooks, int8 tables) may still be missing
+    missing = [k for k, t in model.state_dict().items() if t.is_meta]
+    if missing:
+        raise UserError(f"{ckpt.path}: tensor {missing[0]!r} not found in checkpoint"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
 def _hf_key(name: str) -> str | None:

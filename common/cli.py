@@ -57,7 +57,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, default: str, family: Family) -
     p.add_argument("--quantize", choices=PRESETS + tuple(family.recipes), default=None,
                    help=f"preset (default: gguf for a GGUF checkpoint, else {default}): gguf = every tensor as the file "
                         "gives it (4-bit blocks exactly), 8da4w = int8 dynamic activations + int4 grouped weights, "
-                        f"8da8w = int8 per-channel weights, fp32 = none{own}")
+                        f"8da8w = int8 per-channel weights, aqlm-2x8 = AQLM 2-bit linears (fit by quantize_and_save on "
+                        f"calibration text; export takes its directory), fp32 = none{own}")
     p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES["8da4w"], help="8da4w weight group size")
     p.add_argument("--embedding-bits", type=int, choices=(4, 8), default=None,
                    help="also quantize the embedding table (quantized_decomposed embedding ops)")
@@ -134,6 +135,13 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--checkpoint", help=_checkpoint_help(family))
         _add_recipe_args(p, "8da4w", family)
         p.add_argument("--output", required=True, help="output directory")
+        g = p.add_argument_group("AQLM (--quantize aqlm-2x8, or a recipe with scheme aqlm)")
+        g.add_argument("--calibration-tokens", type=int, default=4096,
+                       help="tokens of calibration text (common/calibration.py) for the fit and the tuning")
+        g.add_argument("--fit-rounds", type=int, default=2, help="codebook/scale/code rounds per linear")
+        g.add_argument("--tune-steps", type=int, default=200,
+                       help="end-to-end tuning steps (codebooks, scales, norms against the float model; 0 = none)")
+        g.add_argument("--tune-minutes", type=float, default=None, help="stop tuning after this much wall time")
         args = p.parse_args(argv)
         from common.io import human_size
         from common.pipeline import quantize_and_save, resolve_checkpoint
@@ -141,12 +149,32 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
         t0 = time.perf_counter()
         ckpt = resolve_checkpoint(family, args.checkpoint)
         recipe = _recipe(args, ckpt, family)
-        out = quantize_and_save(family, ckpt, args.output, recipe)
+        out = quantize_and_save(family, ckpt, args.output, recipe, calibration=_calibration(args, recipe))
         print(f"quantized {ckpt} with {recipe.name} in {time.perf_counter() - t0:.1f}s")
         print(f"wrote {out}/ (config.json, model.safetensors, tokenizer) — {human_size(out)}")
         return 0
 
     return main
+
+
+def _calibration(args, recipe):
+    """The AQLM flags as a pipeline.Calibration; refused (one line) for a recipe that fits nothing."""
+    from common.pipeline import Calibration
+    from common.quant.aqlm_fit import FitConfig
+    from common.quant.aqlm_model import TuneConfig
+
+    flags = {"--calibration-tokens": args.calibration_tokens != 4096, "--fit-rounds": args.fit_rounds != 2,
+             "--tune-steps": args.tune_steps != 200, "--tune-minutes": args.tune_minutes is not None}
+    if not recipe.needs_calibration and any(flags.values()):
+        raise UserError(f"{', '.join(f for f, given in flags.items() if given)}: only for AQLM (--quantize aqlm-2x8)")
+    for flag, value, lo in (("--calibration-tokens", args.calibration_tokens, 128), ("--fit-rounds", args.fit_rounds, 0),
+                            ("--tune-steps", args.tune_steps, 0)):
+        if value < lo:
+            raise UserError(f"{flag} {value}: expected at least {lo}")
+    if args.tune_minutes is not None and not args.tune_minutes > 0:
+        raise UserError(f"--tune-minutes {args.tune_minutes}: expected a positive number")
+    return Calibration(args.calibration_tokens, FitConfig(rounds=args.fit_rounds),
+                       TuneConfig(steps=args.tune_steps, minutes=args.tune_minutes))
 
 
 def export_main(family: Family) -> Callable[[list[str] | None], int]:

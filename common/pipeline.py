@@ -92,7 +92,7 @@ def load_model(
     cfg = read_config(family, ckpt)
     saved = dict(ckpt.saved_recipe or {})
     fused = saved.pop("fused", False)
-    recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else None
+    recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else hf_quantized_recipe(ckpt)
     with torch.device("meta"):
         model = family.build(cfg, max_context_len, kernel, last_logits_only, max_seq_len)
         if fused:
@@ -102,8 +102,21 @@ def load_model(
     load_weights(model, ckpt, family, cfg)
     if recipe:
         check_quantized(model, recipe, ckpt.path)
+        if recipe.needs_calibration:
+            from common.quant.aqlm_model import check_tensors
+
+            check_tensors(model, ckpt.path)
     model.init_buffers()
     return model.eval(), cfg, recipe
+
+
+def hf_quantized_recipe(ckpt: Checkpoint) -> Recipe | None:
+    """The recipe of an HF checkpoint published quantized (its config.json `quantization_config`: AQLM 2x8)."""
+    if ckpt.kind != "hf":
+        return None
+    from common.quant.aqlm_model import hf_recipe
+
+    return hf_recipe(ckpt.hf_config, f"{ckpt.path}/config.json")
 
 
 def prepare_quantized(
@@ -248,7 +261,7 @@ def _units(model: nn.Module, tied: bool) -> list[str]:
 
 
 def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Recipe, fuse: bool = True,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, calibration: Calibration | None = None) -> Path:
     """Write `output`/ with config.json (+ recipe), model.safetensors (torchao tensors) and the tokenizer.
 
     Streams: the model is built on the meta device and each unit (a decoder layer, the embedding, ...) is read,
@@ -264,9 +277,11 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     check_output_dir(output, is_quantized_dir)  # before minutes of work, not after
     ckpt = open_checkpoint(family, checkpoint)
     tokenizer = load_tokenizer(checkpoint)
-    if ckpt.saved_recipe is not None:
-        raise UserError(f"{checkpoint}: already quantized ({ckpt.saved_recipe.get('name')}); quantize the original "
-                        "checkpoint")
+    if ckpt.saved_recipe is not None or hf_quantized_recipe(ckpt) is not None:
+        name = (ckpt.saved_recipe or {}).get("name", "aqlm-2x8")
+        raise UserError(f"{checkpoint}: already quantized ({name}); quantize the original checkpoint")
+    if recipe.needs_calibration:
+        return quantize_calibrated(family, ckpt, output, recipe, calibration or Calibration(), progress)
     cfg = read_config(family, ckpt)
     with torch.device("meta"):
         model = family.build(cfg, 1, SDPA, False)
@@ -307,3 +322,58 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
         tokenizer.save(tmp)
     return Path(output)
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """How a recipe that fits to activations (AQLM) is fit: calibration tokens, the layer fit, the tuning."""
+    tokens: int = 4096
+    fit: Any = None  # common.quant.aqlm_fit.FitConfig (None: its defaults)
+    tune: Any = None  # common.quant.aqlm_model.TuneConfig (None: its defaults)
+
+
+def quantize_calibrated(family: Family, ckpt: Checkpoint, output: str, recipe: Recipe, calib: Calibration,
+                        progress: bool = True) -> Path:
+    """quantize_and_save for a recipe with AQLM rules: the float model loaded whole (its activations calibrate
+    the fit, its logits teach the tuning), each AQLM linear fit (kept as it finishes in `output`.aqlm-fits/, so a
+    rerun resumes), the codebooks/scales/norms tuned, the recipe's other rules applied, then written: HF's AQLM
+    tensor layout and `quantization_config`, plus the zoo's recipe."""
+    import copy
+    import shutil
+
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    from common.calibration import calibration_text
+    from common.quant import aqlm_model
+    from common.quant.aqlm_fit import FitConfig
+    from common.streaming import SafetensorsWriter
+
+    fit, tune = calib.fit or FitConfig(), calib.tune or aqlm_model.TuneConfig()
+    tokenizer = load_tokenizer(ckpt.path)
+    ids = tokenizer.encode(calibration_text(), add_bos=False)[: calib.tokens]
+    model, cfg, _ = load_model(family, ckpt, max_context_len=max(256, tune.seq_len))
+    names = [n for n, r in plan(model, recipe).items() if r.scheme == "aqlm"]
+    teacher = copy.deepcopy(model) if tune.steps else None
+    stats = aqlm_model.column_weights(model, ids, names, progress=progress)
+    cache = aqlm_model.open_cache(Path(str(output).rstrip("/") + ".aqlm-fits"),
+                                  aqlm_model.cache_key(ckpt.path, fit, len(ids), names))
+    aqlm_model.fit_layers(model, names, stats, fit, cache, progress)
+    if teacher is not None:
+        aqlm_model.tune(model, teacher, ids, tune, progress)
+        del teacher
+    quantize_model(model, recipe)  # the other rules (the AQLM linears are no longer nn.Linear)
+    with atomic_dir(output, is_quantized_dir) as tmp, SafetensorsWriter(tmp / "model.safetensors") as writer:
+        state = model.state_dict()
+        head, table = state.get("lm_head.weight"), state.get(f"{TIED_TABLE}.weight")
+        if type(head) is torch.Tensor and type(table) is torch.Tensor and head.data_ptr() == table.data_ptr():
+            del state["lm_head.weight"]  # still tied (both float): loading ties it back, as for HF
+        tensors, meta = flatten_tensor_state_dict(state)
+        for name, t in tensors.items():
+            writer.add(name, t)
+        writer.close(meta)
+        hf = family.to_hf(cfg) | {"quantization_config": aqlm_model.hf_config(model),
+                                  QUANT_KEY: recipe.to_dict() | {"fused": False}}
+        (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+        tokenizer.save(tmp)
+    shutil.rmtree(cache)
+    return Path(output)

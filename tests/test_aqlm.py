@@ -63,20 +63,22 @@ def test_aqlm_linear_exports_as_the_op() -> None:
         AqlmLinear(60, 4)
 
 
-@pytest.mark.parametrize("rows", [1, 6])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
 def test_pte_runs_the_kernel_as_eager(rows: int) -> None:
     """A program holding zoo::code2x8_lut_matmat.out runs in the Python runtime on runners/kernels/aqlm.cpp (library
-    "aqlm" in common/kernels.py) and gives eager's output, 1 (decode) and 6 (prefill) input rows, odd output rows."""
+    "aqlm" in common/kernels.py) and gives eager's output: the lookup-table path (1, 3 rows; 25 groups = a 16-group
+    gather step, an 8-group one and a scalar tail) and the dequantize + GEMM path (8, 13 rows: two 6-row register
+    tiles and a 1-row rest), on 37 outputs (two 16-row tiles and a part)."""
     from executorch.exir import EdgeCompileConfig, to_edge
     from executorch.runtime import Runtime
 
     from common.kernels import load_kernel_libraries, runtime_operator_names
 
-    layer = AqlmLinear(64, 37, bias=True)
-    codes, codebooks, scales, bias = _random(37, 64, seed=3)
+    layer = AqlmLinear(200, 37, bias=True)
+    codes, codebooks, scales, bias = _random(37, 200, seed=3)
     layer.codes.copy_(codes), layer.codebooks.copy_(codebooks.float()), layer.scales.copy_(scales.float())
     layer.bias.copy_(bias)
-    x = torch.randn(1, rows, 64, generator=torch.Generator().manual_seed(rows))
+    x = torch.randn(1, rows, 200, generator=torch.Generator().manual_seed(rows))
     program = to_edge(torch.export.export(layer, (x,)),
                       compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
     load_kernel_libraries()

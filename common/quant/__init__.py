@@ -15,6 +15,7 @@ weight-only intx lowered to XNNPACK gives wrong numbers with executorch 1.5.1, s
 | q4      | Linear    | the file's Q4_0/Q4_1/Q4_K blocks exactly: int4 groups + block offsets   |
 | q8      | Embedding | the file's Q8_0 blocks exactly (embedding_byte, group 32)               |
 | tied8   | Linear    | a tied lm_head reading the embedding's int8 table (zoo::linear_q8): one copy |
+| aqlm    | Linear    | AQLM 2x8 codes (zoo::code2x8_lut_matmat): fit by quantize_and_save on calibration text |
 
 Today's flags are presets (`preset("8da4w", group_size=64, embedding_bits=4)`); `load_recipe(FILE)` reads a
 user's own rules (JSON or YAML). Linears that read the same input (q/k/v, gate/up) are fused into one GEMM when
@@ -39,10 +40,10 @@ from common.quant.embedding import QuantizedEmbedding
 from common.quant.scales import SCALE_METHODS, quantize_groups
 
 SCHEMES = {"8da4w": nn.Linear, "8da8w": nn.Linear, "emb4": nn.Embedding, "emb8": nn.Embedding, "fp32": nn.Module,
-           "gguf": nn.Module, "q4": nn.Linear, "q8": nn.Embedding, "tied8": nn.Linear}
+           "gguf": nn.Module, "q4": nn.Linear, "q8": nn.Embedding, "tied8": nn.Linear, "aqlm": nn.Linear}
 TIED_TABLE = "model.embed_tokens"  # the table a tied lm_head shares (common.checkpoint's tie map)
 GROUP_SIZES = {"8da4w": (32, 64, 128), "emb4": (32, 64, 128, 256), "emb8": (32, 64, 128, 256), "q4": (32,), "q8": (32,)}
-PRESETS = ("gguf", "fp32", "8da4w", "8da8w")  # --quantize values
+PRESETS = ("gguf", "fp32", "8da4w", "8da8w", "aqlm-2x8")  # --quantize values
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
@@ -90,6 +91,11 @@ class Recipe:
         name = member_names(name)[0]
         rule = next((r for r in self.rules if r.matches(name, module)), None)
         return None if rule is None or rule.scheme == "fp32" else rule
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether a rule fits weights to calibration activations (AQLM: quantize_and_save only)."""
+        return any(r.scheme == "aqlm" for r in self.rules)
 
     @property
     def is_float(self) -> bool:
@@ -156,6 +162,8 @@ def preset(
         rules.append(Rule(".*", "8da4w", group_size))
     elif linear == "8da8w":
         rules.append(Rule(".*", "8da8w", scale_method="minmax"))  # torchao's per-channel scales, as before
+    elif linear == "aqlm-2x8":  # the LM head (tied or not) at int8 per channel; every other linear AQLM
+        rules += [Rule("lm_head", "8da8w"), Rule(".*", "aqlm")]
     name = linear + (f"-g{group_size}" if linear == "8da4w" else "") + (f"-emb{embedding_bits}" if embedding_bits else "")
     return Recipe(name, tuple(rules))
 
@@ -239,7 +247,12 @@ def fuse_agreeing(model: nn.Module, recipe: Recipe, only: int | None = None) -> 
     common.nn.linear)."""
     # what a rule does, not which pattern chose it: a resolved gguf recipe names each module in its own rule
     rules = {name: _effect(recipe.rule_for(name, mod)) for name, mod in model.named_modules()}
-    model.fuse_projections(lambda names: len({rules[n] for n in names}) == 1, only)
+
+    def agree(names: list[str]) -> bool:  # AQLM linears stay apart: each has its own codebooks, as in HF's layout
+        effects = {rules[n] for n in names}
+        return len(effects) == 1 and (rules[names[0]] or ("fp32",))[0] != "aqlm"
+
+    model.fuse_projections(agree, only)
     return model
 
 
@@ -256,6 +269,9 @@ def quantize_model(model: nn.Module, recipe: Recipe, blocks: Callable[[str, str]
     targets = plan(model, recipe, unit)
     if any(r.scheme == "gguf" for r in targets.values()):
         raise ValueError("resolve_gguf the recipe first")
+    if any(r.scheme == "aqlm" for r in targets.values()):
+        raise UserError(f"recipe {recipe.name!r}: AQLM weights are fit to calibration activations, minutes per model; "
+                        "run quantize_and_save with it, then export (or run) the directory it writes")
     if blocks is None and any(r.scheme in ("q4", "q8") for r in targets.values()):
         raise UserError(f"recipe {recipe.name!r}: schemes q4 and q8 take a GGUF file's own blocks; pass a GGUF "
                         "checkpoint")
@@ -350,6 +366,8 @@ def check_quantized(model: nn.Module, recipe: Recipe, source: str) -> None:
             f"int{4 if w.target_dtype == torch.int4 else 8} weights in blocks {tuple(w.block_size)}")
         if rule is None:
             want = "float"
+        elif rule.scheme == "aqlm":
+            want = "AQLM 2x8 codes"
         elif rule.scheme in ("8da4w", "q4"):
             want = f"int4 weights in blocks {(1, rule.group_size)}"
         else:
@@ -386,4 +404,8 @@ def quantized_shells(model: nn.Module, recipe: Recipe) -> None:
             replace_module(model, name, QuantizedEmbedding(mod.num_embeddings, mod.embedding_dim, bits, rule.group_size))
         elif rule.scheme == "q4":
             replace_module(model, name, BlockOffsetLinear(mod, mod.in_features, mod.out_features))
+        elif rule.scheme == "aqlm":
+            from common.quant.aqlm import AqlmLinear
+
+            replace_module(model, name, AqlmLinear(mod.in_features, mod.out_features, bias=mod.bias is not None))
     _tie_heads(model, [n for n, r in plan(model, recipe).items() if r.scheme == "tied8"])

@@ -94,6 +94,9 @@ class AqlmLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (self.codebooks.requires_grad or self.scales.requires_grad):
+            # tuning (common.quant.aqlm_model.tune): the same product, differentiable in codebooks and scales
+            return F.linear(x, dequantize_2x8(self.codes, self.codebooks, self.scales).to(x.dtype), self.bias)
         return torch.ops.zoo.code2x8_lut_matmat(x, self.codes, self.codebooks, self.scales, bias=self.bias)
 
     def extra_repr(self) -> str:

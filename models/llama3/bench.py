@@ -1,6 +1,9 @@
-"""Benchmark rows of the llama3 package: SmolLM2-135M-Instruct from its bundled Q4_1 GGUF."""
+"""Benchmark rows of the llama3 package: SmolLM2-135M-Instruct from its bundled Q4_1 GGUF, and its AQLM 2x8
+build (`make aqlm-smollm2` fits it once, about 25 min; the row is skipped until then)."""
 
-from bench.registry import BenchModel
+from bench.registry import STANDARD_BUILDS, BenchModel, Build
 from models.llama3.model import smollm2_gguf
 
-BENCH_MODELS = [BenchModel(name="smollm2-135m", package="llama3", gguf=smollm2_gguf)]
+AQLM = Build("aqlm-2x8", ("--max-seq-len", "128", "--max-context-len", "1024"), runners=("python", "cpp"),
+             checkpoint="build/aqlm/smollm2-aqlm-2x8", make_target="aqlm-smollm2")
+BENCH_MODELS = [BenchModel(name="smollm2-135m", package="llama3", gguf=smollm2_gguf, builds=(*STANDARD_BUILDS, AQLM))]

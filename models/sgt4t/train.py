@@ -28,22 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common.calibration import calibration_text
 from common.cli import ArgumentParser, run_cli
 from common.errors import UserError
-
-LICENSES = Path("/usr/share/common-licenses")
-TRAIN_FILES = ("Apache-2.0", "Artistic", "CC0-1.0", "GFDL-1.3", "GPL-2", "MPL-2.0")  # not GPL-3 / LGPL-3
-
-
-def training_text() -> str:
-    """The training text: Debian's license texts (GPL-3 held out), else CPython's standard-library docstrings."""
-    texts = [(LICENSES / n).read_text(encoding="utf-8") for n in TRAIN_FILES if (LICENSES / n).is_file()]
-    if texts:
-        return "\n\n".join(texts)
-    import importlib
-
-    mods = ("argparse", "collections", "dataclasses", "json", "logging", "pathlib", "subprocess", "threading")
-    return "\n\n".join(importlib.import_module(m).__doc__ or "" for m in mods)
 
 
 @dataclass(frozen=True)
@@ -170,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     base, base_cfg, family, tokenizer = load_base(base_path, max_context_len=args.seq_len)
     sgt = from_base(base, base_cfg, max_seq_len=args.seq_len, n_layers=args.layers, name=args.name, s_max=args.s_max,
                     base_name=Path(base_path.rstrip("/")).name, base_family=family.name)
-    ids = tokenizer.encode(training_text(), add_bos=False)
+    ids = tokenizer.encode(calibration_text(), add_bos=False)
     cfg = TrainConfig(args.steps, args.seq_len, args.lr, args.alpha, args.ramp, args.seed, args.minutes, args.margin)
     t0 = time.perf_counter()
     history = train(sgt, base, ids, cfg)

@@ -213,11 +213,12 @@ def test_pte_matches_eager(sgt_dir: Path, sgt_pte, quantize: str) -> None:
 
 def test_training_lowers_the_loss(base) -> None:
     """A tiny SGT for a few steps at a fixed alpha: the mean loss of the last steps is below the first steps'."""
-    from models.sgt4t.train import TrainConfig, train, training_text
+    from common.calibration import calibration_text
+    from models.sgt4t.train import TrainConfig, train
 
     model, cfg, family, tok, _ = base
     sgt = from_base(model, cfg, 16)
-    ids = tok.encode(training_text(), add_bos=False)
+    ids = tok.encode(calibration_text(), add_bos=False)
     history = train(sgt, model, ids, TrainConfig(steps=40, seq_len=16, lr=3e-3, alpha=0.5, ramp=0), progress=False)
     first = sum(h["loss"] for h in history[:8]) / 8
     last = sum(h["loss"] for h in history[-8:]) / 8
@@ -228,11 +229,12 @@ def test_training_lowers_the_loss(base) -> None:
 def test_the_margin_term_lowers_nearest_neighbour_recovery(base) -> None:
     """--margin: a tiny SGT trained with the nearest-neighbour margin term ends with fewer of its training tokens
     recovered by the attacker (on x~ and on x + mu) than it started with."""
-    from models.sgt4t.train import TrainConfig, train, training_text
+    from common.calibration import calibration_text
+    from models.sgt4t.train import TrainConfig, train
 
     model, cfg, family, tok, _ = base
     sgt = from_base(model, cfg, 16)
-    ids = tok.encode(training_text(), add_bos=False)
+    ids = tok.encode(calibration_text(), add_bos=False)
     history = train(sgt, model, ids, TrainConfig(steps=60, seq_len=16, lr=3e-3, alpha=0.5, ramp=0, margin_weight=20),
                     progress=False)
     first = sum(h["recovered"] for h in history[:8]) / 8
