@@ -166,7 +166,9 @@ def export_pte(
     available = {name.split(".")[0] for name in runtime_operator_names()}
     missing = [op for op in ops if op.split(".")[0] not in available]
     if missing:
-        raise UserError(f"export would need operators the ExecuTorch runtime lacks: {', '.join(missing)}")
+        from common.kernels import describe_missing
+
+        raise UserError(f"export would need operators the ExecuTorch runtime lacks: {describe_missing(missing)}")
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as f:
             et.write_to_file(f)

@@ -73,10 +73,37 @@ KERNEL_LIBRARIES = (
 )
 
 
+# Why a library of the zoo's own kernels could not be loaded in this process (its name -> the reason): a program
+# that does not need it still runs; one that does is refused naming it (describe_missing).
+UNAVAILABLE: dict[str, str] = {}
+
+
 def load_kernel_libraries() -> None:
-    """Load every declared library's kernels into this Python process (before loading or exporting a program)."""
+    """Load every declared library's kernels into this Python process (before loading or exporting a program). A
+    zoo library that cannot be built is recorded in UNAVAILABLE, not raised: only programs using it need it."""
     for lib in KERNEL_LIBRARIES:
-        lib.load()
+        if lib.name in UNAVAILABLE:
+            continue
+        try:
+            lib.load()
+        except (UserError, OSError) as e:
+            if not lib.python_shared:
+                raise
+            UNAVAILABLE[lib.name] = str(e)
+
+
+def describe_missing(ops: list[str]) -> str:
+    """The operators `ops` a runtime lacks, each with the kernel library that provides it (and why it is absent)."""
+    parts = []
+    for op in ops:
+        lib = library_for(op)
+        if lib is None:
+            parts.append(op)
+            continue
+        where = ", ".join(lib.cpp_sources) or lib.python_module or lib.cpp_target
+        why = f"; not loaded: {UNAVAILABLE[lib.name]}" if lib.name in UNAVAILABLE else ""
+        parts.append(f"{op} (kernel library {lib.name!r}, {where}{why})")
+    return ", ".join(parts)
 
 
 def runtime_operator_names() -> set[str]:

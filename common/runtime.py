@@ -47,6 +47,22 @@ def open_program(path: str | os.PathLike, **kwargs):
         raise UserError(f"{path}: cannot load ExecuTorch program ({e})") from None
 
 
+def missing_operators(path: str) -> list[str]:
+    """The operators the program at `path` calls that this process's runtime has no kernel for ([] if unreadable)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    from common.export import program_operators
+    from common.kernels import runtime_operator_names
+
+    try:
+        with open(path, "rb") as f:
+            ops = program_operators(deserialize_pte_binary(f.read()).program)
+    except Exception:  # not a program we can parse: the caller reports the load error itself
+        return []
+    available = runtime_operator_names()
+    return [op for op in ops if op not in available]
+
+
 class PteModel:
     """A causal-LM `.pte` (common.contract.CAUSAL_LM), loaded with `executorch.runtime`.
 
@@ -73,6 +89,12 @@ class PteModel:
         except UserError:
             raise
         except Exception as e:  # a corrupt method or constant (bad string bytes, wrong types): one line
+            missing = missing_operators(path)
+            if missing:
+                from common.kernels import describe_missing
+
+                raise UserError(f"{path}: needs operators this runtime has no kernels for: "
+                                f"{describe_missing(missing)}") from None
             raise UserError(f"{path}: cannot load ExecuTorch program ({type(e).__name__}: {e})") from None
         if not 1 <= self.max_seq_len <= self.max_context_len:
             raise UserError(f"{path}: bad contract constants (get_max_seq_len {self.max_seq_len}, "

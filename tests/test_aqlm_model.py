@@ -59,6 +59,17 @@ def hf_aqlm(tmp_path_factory):
     return write_hf_aqlm(tmp_path_factory.mktemp("aqlm"))
 
 
+@pytest.fixture(scope="module")
+def aqlm_pte(hf_aqlm, tmp_path_factory) -> Path:
+    """The tiny HF AQLM checkpoint exported as is (fp32 float parts on XNNPACK, the AQLM op on the zoo's kernel)."""
+    from common.pipeline import export_model
+    from common.quant import preset
+
+    pte = tmp_path_factory.mktemp("aqlm_pte") / "aqlm.pte"
+    export_model(FAMILY, str(hf_aqlm[1]), str(pte), preset("fp32"), max_seq_len=16, max_context_len=64)
+    return pte
+
+
 def _logits(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         model.init_buffers()
@@ -81,21 +92,19 @@ def test_hf_aqlm_checkpoint_matches_transformers(hf_aqlm) -> None:
     torch.testing.assert_close(_logits(model, ids), ref, atol=1e-4, rtol=1e-4)
 
 
-def test_hf_aqlm_pte_python_and_cpp_agree_with_eager(hf_aqlm, tmp_path: Path) -> None:
+def test_hf_aqlm_pte_python_and_cpp_agree_with_eager(hf_aqlm, aqlm_pte: Path, tmp_path: Path) -> None:
     """The exactness ladder on a tiny model: eager dequantize + linear (transformers), the op in eager, the `.pte`
     (XNNPACK for the float parts, the zoo's kernel for the AQLM op) in the Python runtime, prefilled in one call and
     token by token: logits within 1e-4; the C++ runner (kernel linked in) picks the Python runtime's greedy tokens."""
     import subprocess
 
-    from common.pipeline import export_model, load_model
-    from common.quant import preset
+    from common.pipeline import load_model
     from common.runtime import PteModel
     from runners.tests.conftest import build_runner
     from tests.helpers import step_logits
 
     hf, path = hf_aqlm
-    pte = tmp_path / "aqlm.pte"
-    export_model(FAMILY, str(path), str(pte), preset("fp32"), max_seq_len=16, max_context_len=64)
+    pte = aqlm_pte
     model, _, _ = load_model(FAMILY, str(path), max_context_len=64)
     prompt, tokens = list(range(5, 17)), [40, 41, 42, 43]
     program = PteModel(pte)
@@ -115,6 +124,34 @@ def test_hf_aqlm_pte_python_and_cpp_agree_with_eager(hf_aqlm, tmp_path: Path) ->
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(t) for t in want], (want, proc.stdout)
+
+
+def test_pte_without_its_kernel_library_is_refused_naming_it(aqlm_pte: Path) -> None:
+    """Where the 'aqlm' kernel library cannot be built (no cmake, say), a program using its op is refused with one
+    line naming the op, the library and why (a fresh process: loaded kernels cannot be unloaded)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import common.kernels as k\n"
+        "from common.errors import UserError\n"
+        "def no_build(lib):\n"
+        "    raise UserError(f'kernel library {lib.name!r} needs building and no cmake was found')\n"
+        "k.build_shared_library = no_build\n"
+        "from common.runtime import PteModel\n"
+        "try:\n"
+        "    PteModel(sys.argv[1])\n"
+        "except UserError as e:\n"
+        "    print(e)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script, str(aqlm_pte)], capture_output=True, text=True, cwd=root,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert "\n" not in line and "zoo::code2x8_lut_matmat.out (kernel library 'aqlm', runners/kernels/aqlm.cpp; not " \
+        "loaded: kernel library 'aqlm' needs building and no cmake was found)" in line, line
 
 
 def _broken(src: Path, dst: Path, edit) -> Path:

@@ -14,8 +14,7 @@ Face's `aqlm` layout (what users publish, and what we keep on disk):
 `zoo::code2x8_lut_matmat(input, codes, codebooks, scales, *, bias=None)` is `input @ W^T + bias`; eagerly it
 dequantizes (here), and `lut_matmat` is the lookup-table algorithm a runtime kernel runs, kept as its reference.
 Its runtime kernel is runners/kernels/aqlm.cpp (library "aqlm" in common/kernels.py): linked into the C++ runners,
-loaded into the Python runtime. Status (issue 14): the format, the op, its reference and a plain kernel; the
-quantizer, the tuned kernel and the export recipe are still to come.
+loaded into the Python runtime. The quantizer: common/quant/aqlm_fit.py (a layer) and aqlm_model.py (a model).
 """
 
 from __future__ import annotations

@@ -110,7 +110,14 @@ std::string explain_method_failure(const std::string& path, const std::string& m
   if (!backends.empty())
     return path + " delegates to " + join(backends) + ", which this runner was built without (" + ZOO_BACKEND_NAME +
            " build); use the matching backend build, e.g. make <model>-xnnpack";
-  if (!ops.empty()) return path + " needs operators this runner has no kernels for: " + join(ops);
+  if (!ops.empty()) {
+    bool zoo = false;  // the zoo's own kernels (runners/kernels/*.cpp) are in every runner built from this tree
+    for (const std::string& op : ops) zoo = zoo || op.rfind("zoo::", 0) == 0;
+    return path + " needs operators this runner has no kernels for: " + join(ops) +
+           (zoo ? " (kernel libraries in runners/kernels/, e.g. aqlm.cpp for zoo::code2x8_lut_matmat; rebuild the "
+                  "runner from this tree: make <model>-<backend>)"
+                : "");
+  }
   return path + ": cannot load method " + method + " (" + describe(err) + (g_logs.empty() ? "" : "; " + g_logs.back()) +
          ")";
 }
