@@ -37,7 +37,24 @@ def test_registry_finds_smollm2() -> None:
 
     models = discover()
     assert models["smollm2-135m"].package == "llama3"
-    assert {b.name for b in models["smollm2-135m"].builds} == {"fp32", "8da8w", "8da4w", "gguf"}
+    builds = {b.name: b for b in models["smollm2-135m"].builds}
+    assert set(builds) == {"fp32", "8da8w", "8da4w", "gguf", "aqlm-2x8"}
+    assert builds["aqlm-2x8"].checkpoint == "build/aqlm/smollm2-aqlm-2x8"  # the Makefile's AQLM_DIR
+
+
+def test_row_from_a_missing_made_checkpoint_is_skipped_naming_its_target(tmp_path, smollm2_gguf: str) -> None:
+    """A build exported from a checkpoint a make target writes (the AQLM SmolLM2) is skipped, naming the target,
+    until that checkpoint exists; nothing is exported."""
+    from bench.registry import BenchModel, Build
+    from bench.run import Settings, plan_rows, prepare
+
+    model = BenchModel("m", "llama3", gguf=lambda: smollm2_gguf,
+                       builds=(Build("x", (), checkpoint="build/no-such-dir", make_target="no-such-target"),))
+    settings = Settings(threads=1, engines=("ours",), cache=tmp_path)
+    (row,) = plan_rows(model, settings)
+    prepare(row, model, settings)
+    assert row["error"] == "skipped: build/no-such-dir not made (make no-such-target)"
+    assert not any(tmp_path.iterdir())
 
 
 def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
