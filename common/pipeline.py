@@ -112,8 +112,8 @@ def load_model(
 
 def hf_quantized_recipe(ckpt: Checkpoint) -> Recipe | None:
     """The recipe of an HF checkpoint published quantized (its config.json `quantization_config`: AQLM 2x8)."""
-    if ckpt.kind != "hf":
-        return None
+    if ckpt.kind != "hf" or "quantization_config" not in ckpt.hf_config:
+        return None  # most checkpoints: no need to import (and register) the AQLM op
     from common.quant.aqlm_model import hf_recipe
 
     return hf_recipe(ckpt.hf_config, f"{ckpt.path}/config.json")
@@ -260,6 +260,11 @@ def _units(model: nn.Module, tied: bool) -> list[str]:
     return units
 
 
+def _drops_tied_head(model: nn.Module, recipe: Recipe, tied: bool) -> bool:
+    """A float head tied to a float table is not written: loading ties it back (common.checkpoint's tie map)."""
+    return tied and "lm_head" not in plan(model, recipe, "lm_head") and TIED_TABLE not in plan(model, recipe, TIED_TABLE)
+
+
 def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Recipe, fuse: bool = True,
                       progress: bool = True, calibration: Calibration | None = None) -> Path:
     """Write `output`/ with config.json (+ recipe), model.safetensors (torchao tensors) and the tokenizer.
@@ -289,8 +294,7 @@ def quantize_and_save(family: Family, checkpoint: str, output: str, recipe: Reci
     recipe, blocks = _resolve(family, ckpt, cfg, model, recipe)
     read = tensor_reader(ckpt, family, cfg, model.state_dict())
     head = plan(model, recipe, "lm_head").get("lm_head")
-    # a float head tied to a float table is not written: loading ties it back (common.checkpoint's tie map)
-    drop_head = tied and head is None and TIED_TABLE not in plan(model, recipe, TIED_TABLE)
+    drop_head = _drops_tied_head(model, recipe, tied)
     metadata: dict[str, Any] = {"tensor_names": []}
     return_freed_memory(first=True)
     with atomic_dir(output, is_quantized_dir) as tmp, SafetensorsWriter(tmp / "model.safetensors") as writer:
@@ -364,9 +368,8 @@ def quantize_calibrated(family: Family, ckpt: Checkpoint, output: str, recipe: R
     quantize_model(model, recipe)  # the other rules (the AQLM linears are no longer nn.Linear)
     with atomic_dir(output, is_quantized_dir) as tmp, SafetensorsWriter(tmp / "model.safetensors") as writer:
         state = model.state_dict()
-        head, table = state.get("lm_head.weight"), state.get(f"{TIED_TABLE}.weight")
-        if type(head) is torch.Tensor and type(table) is torch.Tensor and head.data_ptr() == table.data_ptr():
-            del state["lm_head.weight"]  # still tied (both float): loading ties it back, as for HF
+        if _drops_tied_head(model, recipe, bool(getattr(cfg, "tie_embeddings", False))):
+            del state["lm_head.weight"]
         tensors, meta = flatten_tensor_state_dict(state)
         for name, t in tensors.items():
             writer.add(name, t)

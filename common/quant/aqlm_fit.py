@@ -132,13 +132,17 @@ def fit_2x8(weight: torch.Tensor, col_weight: torch.Tensor | None = None,
     c0 = _nearest(x, books[0], hg, cfg.chunk)
     books[1] = kmeans(x - books[0][c0], hg, cfg, gen)
     codes = torch.stack([c0, _nearest(x - books[0][c0], books[1], hg, cfg.chunk)], 1)
-    for _ in range(cfg.rounds):
+
+    def refit(books: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Least-squares codebooks (errors in W's units: each group's weight times its row's scale^2), then scales."""
         books = lstsq_codebooks(x, hg * scales.repeat_interleave(cols // IN_GROUP)[:, None] ** 2, codes, books)
-        scales = lstsq_scales(w, h, codes, books)
+        return books, lstsq_scales(w, h, codes, books)
+
+    for _ in range(cfg.rounds):
+        books, scales = refit(books)
         x = (w / scales[:, None]).reshape(-1, IN_GROUP)
         codes = beam_search(x, hg, books, codes, cfg)
-    books = lstsq_codebooks(x, hg * scales.repeat_interleave(cols // IN_GROUP)[:, None] ** 2, codes, books)
-    scales = lstsq_scales(w, h, codes, books)
+    books, scales = refit(books)
     return to_hf(codes, books, scales, rows)
 
 
