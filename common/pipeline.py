@@ -357,10 +357,10 @@ def quantize_calibrated(family: Family, ckpt: Checkpoint, output: str, recipe: R
     ids = tokenizer.encode(calibration_text(), add_bos=False)[: calib.tokens]
     model, cfg, _ = load_model(family, ckpt, max_context_len=max(256, tune.seq_len))
     names = [n for n, r in plan(model, recipe).items() if r.scheme == "aqlm"]
+    cache = aqlm_model.open_cache(Path(str(output).rstrip("/") + ".aqlm-fits"),  # refused before the work, if not ours
+                                  aqlm_model.cache_key(ckpt.path, fit, len(ids), names))
     teacher = copy.deepcopy(model) if tune.steps else None
     stats = aqlm_model.column_weights(model, ids, names, progress=progress)
-    cache = aqlm_model.open_cache(Path(str(output).rstrip("/") + ".aqlm-fits"),
-                                  aqlm_model.cache_key(ckpt.path, fit, len(ids), names))
     aqlm_model.fit_layers(model, names, stats, fit, cache, progress)
     if teacher is not None:
         aqlm_model.tune(model, teacher, ids, tune, progress)

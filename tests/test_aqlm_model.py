@@ -220,6 +220,23 @@ def test_export_refuses_to_fit_aqlm(hf_aqlm, tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 1 and "quantize_and_save" in err
 
 
+def test_fit_cache_never_deletes_what_it_did_not_write(tmp_path: Path) -> None:
+    """A directory at the fit cache's path that a fit did not write is refused (one line) and left as it was; a
+    cache made for another key is emptied."""
+    from common.quant.aqlm_model import open_cache
+
+    theirs = tmp_path / "q.aqlm-fits"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is not an AQLM fit cache"):
+        open_cache(theirs, {"k": 1})
+    assert (theirs / "notes.txt").read_text() == "mine"
+    ours = open_cache(tmp_path / "r.aqlm-fits", {"k": 1})
+    (ours / "a.safetensors").write_bytes(b"x")
+    assert (open_cache(ours, {"k": 1}) / "a.safetensors").exists()  # same key: kept (the resume)
+    assert not (open_cache(ours, {"k": 2}) / "a.safetensors").exists()  # another key: emptied
+
+
 def test_quantize_and_save_aqlm_writes_hf_layout_and_resumes(hf_aqlm, tmp_path: Path, monkeypatch) -> None:
     """quantize_and_save --quantize aqlm-2x8 on a float checkpoint: HF's AQLM tensors and quantization_config plus
     the zoo's recipe (lm_head int8); the directory loads back as saved and exports. A rerun after an interruption

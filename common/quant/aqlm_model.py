@@ -102,13 +102,19 @@ def fit_layers(model: nn.Module, names: list[str], stats: dict[str, torch.Tensor
 
 def open_cache(path: Path, key: dict[str, Any]) -> Path:
     """The per-layer fit cache at `path`, emptied first when it was made for another `key` (checkpoint, fit
-    settings, calibration)."""
+    settings, calibration); a `path` holding anything else is refused, never deleted."""
     import shutil
 
     stamp = path / "key.json"
     text = json.dumps(key, sort_keys=True)
-    if path.exists() and (not stamp.exists() or stamp.read_text() != text):
-        shutil.rmtree(path)
+    if path.exists():
+        ours = path.is_dir() and stamp.is_file() and all(
+            p.name == "key.json" or p.suffix in (".safetensors", ".tmp") for p in path.iterdir())
+        if not ours:  # never delete what a fit did not write
+            raise UserError(f"{path}: exists and is not an AQLM fit cache (expected key.json and *.safetensors); "
+                            "move it away or choose another --output")
+        if stamp.read_text() != text:
+            shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     stamp.write_text(text)
     return path
