@@ -360,7 +360,7 @@ def quantize_calibrated(family: Family, ckpt: Checkpoint, output: str, recipe: R
     cache = aqlm_model.open_cache(Path(str(output).rstrip("/") + ".aqlm-fits"),  # refused before the work, if not ours
                                   aqlm_model.cache_key(ckpt.path, fit, len(ids), names))
     teacher = copy.deepcopy(model) if tune.steps else None
-    stats = aqlm_model.column_weights(model, ids, names, progress=progress)
+    stats = aqlm_model.gram_matrices(model, ids, names, progress=progress)
     aqlm_model.fit_layers(model, names, stats, fit, cache, progress)
     if teacher is not None:
         aqlm_model.tune(model, teacher, ids, tune, progress)

@@ -292,6 +292,30 @@ def test_activation_weighting_lowers_the_weighted_error() -> None:
     assert weighted < 0.8 * plain, (weighted, plain)
 
 
+def test_fit_in_the_whole_gram_lowers_the_output_error() -> None:
+    """Correlated inputs (rank-64 X plus noise, as activations are): given the whole X^T X, the fit's output error
+    ||(W - Wq) X^T||^2 falls far below the diagonal-only fit's (measured 0.083 -> 0.0057 relative), and each
+    coordinate-descent sweep lowers it (never raises)."""
+    from common.quant.aqlm_fit import output_error, refine_in_gram
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(256, 512, generator=g)
+    x = torch.randn(2048, 64, generator=g) @ torch.randn(64, 512, generator=g) + 0.1 * torch.randn(2048, 512, generator=g)
+    gram = x.T @ x
+    total = output_error(w, torch.zeros_like(w), torch.zeros(256), gram)
+    diag = output_error(w, dequantize_2x8(*fit_2x8(w, gram.diagonal(), FitConfig(rounds=1))), torch.ones(256), gram)
+    full = output_error(w, dequantize_2x8(*fit_2x8(w, gram, FitConfig(rounds=1))), torch.ones(256), gram)
+    assert full < 0.2 * diag, (diag / total, full / total)
+    codes, books, scales = fit_2x8(w, gram.diagonal(), FitConfig(rounds=1))
+    codes, books, scales = (codes.long() % 256), books[:, :, 0], scales.flatten()
+    errors = []
+    for _ in range(3):
+        q = (books[0][codes[..., 0]] + books[1][codes[..., 1]]).reshape(w.shape)
+        errors.append(output_error(w, q, scales, gram))
+        codes, scales = refine_in_gram(w, gram, codes, books, scales, sweeps=1)
+    assert errors[2] <= errors[1] < errors[0], errors
+
+
 @pytest.mark.slow
 def test_smollm2_one_block_within_measured_bounds_and_tuning_helps(smollm2_gguf: str) -> None:
     """Block 0 of SmolLM2 (7 linears, its most sensitive) at 2x8, fit on calibration text: on GPL-3, perplexity ratio
@@ -310,7 +334,7 @@ def test_smollm2_one_block_within_measured_bounds_and_tuning_helps(smollm2_gguf:
     ref = copy.deepcopy(model)
     names = [f"model.layers.0.{n}" for n in LINEARS]
     cal = tok.encode(calibration_text(), add_bos=False)[:2048]
-    aqlm_model.fit_layers(model, names, aqlm_model.column_weights(model, cal, names, progress=False), progress=False)
+    aqlm_model.fit_layers(model, names, aqlm_model.gram_matrices(model, cal, names, progress=False), progress=False)
     ids = tok.encode(corpus()[1])[:512]
     target = torch.tensor(ids[1:])[:, None]
     a = _logits(ref, ids)[:-1].double().log_softmax(-1)

