@@ -70,7 +70,7 @@ sgt4t-chat-cpp: $(SGT_PTE) $(SGT_BASE_PTE) sgt4t-xnnpack
 AQLM_DIR := build/aqlm/smollm2-aqlm-2x8
 AQLM_PTE := build/aqlm/smollm2-aqlm-2x8.pte
 $(AQLM_DIR)/config.json: $(STAMP)
-	$(PYTHON) -m models.llama3.quantize_and_save --quantize aqlm-2x8 --calibration-tokens 16384 --tune-steps 1000 --tune-minutes 12 \
+	$(PYTHON) -m models.llama3.quantize_and_save --quantize aqlm-2x8 --tune-steps 1000 --tune-minutes 12 \
 	  --output $(AQLM_DIR)
 $(AQLM_PTE): $(AQLM_DIR)/config.json
 	$(PYTHON) -m models.llama3.export --checkpoint $(AQLM_DIR) --max-seq-len 128 --max-context-len 1024 --output $@

@@ -11,8 +11,9 @@
 //    2 table reads per group (8 groups per AVX-512 gather; scalar reads elsewhere). Parallel over output rows
 //    (each output written by one thread: no shared +=), the table built in parallel over groups.
 //  - prefill (M >= kGemmRows): dequantize once, 16 output rows at a time, into a transposed tile [I][16], and
-//    multiply it with 6 input rows at a time in registers (GCC vector types: one zmm on AVX-512, two ymm on AVX2,
-//    four q registers on NEON: a compile flag away). Parallel over tiles of output rows.
+//    multiply it, 128 input columns at a time (L1), with 6 input rows at a time in registers (GCC vector types:
+//    one zmm on AVX-512, two ymm on AVX2, four q registers on NEON: a compile flag away). Parallel over tiles of
+//    output rows.
 //
 // A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, and
 // built as a shared library the Python runtime loads (common/kernels.py, library "aqlm").
@@ -40,6 +41,7 @@ using executorch::runtime::KernelRuntimeContext;
 constexpr int64_t kGroup = 8, kCodes = 256, kBooks = 2, kTable = kBooks * kCodes;  // table floats per group
 constexpr int64_t kGemmRows = 8;  // input rows from which dequantize-once + GEMM beats one table per row
 constexpr int64_t kNR = 16, kMR = 6;  // GEMM register tile: 16 outputs x 6 input rows
+constexpr int64_t kKC = 128;  // GEMM input columns per pass over the rows (tests: I = 200 spans two)
 
 typedef float v16 __attribute__((vector_size(64)));  // 16 floats: the compiler maps it to the target's registers
 
@@ -143,60 +145,69 @@ void decode_rows(const Aqlm& w, const float* x, int64_t M, float* y, float* lut)
   }
 }
 
-// Output rows [o0, o0 + 16) dequantized into wt [I][16] (rows past O as zeros).
+// Output rows [o0, o0 + 16) dequantized into wt [I][16] (rows past O as zeros). Group-outer: a group's 8 tile
+// lines are written whole while they are in L1 (row-outer touched every line of the tile 16 times).
 void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
   const auto* codes = reinterpret_cast<const uint8_t*>(w.codes);
-  for (int64_t c = 0; c < kNR; ++c) {
-    const int64_t o = o0 + c;
-    if (o >= w.O) {
-      for (int64_t i = 0; i < w.G * kGroup; ++i) wt[i * kNR + c] = 0;
-      continue;
-    }
-    const uint8_t* code = codes + o * w.G * kBooks;
-    const float s = w.scales[o];
-    for (int64_t j = 0; j < w.G; ++j) {
-      const float* a = w.books + code[2 * j] * kGroup;
-      const float* b = w.books + (kCodes + code[2 * j + 1]) * kGroup;
-      for (int64_t e = 0; e < kGroup; ++e) wt[(j * kGroup + e) * kNR + c] = s * (a[e] + b[e]);
+  const int64_t n = std::min<int64_t>(kNR, w.O - o0);
+  for (int64_t j = 0; j < w.G; ++j) {
+    float* dst = wt + j * kGroup * kNR;
+    for (int64_t c = 0; c < kNR; ++c) {
+      if (c >= n) {
+        for (int64_t e = 0; e < kGroup; ++e) dst[e * kNR + c] = 0;
+        continue;
+      }
+      const uint8_t* code = codes + ((o0 + c) * w.G + j) * kBooks;
+      const float* a = w.books + code[0] * kGroup;
+      const float* b = w.books + (kCodes + code[1]) * kGroup;
+      const float s = w.scales[o0 + c];
+      for (int64_t e = 0; e < kGroup; ++e) dst[e * kNR + c] = s * (a[e] + b[e]);
     }
   }
 }
 
-// y[r, o0 + c] = sum_i x[r, i] wt[i, c] (+ bias) for R <= 6 rows: R x 16 accumulators in registers.
+// acc[r] (+)= sum_{i < K} x[r, i] wt[i, :] for R <= 6 rows (x with row stride ldx): R x 16 accumulators in
+// registers, kept between column blocks in acc [R][16] (`first`: start from zero).
 template <int R>
-void micro(const float* x, int64_t I, const float* wt, const float* bias, int64_t o0, int64_t O, float* y,
-           int64_t ldy) {
-  v16 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = v16{};
-  for (int64_t i = 0; i < I; ++i) {
+void micro(const float* x, int64_t ldx, int64_t K, const float* wt, bool first, float* acc) {
+  v16 a[R];
+  for (int r = 0; r < R; ++r) {
+    if (first)
+      a[r] = v16{};
+    else
+      std::memcpy(&a[r], acc + r * kNR, sizeof(v16));
+  }
+  for (int64_t i = 0; i < K; ++i) {
     v16 wv;
     std::memcpy(&wv, wt + i * kNR, sizeof(wv));
 #pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) acc[r] += x[r * I + i] * wv;
+    for (int r = 0; r < R; ++r) a[r] += x[r * ldx + i] * wv;
   }
-  const int64_t n = std::min<int64_t>(kNR, O - o0);
-  for (int r = 0; r < R; ++r)
-    for (int64_t c = 0; c < n; ++c) y[r * ldy + o0 + c] = acc[r][c] + (bias ? bias[o0 + c] : 0.0f);
+  for (int r = 0; r < R; ++r) std::memcpy(acc + r * kNR, &a[r], sizeof(v16));
 }
 
+using Micro = void (*)(const float*, int64_t, int64_t, const float*, bool, float*);
+constexpr Micro kMicro[kMR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
+
+// Per tile of 16 outputs: dequantize it, then for each block of kKC input columns (the tile's [kKC][16] slice,
+// 8 KiB, stays in L1 while every input row passes) all rows, 6 at a time; the sums live in acc [M][16].
 void gemm_rows(const Aqlm& w, const float* x, int64_t M, float* y) {
   const int64_t I = w.G * kGroup, tiles = (w.O + kNR - 1) / kNR;
   executorch::extension::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> tile;  // this thread's dequantized [I][16] (grows once to the largest I)
+    thread_local std::vector<float> tile, acc;  // this thread's [I][16] and [M][16] (grow once to the largest)
     tile.resize(static_cast<size_t>(I * kNR));
+    acc.resize(static_cast<size_t>(M * kNR));
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t o0 = t * kNR;
+      const int64_t o0 = t * kNR, n = std::min<int64_t>(kNR, w.O - o0);
       dequantize_tile(w, o0, tile.data());
-      int64_t m = 0;
-      for (; m + kMR <= M; m += kMR) micro<kMR>(x + m * I, I, tile.data(), w.bias, o0, w.O, y + m * w.O, w.O);
-      switch (M - m) {
-        case 5: micro<5>(x + m * I, I, tile.data(), w.bias, o0, w.O, y + m * w.O, w.O); break;
-        case 4: micro<4>(x + m * I, I, tile.data(), w.bias, o0, w.O, y + m * w.O, w.O); break;
-        case 3: micro<3>(x + m * I, I, tile.data(), w.bias, o0, w.O, y + m * w.O, w.O); break;
-        case 2: micro<2>(x + m * I, I, tile.data(), w.bias, o0, w.O, y + m * w.O, w.O); break;
-        case 1: micro<1>(x + m * I, I, tile.data(), w.bias, o0, w.O, y + m * w.O, w.O); break;
-        default: break;
+      for (int64_t k0 = 0; k0 < I; k0 += kKC) {
+        const int64_t K = std::min<int64_t>(kKC, I - k0);
+        for (int64_t m = 0; m < M; m += kMR)
+          kMicro[std::min<int64_t>(kMR, M - m)](x + m * I + k0, I, K, tile.data() + k0 * kNR, k0 == 0,
+                                                 acc.data() + m * kNR);
       }
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t c = 0; c < n; ++c) y[m * w.O + o0 + c] = acc[m * kNR + c] + (w.bias ? w.bias[o0 + c] : 0.0f);
     }
   });
 }
