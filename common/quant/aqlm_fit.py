@@ -9,8 +9,9 @@ sum_o e_o H e_o^T with e = W - Wq and H = X^T X (weight-MSE alone destroys SmolL
      for all rows at once, exact in H (never worse); least-squares scales in H}.
 Beam search: for each group, the `beam` best codes of one codebook (the other's fixed), each completed by the
 exactly best code of the other; both orders; the best pair found (or the current one) wins.
-Step 4 is what input correlations need: on SmolLM2's block 0 it halves each linear's output error after step 3
-and lowers the block's KL to the float model from 0.150 to 0.125 (measured 2026-11-27).
+Step 4 is what input correlations need: with all 210 linears of SmolLM2 fit on 4,096 calibration tokens (no
+tuning), perplexity on GPL-3 is 84.8 after step 3 and 46.6 after step 4 (KL to the float model 1.62 -> 1.03;
+damp 1.0: 53.8; measured 2026-11-27).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class FitConfig:
     kmeans_points: int = 1 << 16  # k-means runs on a random sample of this many groups
     chunk: int = 8192  # groups per beam-search batch (memory: chunk * beam * 256 floats)
     gram_sweeps: int = 2  # coordinate-descent sweeps in the full X^T X (when fit_2x8 is given it)
-    damp: float = 0.01  # added to H's diagonal, times its mean: keeps least squares in H well posed
+    damp: float = 0.1  # added to H's diagonal, times its mean: well-posed, and robust to input drift (0.01: worse)
     seed: int = 0
 
 
