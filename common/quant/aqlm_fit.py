@@ -31,7 +31,7 @@ class FitConfig:
     kmeans_points: int = 1 << 16  # k-means runs on a random sample of this many groups
     chunk: int = 8192  # groups per beam-search batch (memory: chunk * beam * 256 floats)
     gram_sweeps: int = 2  # coordinate-descent sweeps in the full X^T X (when fit_2x8 is given it)
-    damp: float = 0.1  # added to H's diagonal, times its mean: well-posed, and robust to input drift (0.01: worse)
+    damp: float = 0.1  # added to H's diagonal, times its mean: well posed, robust to input drift (1.0 measured worse)
     seed: int = 0
 
 
