@@ -130,6 +130,7 @@ def refine_in_gram(weight: torch.Tensor, gram: torch.Tensor, codes: torch.Tensor
     r = (e_o H)_g and u = C_m[c]: one [O, 8] x [8, 256] product per (g, m)."""
     rows, cols = weight.shape
     codes, scales = codes.clone(), scales.clone()
+    w_h = weight @ gram  # the scales' numerator, the same every sweep
 
     def decoded() -> torch.Tensor:
         return (books[0][codes[..., 0]] + books[1][codes[..., 1]]).reshape(rows, cols)
@@ -149,7 +150,7 @@ def refine_in_gram(weight: torch.Tensor, gram: torch.Tensor, codes: torch.Tensor
                 r -= d @ h_gg
                 codes[:, g, m] = k
         q = decoded()
-        num, den = ((weight @ gram) * q).sum(1), ((q @ gram) * q).sum(1)
+        num, den = (w_h * q).sum(1), ((q @ gram) * q).sum(1)
         scales = torch.where(den > 0, num / den.clamp_min(1e-30), scales)
     return codes, scales
 
