@@ -119,8 +119,14 @@ def check_inference_args(args) -> None:
         raise UserError(f"--top-p {args.top_p}: expected a value in (0, 1]")
     if args.top_k < 0:
         raise UserError(f"--top-k {args.top_k}: expected >= 0 (0 = off)")
+    if not 0 <= args.min_p <= 1:
+        raise UserError(f"--min-p {args.min_p}: expected a value in [0, 1] (0 = off)")
+    if not (math.isfinite(args.repetition_penalty) and args.repetition_penalty > 0):
+        raise UserError(f"--repetition-penalty {args.repetition_penalty}: expected a finite value > 0 (1 = off)")
     if not args.chat and (args.system is not None or args.enable_thinking is not None):
         raise UserError("--system and --enable-thinking need --chat")
+    if args.etdump and not args.pte:
+        raise UserError("--etdump profiles a .pte: pass --pte")
 
 
 def _checkpoint_help(family: Family) -> str:
@@ -217,6 +223,65 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
     return main
 
 
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The sampling flags (the C++ runners take the same: runners/src/cli.cpp)."""
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the K likeliest tokens (0 = off)")
+    p.add_argument("--min-p", type=float, default=0.0,
+                   help="keep tokens at least this fraction as likely as the likeliest (0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="divide a positive logit (multiply a negative one) of each token already in the context by "
+                        "this, once per distinct token (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (the C++ runner picks the same tokens)")
+
+
+def sampler_config(args):
+    """The sampling flags as a SamplerConfig."""
+    from common.sampler import SamplerConfig
+
+    return SamplerConfig(args.temperature, args.top_k, args.top_p, args.seed, args.min_p, args.repetition_penalty)
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """Threads, warm-up and measurement flags (the C++ runners take the same)."""
+    p.add_argument("--cpu-threads", type=int, default=None, metavar="N",
+                   help="threads for ExecuTorch's thread pool (.pte) or torch (eager); default: the machine's")
+    p.add_argument("--warmup", action="store_true", help="run the prompt once, untimed, before the timed run")
+    p.add_argument("--stats-json", metavar="FILE",
+                   help="write load time, time to first token, prefill and decode tok/s, peak RSS as JSON")
+    p.add_argument("--etdump", metavar="FILE", help="write an ETDump (per-operator profile) of the run (.pte only)")
+
+
+def set_cpu_threads(n: int | None) -> None:
+    if n is None:
+        return
+    if n < 1:
+        raise UserError(f"--cpu-threads {n}: expected at least 1")
+    import torch
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    torch.set_num_threads(n)
+    _unsafe_reset_threadpool(n)
+
+
+def turn_stats(gen, reused: int = 0) -> dict:
+    return {"prompt_tokens": gen.prompt_len, "reused_tokens": reused, "first_token_ms": gen.first_token_s * 1000,
+            "prefill_tok_s": gen.prefill_tps, "generated_tokens": len(gen.tokens), "decode_tok_s": gen.decode_tps,
+            "interrupted": gen.interrupted}
+
+
+def write_stats(path: str, source: str, load_s: float, turns: list[dict]) -> None:
+    """--stats-json: the run's figures, written atomically."""
+    import json
+
+    from common.io import atomic_path, peak_rss_mib
+
+    stats = {"model": source, "load_ms": load_s * 1000, "peak_rss_mib": peak_rss_mib(), "turns": turns}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+
+
 def inference_main(family: Family) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
         p = ArgumentParser(prog=f"python -m models.{family.name}.inference",
@@ -228,43 +293,113 @@ def inference_main(family: Family) -> Callable[[list[str] | None], int]:
         prompt = p.add_mutually_exclusive_group()
         prompt.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
         prompt.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 text file")
+        prompt.add_argument("--interactive", action="store_true",
+                            help="chat: one user turn per line from stdin, the KV cache kept between turns (only the "
+                                 "new turn is prefilled); Ctrl-C ends a reply, end of input (Ctrl-D) the chat")
         p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-        p.add_argument("--system", help="system message (with --chat)")
+        p.add_argument("--system", help="system message (with --chat or --interactive)")
         p.add_argument("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
                        help="passed to chat templates that support it (Qwen3)")
-        p.add_argument("--max-new-tokens", type=int, default=64)
+        p.add_argument("--max-new-tokens", type=int, default=None, help="default 64, or 256 per reply (--interactive)")
         p.add_argument("--max-context-len", type=int, default=2048, help="eager KV-cache length (--checkpoint)")
-        p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-        p.add_argument("--top-p", type=float, default=1.0)
-        p.add_argument("--top-k", type=int, default=0)
-        p.add_argument("--seed", type=int, default=0)
+        add_sampling_args(p)
+        add_runtime_args(p)
         args = p.parse_args(argv)
+        if args.max_new_tokens is None:
+            args.max_new_tokens = 256 if args.interactive else 64
+        args.chat = args.chat or args.interactive
         check_inference_args(args)
+        set_cpu_threads(args.cpu_threads)
+        from common.runtime import generate
+        from common.sampler import Sampler
+
+        if args.interactive:
+            return interactive(family, args)
         from common.io import read_text_arg
 
         args.prompt = read_text_arg(args.prompt_file, "--prompt-file") if args.prompt_file else args.prompt or DEFAULT_PROMPT
-        from common.runtime import generate
-        from common.sampler import Sampler, SamplerConfig
-        from common.tokenizer import StreamDecoder
-
         model, tokenizer, source = open_model(family, args)
         ids = encode_prompt(tokenizer, args.prompt, args.chat, args.system, args.enable_thinking)
-        sampler = Sampler(SamplerConfig(args.temperature, args.top_k, args.top_p, args.seed))
-        stream = StreamDecoder(tokenizer)
-
-        def emit(token: int) -> None:
-            if token not in model.eos_ids:
-                print(stream.push(token), end="", flush=True)
-
+        if args.warmup:
+            generate(model, ids, Sampler(), 2, source=source)
+        sampler = Sampler(sampler_config(args))
+        emit, flush = text_printer(tokenizer, model.eos_ids)
         if not args.chat:
             print(args.prompt, end="", flush=True)
         gen = generate(model, ids, sampler, args.max_new_tokens, emit, source=source)
-        print(stream.flush())
+        print(flush())
         print(f"\n[{source}] load {model.load_s * 1000:.0f} ms | prefill {gen.prompt_len} tok at {gen.prefill_tps:.1f} tok/s"
               f" | decode {len(gen.tokens)} tok at {gen.decode_tps:.1f} tok/s", file=sys.stderr)
+        finish(model, args, source, [turn_stats(gen)])
         return 0
 
     return main
+
+
+def text_printer(tokenizer, eos_ids) -> tuple[Callable[[int], None], Callable[[], str]]:
+    """(print a generated token's complete characters as they come (stop tokens silent), what is left at the end)."""
+    from common.tokenizer import StreamDecoder
+
+    stream = StreamDecoder(tokenizer)
+
+    def emit(token: int) -> None:
+        if token not in eos_ids:
+            print(stream.push(token), end="", flush=True)
+
+    return emit, stream.flush
+
+
+def finish(model, args, source: str, turns: list[dict]) -> None:
+    """--stats-json and --etdump, after the run."""
+    if args.stats_json:
+        write_stats(args.stats_json, source, model.load_s, turns)
+        print(f"wrote {args.stats_json}", file=sys.stderr)
+    if args.etdump:
+        from common.io import atomic_path
+
+        with atomic_path(args.etdump) as tmp, atomic_path(args.etdump + ".debug") as debug:
+            model.write_etdump(str(tmp), str(debug))
+        print(f"wrote {args.etdump}", file=sys.stderr)
+
+
+def interactive(family: Family, args) -> int:
+    """--interactive: a chat REPL over common.session.ChatSession, one turn per stdin line."""
+    from common.sampler import Sampler
+    from common.session import ChatSession
+
+    model, tokenizer, source = open_model(family, args)
+    if not tokenizer.chat_template:
+        raise UserError(f"{source}: the tokenizer has no chat template, which --interactive needs")
+    session = ChatSession(model, tokenizer, Sampler(sampler_config(args)), args.system, args.enable_thinking,
+                          args.max_new_tokens)
+    tty = sys.stdin.isatty()
+    turns = []
+    while True:
+        try:
+            if tty:
+                print("> ", end="", flush=True)
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # at the prompt: a fresh line, not the end
+            print()
+            continue
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        emit, flush = text_printer(tokenizer, model.eos_ids)
+        turn = session.turn(line, emit)
+        print(flush(), flush=True)
+        gen = turn.generation
+        if turn.fresh_context:
+            print(f"[context full ({model.max_context_len} positions): started a fresh one from this message]",
+                  file=sys.stderr)
+        print(f"[turn {len(turns) + 1}] prefill {turn.prefilled} tok ({turn.reused} from the cache) at "
+              f"{gen.prefill_tps:.1f} tok/s | decode {len(gen.tokens)} tok at {gen.decode_tps:.1f} tok/s"
+              + (" | interrupted" if gen.interrupted else ""), file=sys.stderr, flush=True)
+        turns.append(turn_stats(gen, turn.reused))
+    finish(model, args, source, turns)
+    return 0
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool, system: str | None = None, enable_thinking: bool | None = None):

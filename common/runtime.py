@@ -155,7 +155,9 @@ class Generation:
     tokens: list[int] = field(default_factory=list)  # generated tokens (stop token included if hit)
     prompt_len: int = 0
     prefill_s: float = 0.0
+    first_token_s: float = 0.0  # from the start of prefill to the first sampled token
     decode_s: float = 0.0  # sampling included
+    interrupted: bool = False  # Ctrl-C ended it (with `interruptible`)
     sample_s: float = 0.0  # of which in the sampler
     logits: list[torch.Tensor] = field(default_factory=list)  # per step, when keep_logits
 
@@ -170,6 +172,7 @@ class Generation:
 
 
 def check_context(prompt_len: int, max_context_len: int, source: str) -> None:
+    """A UserError when a prompt of `prompt_len` tokens (earlier turns in the cache included) leaves no room."""
     if prompt_len >= max_context_len:
         raise UserError(
             f"prompt is {prompt_len} tokens but {source} holds a context of {max_context_len} "
@@ -199,38 +202,54 @@ def generate(
     source: str = "the model",
     ignore_eos: bool = False,
     embeddings: torch.Tensor | None = None,
+    start: int = 0,
+    seen: set[int] | None = None,
+    interruptible: bool = False,
 ) -> Generation:
-    """Chunked prefill (max_seq_len per call), then decode until EOS (unless `ignore_eos`), max_new_tokens or the
-    context end. The one generation loop: the CLIs, the tests, the bench and the profiler all run this.
-    `embeddings` [1, len(prompt), hidden]: prefill from these instead of the prompt's own (an SGT's output)."""
+    """Chunked prefill (max_seq_len per call) from position `start` (the cache holds 0..start: a chat's earlier
+    turns), then decode until EOS (unless `ignore_eos`), max_new_tokens or the context end. The one generation
+    loop: the CLIs, the tests, the bench and the profiler all run this.
+    `embeddings` [1, len(prompt), hidden]: prefill from these instead of the prompt's own (an SGT's output).
+    `seen`: the context's distinct ids for the repetition penalty (the prompt and the reply are added to it).
+    `interruptible`: Ctrl-C during decode ends the reply (`interrupted`) instead of raising."""
     if not prompt:
         raise UserError("the prompt is empty")
     vocab = getattr(model, "vocab_size", None)
     if vocab is not None and max(prompt) >= vocab:
         raise UserError(f"prompt token id {max(prompt)} is outside {source}'s vocabulary of {vocab} ids: "
                         f"the tokenizer does not belong to this model")
-    check_context(len(prompt), model.max_context_len, source)
+    check_context(start + len(prompt), model.max_context_len, source)
     gen = Generation(prompt_len=len(prompt))
     if embeddings is not None and embeddings.shape[:2] != (1, len(prompt)):
         raise UserError(f"embeddings {tuple(embeddings.shape)}: expected [1, {len(prompt)}, hidden] for the prompt")
-    t0 = time.perf_counter()
-    logits = prefill(model, prompt, embeddings=embeddings)
-    gen.prefill_s = time.perf_counter() - t0
-    pos = len(prompt)
+    t_prefill = time.perf_counter()
+    logits = prefill(model, prompt, start, embeddings=embeddings)
+    gen.prefill_s = time.perf_counter() - t_prefill
+    pos = start + len(prompt)
     stop = () if ignore_eos else model.eos_ids
+    seen = set() if seen is None else seen
+    seen.update(prompt)
     t0 = time.perf_counter()
-    while True:
-        if keep_logits:
-            gen.logits.append(logits.clone())
-        ts = time.perf_counter()
-        token = sampler(logits)
-        gen.sample_s += time.perf_counter() - ts
-        gen.tokens.append(token)
-        if on_token:
-            on_token(token)
-        if token in stop or len(gen.tokens) >= max_new_tokens or pos >= model.max_context_len:
-            break
-        logits = model.forward([token], pos)
-        pos += 1
+    try:
+        while True:
+            if keep_logits:
+                gen.logits.append(logits.clone())
+            ts = time.perf_counter()
+            token = sampler(logits, seen)
+            gen.sample_s += time.perf_counter() - ts
+            gen.tokens.append(token)
+            seen.add(token)
+            if len(gen.tokens) == 1:
+                gen.first_token_s = time.perf_counter() - t_prefill
+            if on_token:
+                on_token(token)
+            if token in stop or len(gen.tokens) >= max_new_tokens or pos >= model.max_context_len:
+                break
+            logits = model.forward([token], pos)
+            pos += 1
+    except KeyboardInterrupt:
+        if not interruptible or not gen.tokens:
+            raise
+        gen.interrupted = True
     gen.decode_s = time.perf_counter() - t0
     return gen

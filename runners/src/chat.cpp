@@ -43,13 +43,26 @@ std::string default_chatml_system(const std::string& tmpl) {
   return "";
 }
 
-// ChatML (SmolLM2, Qwen): content as it is; Qwen3's enable_thinking=false adds an empty think block.
-std::string chatml(const Tokenizer& tok, const std::string& user, const ChatOptions& o) {
+// ChatML (SmolLM2, Qwen): content as it is; Qwen3's enable_thinking=false adds an empty think block. A template
+// that splits reasoning off (Qwen3) renders an earlier reply as what follows its last </think>.
+std::string chatml(const Tokenizer& tok, const std::vector<ChatMessage>& messages, const ChatOptions& o) {
   const std::string& tmpl = tok.chat_template();
   std::string system = o.system.empty() ? default_chatml_system(tmpl) : o.system;
+  bool strips_reasoning = tmpl.find("</think>") != std::string::npos;
   std::string text;
   if (!system.empty()) text += "<|im_start|>system\n" + system + "<|im_end|>\n";
-  text += "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n";
+  for (const ChatMessage& m : messages) {
+    std::string content = m.content;
+    if (m.role == "assistant" && strips_reasoning) {
+      size_t at = content.rfind("</think>");
+      if (at != std::string::npos) {
+        size_t first = content.find_first_not_of('\n', at + 8);  // jinja's lstrip('\n')
+        content = first == std::string::npos ? "" : content.substr(first);
+      }
+    }
+    text += "<|im_start|>" + m.role + "\n" + content + "<|im_end|>\n";
+  }
+  text += "<|im_start|>assistant\n";
   if (o.enable_thinking.has_value() && !*o.enable_thinking) {
     if (tmpl.find("enable_thinking") == std::string::npos)
       throw Error(tok.path() + ": this chat template has no thinking switch (enable_thinking)");
@@ -59,28 +72,35 @@ std::string chatml(const Tokenizer& tok, const std::string& user, const ChatOpti
 }
 
 // Llama 3 / 3.2 Instruct without the date header: BOS, then each turn's header and its trimmed content.
-std::string llama3(const Tokenizer& tok, const std::string& user, const ChatOptions& o) {
+std::string llama3(const Tokenizer& tok, const std::vector<ChatMessage>& messages, const ChatOptions& o) {
   if (tok.chat_template().find("Cutting Knowledge Date") != std::string::npos)
     throw Error(tok.path() + ": Llama 3.1+ templates write a dated system header the C++ runner does not render; "
                              "format the prompt yourself and drop --chat");
-  auto turn = [](const char* role, const std::string& content) {
-    return std::string("<|start_header_id|>") + role + "<|end_header_id|>\n\n" + trim(content) + "<|eot_id|>";
+  auto turn = [](const std::string& role, const std::string& content) {
+    return "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + trim(content) + "<|eot_id|>";
   };
   std::string text = tok.bos_token();
   if (!o.system.empty()) text += turn("system", o.system);
-  return text + turn("user", user) + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  for (const ChatMessage& m : messages) text += turn(m.role, m.content);
+  return text + "<|start_header_id|>assistant<|end_header_id|>\n\n";
 }
 
 // Gemma 3: BOS; the system message (as it is) prefixes the first user turn; content trimmed; "model" answers.
-std::string gemma(const Tokenizer& tok, const std::string& user, const ChatOptions& o) {
-  std::string prefix = o.system.empty() ? "" : o.system + "\n\n";
-  return tok.bos_token() + "<start_of_turn>user\n" + prefix + trim(user) + "<end_of_turn>\n<start_of_turn>model\n";
+std::string gemma(const Tokenizer& tok, const std::vector<ChatMessage>& messages, const ChatOptions& o) {
+  std::string text = tok.bos_token();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    std::string prefix = i == 0 && !o.system.empty() ? o.system + "\n\n" : "";
+    text += "<start_of_turn>" + std::string(m.role == "assistant" ? "model" : m.role) + "\n" + prefix +
+            trim(m.content) + "<end_of_turn>\n";
+  }
+  return text + "<start_of_turn>model\n";
 }
 
 struct ChatFormat {
   const char* name;
   const char* marker;  // a string its templates contain
-  std::string (*render)(const Tokenizer&, const std::string&, const ChatOptions&);
+  std::string (*render)(const Tokenizer&, const std::vector<ChatMessage>&, const ChatOptions&);
   bool thinking;  // supports --enable-thinking
 };
 
@@ -115,13 +135,17 @@ std::vector<std::pair<size_t, size_t>> content_spans(const std::string& text, co
 }
 
 std::string render_chat_prompt(const Tokenizer& tokenizer, const std::string& user, const ChatOptions& options) {
+  return render_chat(tokenizer, {{"user", user}}, options);
+}
+
+std::string render_chat(const Tokenizer& tokenizer, const std::vector<ChatMessage>& messages, const ChatOptions& options) {
   const std::string& tmpl = tokenizer.chat_template();
   if (tmpl.empty()) throw Error(tokenizer.path() + ": tokenizer has no chat template; drop --chat and pass raw text");
   for (const ChatFormat& f : kFormats) {
     if (tmpl.find(f.marker) == std::string::npos) continue;
     if (options.enable_thinking.has_value() && !f.thinking)
       throw Error(tokenizer.path() + ": the " + f.name + " chat format has no thinking switch (enable_thinking)");
-    return f.render(tokenizer, user, options);
+    return f.render(tokenizer, messages, options);
   }
   throw Error(tokenizer.path() + ": --chat knows the " + chat_format_names() +
               " chat formats; this template is none of them, so format the prompt yourself and drop --chat");

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <limits>
 #include <cerrno>
+#include <csignal>
+#include <iostream>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -36,11 +38,23 @@ void add_standard_options(ArgParser& args, CliOptions& o, const std::string& mod
               "needs a .pte exported with --embeddings-input");
   args.flag("--chat", &o.chat, "wrap the prompt in the model's chat template (ChatML, Llama 3 or Gemma format)");
   args.option("--system", &o.system, "TEXT", "system message (with --chat)");
-  args.option("--max-new-tokens", &o.max_new_tokens, "N", "most tokens to generate (default 64)");
+  args.flag("--interactive", &o.interactive,
+            "chat: one user turn per stdin line, the KV cache kept between turns (only the new turn is prefilled); "
+            "Ctrl-C ends a reply, end of input the chat");
+  args.option("--max-new-tokens", &o.max_new_tokens, "N", "most tokens to generate (default 64; 256 per reply with "
+                                                          "--interactive)");
   args.option("--temperature", &o.temperature, "T", "0 = greedy (default)");
   args.option("--top-p", &o.top_p, "P", "nucleus sampling mass (default 1 = off)");
   args.option("--top-k", &o.top_k, "K", "keep the K likeliest tokens (default 0 = off)");
-  args.option("--seed", &o.seed, "S", "sampling seed (default 0)");
+  args.option("--min-p", &o.min_p, "P", "keep tokens at least P times as likely as the likeliest (default 0 = off)");
+  args.option("--repetition-penalty", &o.repetition_penalty, "R",
+              "divide a positive logit (multiply a negative one) of each token in the context by R, once (default 1)");
+  args.option("--seed", &o.seed, "S", "sampling seed (default 0; Python's inference picks the same tokens)");
+  args.option("--cpu-threads", &o.cpu_threads, "N", "threads in ExecuTorch's thread pool (default: the machine's)");
+  args.flag("--warmup", &o.warmup, "run the prompt once, untimed, before the timed run");
+  args.option("--stats-json", &o.stats_json, "FILE",
+              "write load time, time to first token, prefill/decode tok/s and peak RSS as JSON");
+  args.option("--etdump", &o.etdump, "FILE", "write an ETDump (per-operator profile) of the run");
   args.flag("--tokenize-only", &o.tokenize_only, "print the prompt's token ids and exit");
   args.flag("--ignore-eos", &o.ignore_eos, "do not stop at an end-of-sequence token (benchmarks)");
   args.flag("--print-ids", &o.print_ids, "print the generated token ids instead of text");
@@ -181,13 +195,172 @@ void validate(const CliOptions& o, bool client_step) {
   if (o.temperature < 0) throw UsageError("--temperature must be >= 0");
   if (!(o.top_p > 0 && o.top_p <= 1)) throw UsageError("--top-p must be in (0, 1]");
   if (o.top_k < 0) throw UsageError("--top-k must be >= 0");
+  if (!(o.min_p >= 0 && o.min_p <= 1)) throw UsageError("--min-p must be in [0, 1]");
+  if (!(o.repetition_penalty > 0)) throw UsageError("--repetition-penalty must be > 0");
+  if (o.cpu_threads < 0) throw UsageError("--cpu-threads must be >= 1");
+  if (o.interactive && (!o.prompt_file.empty() || !o.prompt_ids.empty() || !o.embeddings.empty() || o.tokenize_only ||
+                        o.print_ids || client_step))
+    throw UsageError("--interactive reads its turns from stdin: it cannot go with --prompt-file, --prompt-ids, "
+                     "--embeddings, --tokenize-only or --print-ids");
   if (!o.prompt_ids.empty() && (o.chat || !o.prompt_file.empty() || o.tokenize_only))
     throw UsageError("--prompt-ids replaces the prompt: it cannot go with --chat, --prompt-file or --tokenize-only");
   if (!o.embeddings.empty() && (o.chat || !o.prompt_file.empty() || o.tokenize_only || !o.prompt_ids.empty()))
     throw UsageError("--embeddings replaces the prompt: it cannot go with --chat, --prompt-file, --prompt-ids or "
                      "--tokenize-only");
-  if (!o.chat && (!o.system.empty() || o.enable_thinking.has_value()))
+  if (!o.chat && !o.interactive && (!o.system.empty() || o.enable_thinking.has_value()))
     throw UsageError("--system and --enable-thinking need --chat");
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+SamplerConfig sampler_config(const CliOptions& o) {
+  return SamplerConfig{static_cast<float>(o.temperature), o.top_p,
+                       // a K past INT_MAX keeps every token, as any K >= the vocabulary does (no wrap to 1)
+                       static_cast<int>(std::min<int64_t>(o.top_k, std::numeric_limits<int>::max())),
+                       static_cast<uint64_t>(o.seed), o.min_p, static_cast<float>(o.repetition_penalty)};
+}
+
+// Ctrl-C during a reply (--interactive) ends the reply; SIGINT's default action comes back after it.
+volatile std::sig_atomic_t g_interrupted = 0;
+
+struct InterruptScope {
+  struct sigaction previous {};
+  InterruptScope() {
+    g_interrupted = 0;
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { g_interrupted = 1; };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &previous);
+  }
+  ~InterruptScope() { sigaction(SIGINT, &previous, nullptr); }
+};
+
+struct TurnStats {
+  GenerationStats gen;
+  int64_t reused = 0;  // prompt tokens already in the cache
+};
+
+void write_stats(const std::string& path, const std::string& model, double load_ms, const std::vector<TurnStats>& turns) {
+  char buf[512];
+  std::string json = "{\n  \"model\": \"" + json_escape(model) + "\",\n";
+  std::snprintf(buf, sizeof buf, "  \"load_ms\": %.3f,\n  \"peak_rss_mib\": %.3f,\n  \"turns\": [", load_ms,
+                peak_rss_mib());
+  json += buf;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    const GenerationStats& g = turns[i].gen;
+    std::snprintf(buf, sizeof buf,
+                  "%s\n    {\"prompt_tokens\": %lld, \"reused_tokens\": %lld, \"first_token_ms\": %.3f, "
+                  "\"prefill_tok_s\": %.3f, \"generated_tokens\": %lld, \"decode_tok_s\": %.3f, \"interrupted\": %s}",
+                  i ? "," : "", static_cast<long long>(g.prompt_tokens), static_cast<long long>(turns[i].reused),
+                  g.first_token_ms, g.prefill_tps(), static_cast<long long>(g.generated_tokens), g.decode_tps(),
+                  g.interrupted ? "true" : "false");
+    json += buf;
+  }
+  json += "\n  ]\n}\n";
+  write_file_arg(path, json, "--stats-json");
+}
+
+// --stats-json and --etdump, after the run.
+void finish(const CliOptions& o, Runner& runner, const std::vector<TurnStats>& turns) {
+  if (!o.stats_json.empty()) {
+    write_stats(o.stats_json, base_name(o.model), runner.load_ms(), turns);
+    std::fprintf(stderr, "wrote %s\n", o.stats_json.c_str());
+  }
+  if (!o.etdump.empty()) {
+    runner.write_etdump(o.etdump);
+    std::fprintf(stderr, "wrote %s\n", o.etdump.c_str());
+  }
+}
+
+size_t common_prefix(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  size_t n = std::min(a.size(), b.size()), i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+// --interactive: each turn renders the whole conversation as a from-scratch run would and prefills only what the
+// cache does not hold (the ids after the longest common prefix with what was fed); common/session.py does the same.
+int run_interactive(const CliOptions& o, Runner& runner, const Tokenizer& tokenizer) {
+  const ModelMetadata& meta = runner.metadata();
+  ChatOptions chat{o.system, o.enable_thinking};
+  Sampler sampler(sampler_config(o));
+  std::vector<ChatMessage> messages;
+  std::vector<int64_t> cached;  // ids whose keys/values the cache holds at positions 0..
+  std::vector<TurnStats> turns;
+  const bool tty = ::isatty(0);
+  for (std::string line;;) {
+    if (tty) std::fputs("> ", stdout), std::fflush(stdout);
+    if (!std::getline(std::cin, line)) break;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::vector<ChatMessage> next = messages;
+    next.push_back({"user", line});
+    std::vector<int64_t> ids = tokenizer.encode(render_chat(tokenizer, next, chat), false);
+    bool fresh = false;
+    if (static_cast<int64_t>(ids.size()) >= meta.max_context_len) {  // start over from this message
+      next = {next.back()}, cached.clear(), fresh = true;
+      ids = tokenizer.encode(render_chat(tokenizer, next, chat), false);
+      if (static_cast<int64_t>(ids.size()) >= meta.max_context_len) {
+        print_error("this message is " + std::to_string(ids.size()) + " tokens with the chat template, and the "
+                    "context holds " + std::to_string(meta.max_context_len) + ": shorten it");
+        continue;
+      }
+    }
+    size_t keep = std::min(common_prefix(cached, ids), ids.size() - 1);  // at least one token fed, for its logits
+    // a sliding-window layer's ring keeps max_seq_len - 1 positions beyond its window: a longer rewind starts over
+    if (static_cast<int64_t>(cached.size() - keep) >= meta.max_seq_len) keep = 0;
+    std::vector<int64_t> prompt(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end());
+    SeenTokens seen;
+    seen.add(ids);
+    TextStream stream([&](int64_t id) -> const std::string& { return tokenizer.token_bytes(id); });
+    std::vector<int64_t> generated;
+    auto on_token = [&](int64_t token) {
+      generated.push_back(token);
+      if (runner.is_eos(token)) return;
+      std::string text = stream.push(token);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    };
+    TurnStats t;
+    {
+      InterruptScope scope;
+      GenerateOptions go{o.max_new_tokens, false, static_cast<int64_t>(keep), &seen, &g_interrupted};
+      t.gen = runner.generate(prompt, sampler, go, on_token);
+    }
+    t.reused = static_cast<int64_t>(keep);
+    std::string rest = stream.flush();
+    std::printf("%s\n", rest.c_str());
+    std::fflush(stdout);
+    std::vector<int64_t> reply;
+    for (int64_t id : generated)
+      if (!runner.is_eos(id)) reply.push_back(id);
+    next.push_back({"assistant", tokenizer.decode(reply)});
+    messages = std::move(next);
+    cached = ids;
+    cached.insert(cached.end(), generated.begin(), generated.end() - 1);  // the last token was sampled, never fed
+    if (fresh)
+      std::fprintf(stderr, "[context full (%lld positions): started a fresh one from this message]\n",
+                   static_cast<long long>(meta.max_context_len));
+    std::fprintf(stderr, "[turn %zu] prefill %lld tok (%lld from the cache) at %.1f tok/s | decode %lld tok at %.1f tok/s%s\n",
+                 turns.size() + 1, static_cast<long long>(t.gen.prompt_tokens), static_cast<long long>(keep),
+                 t.gen.prefill_tps(), static_cast<long long>(t.gen.generated_tokens), t.gen.decode_tps(),
+                 t.gen.interrupted ? " | interrupted" : "");
+    turns.push_back(t);
+  }
+  finish(o, runner, turns);
+  return 0;
 }
 
 std::string read_prompt_file(const std::string& path) {
@@ -246,12 +419,18 @@ Prompt encode_prompt(const CliOptions& o, const std::string& prompt, const Token
 int run(const CliOptions& o, const EmbedPrompt& embed) {
   std::string prompt = o.prompt_file.empty() ? o.prompt : read_prompt_file(o.prompt_file);
   std::unique_ptr<Runner> runner;
-  if (!o.tokenize_only && !o.model.empty()) runner = Runner::load(o.model, o.verbose);  // its errors matter most
+  if (o.cpu_threads > 0) set_cpu_threads(static_cast<uint32_t>(o.cpu_threads));
+  if (!o.tokenize_only && !o.model.empty())
+    runner = Runner::load(o.model, o.verbose, !o.etdump.empty());  // its errors matter most
   std::string dir = dirname(o.model);
   std::string tok_path = !o.tokenizer.empty() ? o.tokenizer : (dir == "/" ? "" : dir) + "/tokenizer.json";
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(tok_path);
   double tok_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (o.interactive) {
+    if (!runner) throw UsageError("--interactive needs --model");
+    return run_interactive(o, *runner, *tokenizer);
+  }
   std::optional<std::vector<float>> embeddings;
   Prompt p;
   if (!o.embeddings.empty()) {
@@ -268,10 +447,7 @@ int run(const CliOptions& o, const EmbedPrompt& embed) {
     std::printf("%s\n", line.c_str());
     return 0;
   }
-  Sampler sampler(SamplerConfig{static_cast<float>(o.temperature), static_cast<float>(o.top_p),
-                                // a K past INT_MAX keeps every token, as any K >= the vocabulary does (no wrap to 1)
-                                static_cast<int>(std::min<int64_t>(o.top_k, std::numeric_limits<int>::max())),
-                                static_cast<uint64_t>(o.seed)});
+  Sampler sampler(sampler_config(o));
   if (embed) {
     if (runner) runner->check_prompt(ids.size());  // before the client step: a prompt the model cannot take
     embeddings = embed(p, *tokenizer);
@@ -304,9 +480,15 @@ int run(const CliOptions& o, const EmbedPrompt& embed) {
       std::fflush(stdout);
     }
   };
-  GenerationStats stats = embeddings
-      ? runner->generate_from_embeddings(*embeddings, sampler, o.max_new_tokens, on_token, o.ignore_eos)
-      : runner->generate(ids, sampler, o.max_new_tokens, on_token, o.ignore_eos);
+  GenerateOptions go{o.max_new_tokens, o.ignore_eos};
+  if (o.warmup) {  // the same prompt, two tokens, untimed (the cache is overwritten by the timed run)
+    Sampler greedy(SamplerConfig{});
+    GenerateOptions warm{2, true};
+    if (embeddings) runner->generate_from_embeddings(*embeddings, greedy, warm, nullptr);
+    else runner->generate(ids, greedy, warm, nullptr);
+  }
+  GenerationStats stats = embeddings ? runner->generate_from_embeddings(*embeddings, sampler, go, on_token)
+                                     : runner->generate(ids, sampler, go, on_token);
   if (o.print_ids) {
     std::string line;
     for (int64_t id : generated) line += (line.empty() ? "" : " ") + std::to_string(id);
@@ -321,6 +503,7 @@ int run(const CliOptions& o, const EmbedPrompt& embed) {
                "tok/s | peak RSS %.1f MiB\n",
                base_name(o.model).c_str(), stats.load_ms, tok_ms, static_cast<long long>(stats.prompt_tokens),
                stats.prefill_tps(), static_cast<long long>(stats.generated_tokens), stats.decode_tps(), peak_rss_mib());
+  finish(o, *runner, {TurnStats{stats, 0}});
   return 0;
 }
 
@@ -328,8 +511,10 @@ int run(const CliOptions& o, const EmbedPrompt& embed) {
 
 int run_cli(const CliOptions& options, const ArgParser& parser, const EmbedPrompt& embed) {
   try {
-    validate(options, static_cast<bool>(embed));
-    return run(options, embed);
+    CliOptions o = options;
+    if (o.max_new_tokens == -1) o.max_new_tokens = o.interactive ? 256 : 64;
+    validate(o, static_cast<bool>(embed));
+    return run(o, embed);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s\n", parser.usage_line().c_str());
     print_error(e.what());

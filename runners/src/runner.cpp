@@ -10,12 +10,24 @@
 #include <mutex>
 #include <set>
 
+#include <executorch/devtools/etdump/etdump_flatcc.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/platform/platform.h>
 
+#include "zoo/cli.h"
 #include "zoo/errors.h"
 #include "zoo/unicode.h"
+
+// The wheel ships the thread pool's library but not its header: the two functions the runner calls, as declared in
+// ExecuTorch's extension/threadpool/threadpool.h.
+namespace executorch::extension::threadpool {
+class ThreadPool {
+ public:
+  bool _unsafe_reset_threadpool(uint32_t num_threads);
+};
+ThreadPool* get_threadpool();
+}  // namespace executorch::extension::threadpool
 
 namespace zoo {
 namespace {
@@ -125,7 +137,7 @@ std::string explain_method_failure(const std::string& path, const std::string& m
 }  // namespace
 
 std::unique_ptr<Module> open_program(const std::string& path, const char* contract, int64_t version,
-                                     const std::vector<std::string>& methods, bool verbose) {
+                                     const std::vector<std::string>& methods, bool verbose, bool etdump) {
   install_log_capture(verbose);
   g_program = path;
   struct stat st {};
@@ -140,7 +152,9 @@ std::unique_ptr<Module> open_program(const std::string& path, const char* contra
   g_logs.clear();
   // share_memory_arenas: methods exported with share_mutable_buffers (forward and forward_embeddings) use one KV
   // cache; without it each method gets its own planned buffers and a prompt prefilled by one is lost to the other.
-  auto module = std::make_unique<Module>(path, Module::LoadMode::Mmap, nullptr, nullptr, nullptr,
+  std::unique_ptr<executorch::runtime::EventTracer> tracer;
+  if (etdump) tracer = std::make_unique<executorch::etdump::ETDumpGen>();
+  auto module = std::make_unique<Module>(path, Module::LoadMode::Mmap, std::move(tracer), nullptr, nullptr,
                                          /*share_memory_arenas=*/true);
   // Full flatbuffer verification: a corrupt or hostile file is refused here instead of crashing later (the
   // default, Minimal, checks only the header).
@@ -167,6 +181,21 @@ std::unique_ptr<Module> open_program(const std::string& path, const char* contra
   if (!missing.empty())
     throw zoo::Error(path + ": not a zoo " + contract + " program (missing methods " + missing + ")");
   return module;
+}
+
+void write_etdump(Module& module, const std::string& path) {
+  auto* gen = static_cast<executorch::etdump::ETDumpGen*>(module.event_tracer());
+  if (gen == nullptr) throw zoo::Error("--etdump " + path + ": the program was not loaded with an ETDump recorder");
+  executorch::etdump::ETDumpResult result = gen->get_etdump_data();
+  if (result.buf == nullptr || result.size == 0) throw zoo::Error("--etdump " + path + ": nothing was recorded");
+  std::string bytes(static_cast<const char*>(result.buf), result.size);
+  std::free(result.buf);
+  write_file_arg(path, bytes, "--etdump");
+}
+
+void set_cpu_threads(uint32_t n) {
+  if (!executorch::extension::threadpool::get_threadpool()->_unsafe_reset_threadpool(n))
+    throw zoo::Error("--cpu-threads " + std::to_string(n) + ": ExecuTorch's thread pool could not be resized");
 }
 
 void load_method(Module& module, const std::string& path, const std::string& method) {
@@ -198,12 +227,12 @@ int64_t constant_int(Module& module, const std::string& path, const std::string&
 
 Runner::~Runner() = default;
 
-std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose) {
+std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose, bool etdump) {
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<Runner> r(new Runner());
   r->path_ = path;
   r->module_ = open_program(path, kContractName, kContractVersion,
-                            {"forward", "get_max_seq_len", "get_max_context_len", "get_eos_ids"}, verbose);
+                            {"forward", "get_max_seq_len", "get_max_context_len", "get_eos_ids"}, verbose, etdump);
   load_method(*r->module_, path, "forward");
   r->load_ms_ = since_ms(t0);
 
@@ -280,25 +309,26 @@ const std::vector<float>& Runner::forward_embeddings(const float* emb, size_t n,
                      "forward_embeddings");
 }
 
-void Runner::check_prompt(size_t n) const {
+void Runner::check_prompt(size_t n, int64_t start) const {
   if (n == 0) throw zoo::Error("the prompt is empty");
-  if (static_cast<int64_t>(n) >= meta_.max_context_len)
-    throw zoo::Error("prompt is " + std::to_string(n) + " tokens but " + path_ + " holds a context of " +
-                     std::to_string(meta_.max_context_len) +
+  if (start + static_cast<int64_t>(n) >= meta_.max_context_len)
+    throw zoo::Error("prompt is " + std::to_string(start + static_cast<int64_t>(n)) + " tokens but " + path_ +
+                     " holds a context of " + std::to_string(meta_.max_context_len) +
                      " (shorten the prompt or export with a larger --max-context-len)");
 }
 
-GenerationStats Runner::generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
-                                 const std::function<void(int64_t)>& on_token, bool ignore_eos) {
+GenerationStats Runner::generate(const std::vector<int64_t>& prompt, Sampler& sampler, const GenerateOptions& options,
+                                 const std::function<void(int64_t)>& on_token) {
   auto prefill = [&](int64_t i, int64_t len) -> const std::vector<float>& {
-    return forward(prompt.data() + i, static_cast<size_t>(len), i);
+    return forward(prompt.data() + i, static_cast<size_t>(len), options.start + i);
   };
-  return run(static_cast<int64_t>(prompt.size()), prefill, sampler, max_new_tokens, on_token, ignore_eos);
+  if (options.seen) options.seen->add(prompt);
+  return run(static_cast<int64_t>(prompt.size()), prefill, sampler, options, on_token);
 }
 
 GenerationStats Runner::generate_from_embeddings(const std::vector<float>& embeddings, Sampler& sampler,
-                                                 int64_t max_new_tokens, const std::function<void(int64_t)>& on_token,
-                                                 bool ignore_eos) {
+                                                 const GenerateOptions& options,
+                                                 const std::function<void(int64_t)>& on_token) {
   load_embeddings_method();
   const int64_t dim = meta_.embeddings_dim;
   if (embeddings.size() % dim != 0)
@@ -306,32 +336,41 @@ GenerationStats Runner::generate_from_embeddings(const std::vector<float>& embed
                      " floats, not a whole number of rows of " + std::to_string(dim) + " (the hidden size of " + path_ +
                      ")");
   auto prefill = [&](int64_t i, int64_t len) -> const std::vector<float>& {
-    return forward_embeddings(embeddings.data() + i * dim, static_cast<size_t>(len), i);
+    return forward_embeddings(embeddings.data() + i * dim, static_cast<size_t>(len), options.start + i);
   };
-  return run(static_cast<int64_t>(embeddings.size()) / dim, prefill, sampler, max_new_tokens, on_token, ignore_eos);
+  return run(static_cast<int64_t>(embeddings.size()) / dim, prefill, sampler, options, on_token);
 }
 
-GenerationStats Runner::run(int64_t n, const Prefill& prefill, Sampler& sampler, int64_t max_new_tokens,
-                            const std::function<void(int64_t)>& on_token, bool ignore_eos) {
-  check_prompt(static_cast<size_t>(n));
+GenerationStats Runner::run(int64_t n, const Prefill& prefill, Sampler& sampler, const GenerateOptions& options,
+                            const std::function<void(int64_t)>& on_token) {
+  check_prompt(static_cast<size_t>(n), options.start);
   GenerationStats stats;
   stats.load_ms = load_ms_;
   stats.prompt_tokens = n;
+  SeenTokens own;
+  SeenTokens& seen = options.seen ? *options.seen : own;
   auto t0 = std::chrono::steady_clock::now();
   const std::vector<float>* logits = nullptr;
   for (int64_t i = 0; i < n; i += meta_.max_seq_len) logits = &prefill(i, std::min(meta_.max_seq_len, n - i));
   stats.prefill_s = since_ms(t0) / 1000;
-  int64_t pos = n;
-  t0 = std::chrono::steady_clock::now();
+  int64_t pos = options.start + n;
+  auto t1 = std::chrono::steady_clock::now();
   while (true) {
-    int64_t token = sampler(logits->data(), static_cast<int64_t>(logits->size()));
-    ++stats.generated_tokens;
+    int64_t token = sampler(logits->data(), static_cast<int64_t>(logits->size()), seen.ids());
+    if (stats.generated_tokens++ == 0) stats.first_token_ms = since_ms(t0);
+    seen.add(token);
     if (on_token) on_token(token);
-    if ((!ignore_eos && is_eos(token)) || stats.generated_tokens >= max_new_tokens || pos >= meta_.max_context_len) break;
+    if (options.interrupt && *options.interrupt) {
+      stats.interrupted = true;
+      break;
+    }
+    if ((!options.ignore_eos && is_eos(token)) || stats.generated_tokens >= options.max_new_tokens ||
+        pos >= meta_.max_context_len)
+      break;
     logits = &forward(&token, 1, pos);
     ++pos;
   }
-  stats.decode_s = since_ms(t0) / 1000;
+  stats.decode_s = since_ms(t1) / 1000;
   return stats;
 }
 

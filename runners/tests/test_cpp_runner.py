@@ -349,3 +349,82 @@ def test_huge_top_k_keeps_every_token(qwen3_runner: Path, tiny_qwen3_pte: Path) 
     sampled = cpp_ids(qwen3_runner, *args, "--top-k", "0")
     assert cpp_ids(qwen3_runner, *args, "--top-k", "4294967297") == sampled
     assert cpp_ids(qwen3_runner, *args, "--top-k", "1") != sampled
+
+
+# --- sampling, interactive chat, stats: the same in C++ and Python ------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [
+    dict(temperature=1.0, seed=3),  # every token, drawn in vocabulary order
+    dict(temperature=0.9, top_k=40, top_p=0.95, min_p=0.02, repetition_penalty=1.3, seed=11),
+    dict(temperature=1.2, top_p=0.9, seed=5),
+    dict(temperature=0.0, repetition_penalty=1.5),
+])
+def test_seeded_sampling_matches_python(qwen3_runner: Path, tiny_qwen3_pte: Path, tmp_path: Path, settings: dict) -> None:
+    """The same seed and settings pick the same tokens in the C++ runner and common.sampler (fp32 program)."""
+    from common.runtime import PteModel, generate
+    from common.sampler import Sampler, SamplerConfig
+
+    prompt = [12, 345, 678, 9, 1011, 345, 12]
+    (tmp_path / "ids.txt").write_text(" ".join(map(str, prompt)))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    got = cpp_ids(qwen3_runner, "--model", str(tiny_qwen3_pte), "--prompt-ids", str(tmp_path / "ids.txt"),
+                  "--print-ids", "--ignore-eos", "--max-new-tokens", "40", *flags)
+    expected = generate(PteModel(tiny_qwen3_pte), prompt, Sampler(SamplerConfig(**settings)), 40, ignore_eos=True).tokens
+    assert got == expected
+    assert len(set(got)) > 3  # sampled, not stuck on one token
+
+
+def turn_lines(stderr: str) -> list[str]:
+    """The per-turn stats lines of an --interactive run, without the timings."""
+    import re
+
+    return [re.sub(r" at [0-9.]+ tok/s", "", line) for line in stderr.splitlines()
+            if line.startswith(("[turn", "[context full"))]
+
+
+def test_interactive_chat_matches_python(qwen3_runner: Path, tiny_qwen3_pte: Path, tmp_path: Path) -> None:
+    """A scripted 3-turn chat on stdin: the C++ REPL and `python -m models.qwen3.inference --interactive` print the
+    same replies (seeded sampling) and prefill the same tokens per turn; later turns reuse the cache. (That a
+    session's tokens equal from-scratch runs is tests/test_session.py.)"""
+    import sys
+
+    chat = "Hi there\nWhat is two plus two?\nThanks!\n"
+    flags = ["--interactive", "--max-new-tokens", "6", "--temperature", "0.8", "--seed", "2"]
+    cpp = subprocess.run([str(qwen3_runner), "--model", str(tiny_qwen3_pte), *flags,
+                          "--stats-json", str(tmp_path / "cpp.json")], input=chat, capture_output=True, text=True,
+                         timeout=300)
+    py = subprocess.run([sys.executable, "-m", "models.qwen3.inference", "--pte", str(tiny_qwen3_pte), *flags,
+                         "--stats-json", str(tmp_path / "py.json")], input=chat, capture_output=True, text=True,
+                        timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert cpp.returncode == 0, cpp.stderr
+    assert py.returncode == 0, py.stderr
+    assert cpp.stdout == py.stdout and len(cpp.stdout.splitlines()) == 3
+    lines = turn_lines(cpp.stderr)
+    assert lines == turn_lines(py.stderr) and len([x for x in lines if x.startswith("[turn")]) == 3
+    assert "(0 from the cache)" not in lines[1]  # the second turn prefilled only what the cache lacked
+    cpp_stats, py_stats = (json.loads((tmp_path / f).read_text()) for f in ("cpp.json", "py.json"))
+    assert cpp_stats.keys() == py_stats.keys() == {"model", "load_ms", "peak_rss_mib", "turns"}
+    for a, b in zip(cpp_stats["turns"], py_stats["turns"], strict=True):
+        assert a.keys() == b.keys()
+        assert (a["prompt_tokens"], a["reused_tokens"], a["generated_tokens"]) == (
+            b["prompt_tokens"], b["reused_tokens"], b["generated_tokens"])
+        assert a["first_token_ms"] > 0 and a["prefill_tok_s"] > 0
+
+
+def test_stats_json_etdump_threads_and_warmup(qwen3_runner: Path, tiny_qwen3_pte: Path, tmp_path: Path) -> None:
+    """--stats-json figures describe the run; --etdump writes a profile ExecuTorch's Inspector reads, with forward's
+    operators; --cpu-threads 1 and --warmup leave the greedy tokens as they were."""
+    from executorch.devtools import Inspector
+
+    base = ["--model", str(tiny_qwen3_pte), "--prompt", "one two three", "--max-new-tokens", "8", "--print-ids"]
+    plain = cpp_ids(qwen3_runner, *base)
+    stats, etdump = tmp_path / "stats.json", tmp_path / "run.etdp"
+    assert cpp_ids(qwen3_runner, *base, "--cpu-threads", "1", "--warmup", "--stats-json", str(stats),
+                   "--etdump", str(etdump)) == plain
+    s = json.loads(stats.read_text())
+    (turn,) = s["turns"]
+    assert turn["prompt_tokens"] == 3 and turn["generated_tokens"] == len(plain) and turn["reused_tokens"] == 0
+    assert s["load_ms"] > 0 and s["peak_rss_mib"] > 10 and turn["decode_tok_s"] > 0
+    names = {ev.name for block in Inspector(etdump_path=str(etdump)).event_blocks for ev in block.events}
+    assert "Method::execute" in names and any("DELEGATE_CALL" in n or "native_call" in n for n in names), names

@@ -23,10 +23,15 @@ struct CliOptions {
   bool chat = false;  // wrap the prompt in the model's (ChatML) chat template
   std::string system;
   std::optional<bool> enable_thinking;
-  int64_t max_new_tokens = 64;
-  double temperature = 0.0, top_p = 1.0;
+  int64_t max_new_tokens = -1;  // -1: 64, or 256 per reply with --interactive
+  double temperature = 0.0, top_p = 1.0, min_p = 0.0, repetition_penalty = 1.0;
   int64_t top_k = 0;
   int64_t seed = 0;
+  bool interactive = false;  // a chat REPL on stdin, the KV cache kept between turns
+  int64_t cpu_threads = 0;   // 0: ExecuTorch's default thread pool
+  bool warmup = false;       // run the prompt once, untimed, first
+  std::string stats_json;    // --stats-json FILE
+  std::string etdump;        // --etdump FILE
   bool tokenize_only = false;  // print the prompt's token ids and exit (no --model needed)
   bool print_ids = false;      // print generated token ids instead of text
   bool verbose = false;        // show ExecuTorch's own log lines

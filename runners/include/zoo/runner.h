@@ -2,6 +2,7 @@
 // constant methods get_max_seq_len, get_eos_ids, ...) with ExecuTorch's Module and generate from it.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,8 +29,13 @@ using executorch::extension::module::Module;
 // Open a zoo program the way every runner does: file checks, full flatbuffer verification, ExecuTorch's log
 // captured, the contract stamp (get_contract / get_contract_version) checked against `contract` v`version` (an
 // unstamped program passes on its methods alone), every name in `methods` present. Throws zoo::Error, one line.
+// `etdump`: record an ETDump (per-operator events) for write_etdump.
 std::unique_ptr<Module> open_program(const std::string& path, const char* contract, int64_t version,
-                                     const std::vector<std::string>& methods, bool verbose = false);
+                                     const std::vector<std::string>& methods, bool verbose = false, bool etdump = false);
+// Write the ETDump `module` (opened with etdump) recorded so far to `path`, atomically; zoo::Error on failure.
+void write_etdump(Module& module, const std::string& path);
+// Resize ExecuTorch's shared thread pool (its kernels and delegates parallelize over it) to `n` threads.
+void set_cpu_threads(uint32_t n);
 // Load `method`; a missing delegate or kernel is named in the zoo::Error.
 void load_method(Module& module, const std::string& path, const std::string& method);
 // Run `method`, throwing zoo::Error (with `what`, e.g. "at position 12", and ExecuTorch's last log line) on failure.
@@ -51,8 +57,18 @@ struct ModelMetadata {  // the .pte contract's constant methods
   int64_t embeddings_dim = 0;  // hidden size of forward_embeddings' input; 0: the program has no such method
 };
 
+struct GenerateOptions {
+  int64_t max_new_tokens = 64;
+  bool ignore_eos = false;  // run on to max_new_tokens or the context end (benchmarks)
+  int64_t start = 0;        // the prompt's first position: the cache already holds 0..start (a chat's earlier turns)
+  SeenTokens* seen = nullptr;  // the context's distinct ids (repetition penalty): the prompt and reply are added
+  const volatile std::sig_atomic_t* interrupt = nullptr;  // non-zero (Ctrl-C): the reply ends after this token
+};
+
 struct GenerationStats {
   double load_ms = 0;  // program + forward method load
+  double first_token_ms = 0;  // from the start of prefill to the first sampled token
+  bool interrupted = false;
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;  // the stop token included, when hit
   double prefill_s = 0, decode_s = 0;
@@ -66,7 +82,8 @@ class Runner {
  public:
   // Throws zoo::Error with one line naming the file and the reason (missing, not a .pte, needs llama custom
   // ops, delegate or operators not built in, not a zoo program).
-  static std::unique_ptr<Runner> load(const std::string& pte_path, bool verbose = false);
+  static std::unique_ptr<Runner> load(const std::string& pte_path, bool verbose = false, bool etdump = false);
+  void write_etdump(const std::string& path) { zoo::write_etdump(*module_, path); }
   ~Runner();
 
   const ModelMetadata& metadata() const { return meta_; }
@@ -74,9 +91,9 @@ class Runner {
   double load_ms() const { return load_ms_; }
   bool is_eos(int64_t token) const;
 
-  // Throws zoo::Error (with the limit) when a prompt of `n` tokens cannot be run: empty, or not shorter than
-  // the context.
-  void check_prompt(size_t n) const;
+  // Throws zoo::Error (with the limit) when a prompt of `n` tokens fed from position `start` cannot be run: empty,
+  // or not ending before the context does.
+  void check_prompt(size_t n, int64_t start = 0) const;
 
   // Logits of the last position after feeding `tokens` at positions start.. (at most max_seq_len tokens).
   const std::vector<float>& forward(const int64_t* tokens, size_t n, int64_t start);
@@ -84,24 +101,22 @@ class Runner {
   // forward's KV cache). Throws zoo::Error when the program has no forward_embeddings.
   const std::vector<float>& forward_embeddings(const float* emb, size_t n, int64_t start);
 
-  // Chunked prefill (max_seq_len per call), then sample/decode until an EOS id, `max_new_tokens` or the
-  // end of the context; `on_token` sees each generated id (stop token included). Refuses a prompt that
-  // does not fit the context with its limit in the message.
-  // `ignore_eos` (benchmarks) runs on to max_new_tokens or the context end.
-  GenerationStats generate(const std::vector<int64_t>& prompt, Sampler& sampler, int64_t max_new_tokens,
-                           const std::function<void(int64_t)>& on_token, bool ignore_eos = false);
+  // Chunked prefill (max_seq_len per call) from position `options.start`, then sample/decode until an EOS id,
+  // `max_new_tokens`, the end of the context or an interrupt; `on_token` sees each generated id (stop token
+  // included). Refuses a prompt that does not fit the context with its limit in the message.
+  GenerationStats generate(const std::vector<int64_t>& prompt, Sampler& sampler, const GenerateOptions& options,
+                           const std::function<void(int64_t)>& on_token);
   // The same with the prompt given as embeddings [n, embeddings_dim] row-major (e.g. a Stained Glass Transform's
   // output): prefilled through forward_embeddings, then decoded with token ids.
   GenerationStats generate_from_embeddings(const std::vector<float>& embeddings, Sampler& sampler,
-                                           int64_t max_new_tokens, const std::function<void(int64_t)>& on_token,
-                                           bool ignore_eos = false);
+                                           const GenerateOptions& options, const std::function<void(int64_t)>& on_token);
 
  private:
   Runner() = default;
   // prefill(start, n) feeds prompt positions start..start+n and returns the last logits
   using Prefill = std::function<const std::vector<float>&(int64_t, int64_t)>;
-  GenerationStats run(int64_t n, const Prefill& prefill, Sampler& sampler, int64_t max_new_tokens,
-                      const std::function<void(int64_t)>& on_token, bool ignore_eos);
+  GenerationStats run(int64_t n, const Prefill& prefill, Sampler& sampler, const GenerateOptions& options,
+                      const std::function<void(int64_t)>& on_token);
   const std::vector<float>& take_logits(const std::vector<executorch::runtime::EValue>& out, const char* method);
   void load_embeddings_method();  // on first use (its delegate's set-up is a load cost: added to load_ms)
   bool embeddings_loaded_ = false;
