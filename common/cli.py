@@ -125,6 +125,8 @@ def check_inference_args(args) -> None:
         raise UserError(f"--repetition-penalty {args.repetition_penalty}: expected a finite value > 0 (1 = off)")
     if not args.chat and (args.system is not None or args.enable_thinking is not None):
         raise UserError("--system and --enable-thinking need --chat")
+    if args.cpu_threads is not None and args.cpu_threads < 0:
+        raise UserError(f"--cpu-threads {args.cpu_threads}: expected at least 0 (0 = the machine's default)")
     if args.etdump and not args.pte:
         raise UserError("--etdump profiles a .pte: pass --pte")
 
@@ -246,7 +248,7 @@ def sampler_config(args):
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """Threads, warm-up and measurement flags (the C++ runners take the same)."""
     p.add_argument("--cpu-threads", type=int, default=None, metavar="N",
-                   help="threads for ExecuTorch's thread pool (.pte) or torch (eager); default: the machine's")
+                   help="threads for ExecuTorch's thread pool and torch (default, or 0: the machine's)")
     p.add_argument("--warmup", action="store_true", help="run the prompt once, untimed, before the timed run")
     p.add_argument("--stats-json", metavar="FILE",
                    help="write load time, time to first token, prefill and decode tok/s, peak RSS as JSON")
@@ -254,10 +256,9 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def set_cpu_threads(n: int | None) -> None:
-    if n is None:
+    """--cpu-threads: ExecuTorch's thread pool and torch's (0 or None: as they are)."""
+    if not n:
         return
-    if n < 1:
-        raise UserError(f"--cpu-threads {n}: expected at least 1")
     import torch
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 

@@ -197,7 +197,7 @@ void validate(const CliOptions& o, bool client_step) {
   if (o.top_k < 0) throw UsageError("--top-k must be >= 0");
   if (!(o.min_p >= 0 && o.min_p <= 1)) throw UsageError("--min-p must be in [0, 1]");
   if (!(o.repetition_penalty > 0)) throw UsageError("--repetition-penalty must be > 0");
-  if (o.cpu_threads < 0) throw UsageError("--cpu-threads must be >= 1");
+  if (o.cpu_threads < 0) throw UsageError("--cpu-threads must be >= 0 (0 = ExecuTorch's default)");
   if (o.interactive && (!o.prompt_file.empty() || !o.prompt_ids.empty() || !o.embeddings.empty() || o.tokenize_only ||
                         o.print_ids || client_step))
     throw UsageError("--interactive reads its turns from stdin: it cannot go with --prompt-file, --prompt-ids, "
