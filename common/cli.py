@@ -201,28 +201,83 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--embeddings-input", action="store_true",
                        help="add a forward_embeddings method: prefill from input embeddings [1, S, hidden] (e.g. a "
                             "Stained Glass Transform's, models/sgt4t), sharing forward's KV cache")
+        p.add_argument("--local-global", type=window_sizes, metavar="W[,W...]",
+                       help="per-layer sliding windows, repeated over the layers (0 = full attention), e.g. 0,512,512,"
+                            "512 (export_llm's local_global_attention); the sliding layers keep a ring KV cache")
         p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
+        p.add_argument("--config", metavar="FILE.yaml",
+                       help="these flags as a YAML file in export_llm's LlmConfig sections and key names (README: "
+                            "Export config files); flags given here override it")
+        g = p.add_argument_group("debugging the export")
+        g.add_argument("--verbose", action="store_true",
+                       help="print the full delegation table: each operator, how many delegated, how many not")
+        g.add_argument("--etrecord", nargs="?", const="", metavar="FILE",
+                       help="write an ETRecord for executorch.devtools.Inspector (default FILE: etrecord.bin beside "
+                            "the .pte)")
+        g.add_argument("--profile-memory", action="store_true",
+                       help="write the memory plan as a chrome trace (FILE.memory.json beside the .pte)")
+        g.add_argument("--profile-export", action="store_true",
+                       help="time each export stage, and print the functions that took longest (cProfile)")
+        pre = argparse.ArgumentParser(add_help=False)  # --config first: its flags go before the command line's
+        pre.add_argument("--config")
+        config = pre.parse_known_args(argv)[0].config
+        if config:
+            from common.export_config import to_argv
+
+            argv = to_argv(config) + list(sys.argv[1:] if argv is None else argv)
         args = p.parse_args(argv)
         check_limits(args)
-        from common.export import format_summary
-        from common.io import human_size
-        from common.nn.attention import attention_kernel
-        from common.pipeline import export_model, resolve_checkpoint
+        if not args.profile_export:
+            return _export(family, args)
+        import cProfile
+        import pstats
 
-        t0 = time.perf_counter()
-        ckpt = resolve_checkpoint(family, args.checkpoint)
-        recipe = _recipe(args, ckpt, family)
-        summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
-                                  args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer,
-                                  args.embeddings_input)
-        print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "
-              f"context {args.max_context_len}) in {time.perf_counter() - t0:.1f}s")
-        print(format_summary(summary))
-        print(f"wrote {summary.path} — {human_size(summary.path)}")
-        print(f"wrote {os.path.join(os.path.dirname(os.path.abspath(args.output)), 'tokenizer.json')}")
-        return 0
+        profile = cProfile.Profile()
+        status = profile.runcall(_export, family, args)
+        print("slowest functions (cumulative seconds):")
+        pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(15)
+        return status
 
     return main
+
+
+def window_sizes(text: str) -> tuple[int, ...]:
+    """--local-global's 'W,W,...' (argparse type: a bad value is its one-line usage error)."""
+    try:
+        sizes = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated window sizes, e.g. 0,512") from None
+    if not sizes or min(sizes) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: window sizes must be >= 0 (0 = full attention)")
+    return sizes
+
+
+def _export(family: Family, args) -> int:
+    from common.export import ExportDebug, format_summary
+    from common.io import human_size
+    from common.nn.attention import attention_kernel
+    from common.pipeline import export_model, resolve_checkpoint
+
+    t0 = time.perf_counter()
+    ckpt = resolve_checkpoint(family, args.checkpoint)
+    recipe = _recipe(args, ckpt, family)
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    stem = os.path.splitext(os.path.basename(args.output))[0]
+    debug = ExportDebug(
+        etrecord=None if args.etrecord is None else args.etrecord or os.path.join(out_dir, "etrecord.bin"),
+        memory_trace=os.path.join(out_dir, f"{stem}.memory.json") if args.profile_memory else None)
+    summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
+                              args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer,
+                              args.embeddings_input, debug, args.local_global)
+    print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "
+          f"context {args.max_context_len}) in {time.perf_counter() - t0:.1f}s")
+    print(format_summary(summary, table=args.verbose, stages=args.profile_export))
+    print(f"wrote {summary.path} — {human_size(summary.path)}")
+    print(f"wrote {os.path.join(out_dir, 'tokenizer.json')}")
+    for path in (debug.etrecord, debug.memory_trace):
+        if path:
+            print(f"wrote {path} — {human_size(path)}")
+    return 0
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:

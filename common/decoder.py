@@ -19,7 +19,7 @@ from torch import nn
 
 from common.errors import UserError
 from common.nn.attention import SDPA, Attention
-from common.nn.kv_cache import FlatKVCache, causal_mask, start_position
+from common.nn.kv_cache import FlatKVCache, RingKVCache, causal_mask, ring_size, start_position
 from common.nn.linear import member_names
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
@@ -67,12 +67,22 @@ class ModelConfig:
     max_position_embeddings: int = 8192
     bos_id: int | None = None
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
+    # each layer's sliding window in positions (0: full attention); () = every layer full. HF's `layer_types` +
+    # `sliding_window`, or export --local-global (export_llm's local_global_attention)
+    layer_windows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim"):
             positive_int(getattr(self, key), key, "model config")
         if self.n_heads % self.n_kv_heads:
             raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.layer_windows and (len(self.layer_windows) != self.n_layers or min(self.layer_windows) < 0):
+            raise UserError(f"model config: layer_windows {list(self.layer_windows)}: expected {self.n_layers} "
+                            "window sizes >= 0 (0 = full attention)")
+
+    def window(self, layer: int) -> int:
+        """Layer `layer`'s sliding window (0: full attention)."""
+        return self.layer_windows[layer] if self.layer_windows else 0
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **family: Any) -> ModelConfig:
@@ -85,8 +95,6 @@ class ModelConfig:
             rope_type = rs.get("rope_type", rs.get("type"))
             if rope_type not in (None, "default", "llama3"):  # e.g. Qwen3's optional YaRN
                 raise UserError(f"config.json: rope_type {rope_type!r} is not supported (default or llama3)")
-            if hf.get("use_sliding_window") or any(t != "full_attention" for t in hf.get("layer_types") or ()):
-                raise UserError("config.json: sliding-window attention layers are not supported")
             if rope_type == "llama3":
                 scaling = RopeScaling(
                     factor=rs["factor"],
@@ -114,6 +122,7 @@ class ModelConfig:
                 max_position_embeddings=hf.get("max_position_embeddings", 8192),
                 bos_id=hf.get("bos_token_id"),
                 eos_ids=eos_ids,
+                layer_windows=hf_layer_windows(hf),
                 **family,
             )
         except KeyError as e:
@@ -165,15 +174,39 @@ class ModelConfig:
         }
         if self.rope_freq_factors:
             d["rope_freq_factors"] = list(self.rope_freq_factors)  # not an HF key; read back by from_hf
+        if any(self.layer_windows):
+            windows = {w for w in self.layer_windows if w}
+            if len(windows) > 1:
+                raise UserError(f"layer windows {sorted(windows)}: an HF config.json holds one sliding_window size")
+            d |= {"sliding_window": windows.pop(), "use_sliding_window": True,
+                  "layer_types": ["sliding_attention" if w else "full_attention" for w in self.layer_windows]}
         if self.rope_scaling:
             d["rope_scaling"] = {"rope_type": "llama3", **dataclasses.asdict(self.rope_scaling)}
         return d
+
+
+def hf_layer_windows(hf: dict[str, Any]) -> tuple[int, ...]:
+    """Per-layer windows from HF's `layer_types` ('sliding_attention' / 'full_attention') and `sliding_window`;
+    without `layer_types`, Qwen2/3's `use_sliding_window` from layer `max_window_layers` on. () when all are full."""
+    n, window = hf["num_hidden_layers"], hf.get("sliding_window")
+    types = hf.get("layer_types")
+    if types is None and hf.get("use_sliding_window"):
+        first = hf.get("max_window_layers", 28)  # transformers' Qwen2/3 default
+        types = ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
+    if not types or all(t == "full_attention" for t in types):
+        return ()
+    if len(types) != n or set(types) - {"sliding_attention", "full_attention"}:
+        raise UserError(f"config.json: layer_types {types}: expected {n} of 'sliding_attention' / 'full_attention'")
+    if not isinstance(window, int) or window < 1:
+        raise UserError(f"config.json: sliding_window {window!r}: expected a positive int for the sliding layers")
+    return tuple(window if t == "sliding_attention" else 0 for t in types)
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, max_context_len: int, kernel, cache: nn.Module | None = None):
         super().__init__()
         cache = cache if cache is not None else FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
+        self.window = getattr(cache, "window", 0)  # which of forward's masks this layer reads
         self.self_attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cache, kernel,
                                    bias=cfg.attention_bias, qk_norm_eps=cfg.norm_eps if cfg.qk_norm else None)
         self.mlp = GatedMLP(cfg.dim, cfg.hidden_dim, "silu")
@@ -188,11 +221,22 @@ class DecoderLayer(nn.Module):
 class Body(nn.Module):
     """Holds the HF `model.*` submodules so HF state-dict keys load as they are."""
 
-    def __init__(self, cfg: ModelConfig, max_context_len: int, kernel):
+    def __init__(self, cfg: ModelConfig, max_context_len: int, kernel, max_seq_len: int):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, max_context_len, kernel) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, max_context_len, kernel, layer_cache(cfg, i, max_seq_len,
+                                                                                           max_context_len))
+                                    for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+
+def layer_cache(cfg: ModelConfig, layer: int, max_seq_len: int, max_context_len: int) -> nn.Module:
+    """A full layer's flat cache, or a sliding layer's ring (common.nn.kv_cache.ring_size: exact for every chunk up
+    to max_seq_len). A window as long as the context is full attention."""
+    window = cfg.window(layer)
+    if not window or window >= max_context_len:
+        return FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
+    return RingKVCache(window, ring_size(window, max_seq_len, max_context_len), cfg.n_kv_heads, cfg.head_dim)
 
 
 class DecoderModel(nn.Module):
@@ -230,7 +274,7 @@ class Transformer(DecoderModel):
         self.max_seq_len = max_seq_len or max_context_len  # the longest chunk a call takes
         self.kernel = kernel
         self.last_logits_only = last_logits_only
-        self.model = Body(cfg, max_context_len, kernel)
+        self.model = Body(cfg, max_context_len, kernel, self.max_seq_len)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # rotate-half as a matmul when the XNNPACK lowering sets it (common.export.xnnpack_source_transforms)
         self.register_buffer("rope_rot", None, persistent=False)
@@ -261,9 +305,14 @@ class Transformer(DecoderModel):
         start = start_position(input_pos, seq_len, self.max_context_len)
         cos = self.rope_cos.narrow(0, start, seq_len)
         sin = self.rope_sin.narrow(0, start, seq_len)
-        mask = FlatKVCache.mask(self.causal_mask, start, seq_len) if self.kernel.needs_mask else None
+        # full layers: causal by position (no mask where the kernel needs none); sliding layers: their ring's
+        masks = {0: FlatKVCache.mask(self.causal_mask, start, seq_len) if self.kernel.needs_mask else None}
         for layer in self.model.layers:
-            x = layer(x, start, cos, sin, self.rope_rot, mask)
+            if layer.window not in masks:
+                torch._check(seq_len <= self.max_seq_len)  # longer chunks would overwrite ring slots still to be read
+                cache = layer.self_attn.kv_cache
+                masks[layer.window] = RingKVCache.ring_mask(start, seq_len, cache.size, cache.window)
+            x = layer(x, start, cos, sin, self.rope_rot, masks[layer.window])
         x = self.model.norm(x)
         if self.last_logits_only:
             x = x[:, -1:, :]

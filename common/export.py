@@ -34,6 +34,14 @@ class ExportSummary:
     portable_ops: Counter  # non-delegated op name -> count
     operators: tuple[str, ...]  # operators the runtime must provide
     stages: dict[str, float] = field(default_factory=dict)  # export stage -> wall seconds
+    table: dict[str, tuple[int, int]] = field(default_factory=dict)  # edge op -> (delegated, not delegated) nodes
+
+
+@dataclass(frozen=True)
+class ExportDebug:
+    """What an export writes besides the program, for debugging it."""
+    etrecord: str | None = None  # an ETRecord (executorch.devtools.Inspector reads it with an ETDump)
+    memory_trace: str | None = None  # the memory plan as a chrome trace (chrome://tracing, Perfetto)
 
 
 @contextmanager
@@ -101,11 +109,12 @@ def export_pte(
     backend: str = "xnnpack",
     limits: dict[str, int] | None = None,
     share_mutable_buffers: bool = False,
+    debug: ExportDebug | None = None,
 ) -> ExportSummary:
     """torch.export each of `contract`'s methods (`model`, or a module per method name) -> lower -> to_executorch,
     written atomically to `output`. `constants` become constant methods (the contract's stamp is added);
     `limits` size the dynamic dims (default: from get_max_seq_len). `share_mutable_buffers`: the methods share
-    their mutable buffers (one KV cache read and written by every method)."""
+    their mutable buffers (one KV cache read and written by every method). `debug`: files to write besides."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
@@ -123,6 +132,7 @@ def export_pte(
         raise ValueError(f"{contract.name} export lacks constant methods {missing}")
 
     modules = model if isinstance(model, dict) else {"forward": model}
+    debug = debug or ExportDebug()
     programs, times = {}, {}
     # a bar over the stages, cleared when done (like the loader's): an error is then the last line on stderr
     with torch.no_grad(), tqdm(total=len(modules) + 2, unit="stage", leave=False, file=sys.stderr) as bar:
@@ -142,13 +152,17 @@ def export_pte(
                 partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],
                 compile_config=EdgeCompileConfig(_check_ir_validity=False),
                 constant_methods=constants | contract.stamp(),
+                generate_etrecord=debug.etrecord is not None,
             )
-        delegated, portable = 0, Counter()
+        delegated, portable, table = 0, Counter(), Counter()
         for name in modules:
             info = get_delegation_info(edge.exported_program(name).graph_module)
             delegated += info.num_delegated_nodes
             portable.update({op: row.non_delegated for op, row in info.delegation_by_operator.items()
                              if row.non_delegated})
+            for op, row in info.delegation_by_operator.items():
+                table[op, 0] += row.delegated
+                table[op, 1] += row.non_delegated
         with _stage("to_executorch", times, bar):
             et = edge.to_executorch(
                 ExecutorchBackendConfig(
@@ -172,14 +186,31 @@ def export_pte(
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as f:
             et.write_to_file(f)
-    return ExportSummary(Path(output), delegated, portable, ops, times)
+    if debug.etrecord:
+        with atomic_path(debug.etrecord) as tmp:
+            et.get_etrecord().save(str(tmp))
+    if debug.memory_trace:
+        from executorch.util.activation_memory_profiler import generate_memory_trace
+
+        with atomic_path(debug.memory_trace) as tmp:
+            generate_memory_trace(et, str(tmp), enable_memory_offsets=True)
+    ops_table = {op: (table[op, 0], table[op, 1]) for op in sorted({op for op, _ in table})}
+    return ExportSummary(Path(output), delegated, portable, ops, times, ops_table)
 
 
-def format_summary(summary: ExportSummary) -> str:
-    """Delegation summary: how many ops the backend took, and which ran on portable kernels."""
+def format_summary(summary: ExportSummary, table: bool = False, stages: bool = False) -> str:
+    """Delegation summary: how many ops the backend took, and which ran on portable kernels; with `table` every
+    operator's counts, with `stages` each stage's seconds and share on its own line."""
     rows = ", ".join(f"{name} x{n}" for name, n in summary.portable_ops.most_common())
-    stages = ", ".join(f"{name} {sec:.1f}s" for name, sec in summary.stages.items())
-    return (
-        f"delegated ops: {summary.delegated_ops}; non-delegated (portable/custom kernels): "
-        f"{sum(summary.portable_ops.values())}" + (f" [{rows}]" if rows else "") + (f"\nstages: {stages}" if stages else "")
-    )
+    lines = [f"delegated ops: {summary.delegated_ops}; non-delegated (portable/custom kernels): "
+             f"{sum(summary.portable_ops.values())}" + (f" [{rows}]" if rows else "")]
+    if table:
+        width = max((len(op) for op in summary.table), default=8)
+        lines.append(f"{'operator':<{width}}  delegated  not delegated")
+        lines += [f"{op:<{width}}  {d:>9}  {n:>13}" for op, (d, n) in summary.table.items()]
+    total = sum(summary.stages.values())
+    if stages and total:
+        lines += [f"stage {name:<24} {sec:7.1f}s  {100 * sec / total:5.1f} %" for name, sec in summary.stages.items()]
+    elif summary.stages:
+        lines.append("stages: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in summary.stages.items()))
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import models as families
 from common.checkpoint import QUANT_KEY, Checkpoint, load_weights
 from common.contract import causal_lm_constants
 from common.errors import UserError
-from common.export import ExportSummary, bound_method, check_seq_len, export_pte
+from common.export import ExportDebug, ExportSummary, bound_method, check_seq_len, export_pte
 from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
@@ -84,12 +85,16 @@ def load_model(
     kernel=SDPA,
     last_logits_only: bool = False,
     max_seq_len: int | None = None,
+    local_global: tuple[int, ...] | None = None,
 ) -> tuple[nn.Module, Any, Recipe | None]:
     """Build the model and stream weights in; a quantize_and_save dir comes back already quantized (and fused as
     it was saved: dirs written before fusing was part of quantize_and_save load unfused). `max_seq_len`: the
-    longest chunk one call will take (default: the context)."""
+    longest chunk one call will take (default: the context). `local_global`: per-layer sliding windows (0: full),
+    repeated over the layers, replacing the checkpoint's."""
     ckpt = open_checkpoint(family, checkpoint)
     cfg = read_config(family, ckpt)
+    if local_global is not None:
+        cfg = with_windows(family, cfg, local_global)
     saved = dict(ckpt.saved_recipe or {})
     fused = saved.pop("fused", False)
     recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else hf_quantized_recipe(ckpt)
@@ -108,6 +113,15 @@ def load_model(
             check_tensors(model, ckpt.path)
     model.init_buffers()
     return model.eval(), cfg, recipe
+
+
+def with_windows(family: Family, cfg, pattern: tuple[int, ...]):
+    """`cfg` with its layers' sliding windows set by `pattern` (repeated over the layers; 0 = full attention)."""
+    if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "layer_windows"):
+        raise UserError(f"--local-global: {family.title} sets its attention layers from the checkpoint")
+    if not pattern or min(pattern) < 0:
+        raise UserError(f"--local-global {','.join(map(str, pattern))}: expected window sizes >= 0 (0 = full)")
+    return dataclasses.replace(cfg, layer_windows=tuple(pattern[i % len(pattern)] for i in range(cfg.n_layers)))
 
 
 def hf_quantized_recipe(ckpt: Checkpoint) -> Recipe | None:
@@ -216,9 +230,12 @@ def export_model(
     kernel=SDPA,
     tokenizer_path: str | None = None,
     embeddings_input: bool = False,
+    debug: ExportDebug | None = None,
+    local_global: tuple[int, ...] | None = None,
 ) -> tuple[ExportSummary, Tokenizer]:
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
-    the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared)."""
+    the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
+    `debug`: an ETRecord and a memory-plan trace to write too. `local_global`: load_model's."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
     check_output_file(output)  # before minutes of export, not after
@@ -226,9 +243,11 @@ def export_model(
     check_seq_len(max_seq_len, max_context_len)
     ckpt = open_checkpoint(family, checkpoint)  # a bad checkpoint is reported as such, before its tokenizer
     tokenizer = load_tokenizer(tokenizer_path or checkpoint)
+    t0 = time.perf_counter()
     model, cfg = prepare_quantized(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
-        max_seq_len=max_seq_len)
+        max_seq_len=max_seq_len, local_global=local_global)
+    load_s = time.perf_counter() - t0
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, max_seq_len, max_context_len, eos)
     out = Path(output)
@@ -239,10 +258,11 @@ def export_model(
                 raise UserError(f"--embeddings-input: {family.title} models take token ids only")
             modules["forward_embeddings"] = bound_method(model, "forward_embeddings")
         summary = export_pte(modules, stage / out.name, family.contract, constants, backend,
-                             {"max_seq_len": max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input)
+                             {"max_seq_len": max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input,
+                             debug=debug)
         tokenizer.save(stage)
         check_export_dir(output)  # again: the directory may have changed during the export
-    return dataclasses.replace(summary, path=out), tokenizer
+    return dataclasses.replace(summary, path=out, stages={"load + quantize": load_s} | summary.stages), tokenizer
 
 
 def _units(model: nn.Module, tied: bool) -> list[str]:

@@ -68,8 +68,8 @@ def test_published_sizes_match_transformers(size: str) -> None:
 def test_unsupported_config_is_refused() -> None:
     with pytest.raises(UserError, match="rope_type 'yarn'"):
         type(config("8B")).from_hf(hf_config("8B") | {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
-    with pytest.raises(UserError, match="sliding-window"):
-        type(config("8B")).from_hf(hf_config("8B") | {"use_sliding_window": True})
+    with pytest.raises(UserError, match="sliding_window None: expected a positive int"):
+        type(config("8B")).from_hf(hf_config("8B") | {"use_sliding_window": True, "max_window_layers": 0})
 
 
 # --- parity with transformers ----------------------------------------------------------------------------------------
