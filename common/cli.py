@@ -204,6 +204,10 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--local-global", type=window_sizes, metavar="W[,W...]",
                        help="per-layer sliding windows, repeated over the layers (0 = full attention), e.g. 0,512,512,"
                             "512 (export_llm's local_global_attention); the sliding layers keep a ring KV cache")
+        p.add_argument("--attention-sink", type=sink_window, metavar="SINK,WINDOW",
+                       help="StreamingLLM's attention sink (export_llm's use_attention_sink): generation runs on past "
+                            "the context, attending to the first SINK positions and the last WINDOW; the context is "
+                            "then SINK + WINDOW (it replaces --max-context-len)")
         p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
         p.add_argument("--config", metavar="FILE.yaml",
                        help="these flags as a YAML file in export_llm's LlmConfig sections and key names (README: "
@@ -252,6 +256,18 @@ def window_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def sink_window(text: str) -> tuple[int, int]:
+    """--attention-sink's 'SINK,WINDOW' (export_llm's third value, its eviction batch, is accepted and unused: the
+    zoo's ring evicts one position at a time)."""
+    try:
+        sizes = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) not in (2, 3) or min(sizes[:2]) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SINK,WINDOW, both at least 1, e.g. 4,2044")
+    return sizes[0], sizes[1]
+
+
 def _export(family: Family, args) -> int:
     from common.export import ExportDebug, format_summary
     from common.io import human_size
@@ -268,9 +284,11 @@ def _export(family: Family, args) -> int:
         memory_trace=os.path.join(out_dir, f"{stem}.memory.json") if args.profile_memory else None)
     summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
                               args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer,
-                              args.embeddings_input, debug, args.local_global)
+                              args.embeddings_input, debug, args.local_global, args.attention_sink)
+    context = sum(args.attention_sink) if args.attention_sink else args.max_context_len
+    sink = f", attention sink {args.attention_sink[0]} + window {args.attention_sink[1]}" if args.attention_sink else ""
     print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "
-          f"context {args.max_context_len}) in {time.perf_counter() - t0:.1f}s")
+          f"context {context}{sink}) in {time.perf_counter() - t0:.1f}s")
     print(format_summary(summary, table=args.verbose, stages=args.profile_export))
     print(f"wrote {summary.path} — {human_size(summary.path)}")
     print(f"wrote {os.path.join(out_dir, 'tokenizer.json')}")

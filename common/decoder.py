@@ -19,7 +19,7 @@ from torch import nn
 
 from common.errors import UserError
 from common.nn.attention import SDPA, Attention
-from common.nn.kv_cache import FlatKVCache, RingKVCache, causal_mask, ring_size, start_position
+from common.nn.kv_cache import FlatKVCache, RingKVCache, SinkKVCache, causal_mask, ring_size, start_position
 from common.nn.linear import member_names
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
@@ -70,6 +70,8 @@ class ModelConfig:
     # each layer's sliding window in positions (0: full attention); () = every layer full. HF's `layer_types` +
     # `sliding_window`, or export --local-global (export_llm's local_global_attention)
     layer_windows: tuple[int, ...] = ()
+    # (sink, window): StreamingLLM's attention sink (export --attention-sink); () = none. Not an HF key.
+    attention_sink: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim"):
@@ -79,6 +81,11 @@ class ModelConfig:
         if self.layer_windows and (len(self.layer_windows) != self.n_layers or min(self.layer_windows) < 0):
             raise UserError(f"model config: layer_windows {list(self.layer_windows)}: expected {self.n_layers} "
                             "window sizes >= 0 (0 = full attention)")
+        if self.attention_sink and (len(self.attention_sink) != 2 or min(self.attention_sink) < 1):
+            raise UserError(f"model config: attention_sink {list(self.attention_sink)}: expected (sink, window), "
+                            "both at least 1")
+        if self.attention_sink and any(self.layer_windows):
+            raise UserError("model config: an attention sink and sliding-window layers do not go together")
 
     def window(self, layer: int) -> int:
         """Layer `layer`'s sliding window (0: full attention)."""
@@ -206,15 +213,15 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, max_context_len: int, kernel, cache: nn.Module | None = None):
         super().__init__()
         cache = cache if cache is not None else FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
-        self.window = getattr(cache, "window", 0)  # which of forward's masks this layer reads
+        self.window = getattr(cache, "window", 0)  # which of forward's masks this layer reads (a sink: its own)
         self.self_attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cache, kernel,
                                    bias=cfg.attention_bias, qk_norm_eps=cfg.norm_eps if cfg.qk_norm else None)
         self.mlp = GatedMLP(cfg.dim, cfg.hidden_dim, "silu")
         self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x, start, cos, sin, rot, mask):
-        x = x + self.self_attn(self.input_layernorm(x), start, cos, sin, rot, mask)
+    def forward(self, x, start, cos, sin, rot, mask, key_rope=None):
+        x = x + self.self_attn(self.input_layernorm(x), start, cos, sin, rot, mask, key_rope)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -233,6 +240,9 @@ class Body(nn.Module):
 def layer_cache(cfg: ModelConfig, layer: int, max_seq_len: int, max_context_len: int) -> nn.Module:
     """A full layer's flat cache, or a sliding layer's ring (common.nn.kv_cache.ring_size: exact for every chunk up
     to max_seq_len). A window as long as the context is full attention."""
+    if cfg.attention_sink:
+        sink, window = cfg.attention_sink
+        return SinkKVCache(sink, window, sink_size(cfg, max_seq_len), cfg.n_kv_heads, cfg.head_dim)
     window = cfg.window(layer)
     if not window or window >= max_context_len:
         return FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
@@ -265,16 +275,27 @@ class DecoderModel(nn.Module):
         return self
 
 
+def sink_size(cfg: ModelConfig, max_seq_len: int) -> int:
+    """Slots of an attention-sink cache: the sinks, then a ring that a chunk of max_seq_len never overwrites while
+    a query of it still reads the slot (common.nn.kv_cache.ring_size)."""
+    sink, window = cfg.attention_sink
+    return sink + window - 1 + max_seq_len
+
+
+SINK_POSITIONS = 1 << 30  # an attention-sink model's input positions: unbounded in practice (bounded for export)
+
+
 class Transformer(DecoderModel):
     def __init__(self, cfg: ModelConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False,
                  max_seq_len: int | None = None):
         super().__init__()
         self.cfg = cfg
-        self.max_context_len = max_context_len
-        self.max_seq_len = max_seq_len or max_context_len  # the longest chunk a call takes
+        # an attention sink attends to sink + window positions, whatever the context it was asked for
+        self.max_context_len = sum(cfg.attention_sink) if cfg.attention_sink else max_context_len
+        self.max_seq_len = min(max_seq_len or max_context_len, self.max_context_len)  # the longest chunk a call takes
         self.kernel = kernel
         self.last_logits_only = last_logits_only
-        self.model = Body(cfg, max_context_len, kernel, self.max_seq_len)
+        self.model = Body(cfg, self.max_context_len, kernel, self.max_seq_len)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # rotate-half as a matmul when the XNNPACK lowering sets it (common.export.xnnpack_source_transforms)
         self.register_buffer("rope_rot", None, persistent=False)
@@ -283,7 +304,10 @@ class Transformer(DecoderModel):
     def init_buffers(self, caches: bool = True) -> None:
         """(Re)create the runtime buffers: RoPE tables, causal mask and (with `caches`) the KV caches."""
         cfg, n = self.cfg, self.max_context_len
-        cos, sin = rope_tables(n, inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg.rope_freq_factors))
+        # a sink's positions in the cache reach sink + window - 1 + a chunk
+        rope_n = sink_size(cfg, self.max_seq_len) + 1 if cfg.attention_sink else n
+        cos, sin = rope_tables(rope_n, inv_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling,
+                                                       cfg.rope_freq_factors))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.register_buffer("causal_mask", causal_mask(n), persistent=False)
@@ -302,6 +326,8 @@ class Transformer(DecoderModel):
         """forward from input embeddings [1, S, dim] instead of token ids (HF's `inputs_embeds`; the argument is
         named as the contract's input, which torch.export matches by name)."""
         x, seq_len = embeddings, embeddings.size(1)
+        if self.cfg.attention_sink:
+            return self.head(self.forward_sink(x, input_pos))
         start = start_position(input_pos, seq_len, self.max_context_len)
         cos = self.rope_cos.narrow(0, start, seq_len)
         sin = self.rope_sin.narrow(0, start, seq_len)
@@ -313,7 +339,34 @@ class Transformer(DecoderModel):
                 cache = layer.self_attn.kv_cache
                 masks[layer.window] = RingKVCache.ring_mask(start, seq_len, cache.size, cache.window)
             x = layer(x, start, cos, sin, self.rope_rot, masks[layer.window])
+        return self.head(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm and the LM head (on the last position only, with last_logits_only)."""
         x = self.model.norm(x)
         if self.last_logits_only:
             x = x[:, -1:, :]
         return self.lm_head(x)
+
+    def forward_sink(self, x: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """The layers with an attention sink (StreamingLLM). Positions run on past the cache; RoPE uses each token's
+        place in the cache instead: the sinks at 0..sink-1, the window's keys at their own positions less a shift
+        that puts the chunk's last query at most at sink + window - 1. Queries and window keys keep their true
+        distances; a sink key sits sink + window - 1 - j before the chunk's last query (StreamingLLM's layout; the
+        chunk's earlier queries see the sinks as that query does)."""
+        sink, window = self.cfg.attention_sink
+        seq_len = x.size(1)
+        start = start_position(input_pos, seq_len, SINK_POSITIONS)
+        torch._check(seq_len <= self.max_seq_len)  # longer chunks would overwrite ring slots still to be read
+        size = sink_size(self.cfg, self.max_seq_len)
+        last = start + seq_len - 1
+        pos = torch.arange(seq_len) + start
+        shift = (pos[-1:] + 1 - sink - window).clamp(min=0)  # [1]
+        held = SinkKVCache.held(last, sink, size)
+        key_pos = torch.where(held < sink, held, held - shift).clamp(min=0)
+        cos, sin = self.rope_cos.index_select(0, pos - shift), self.rope_sin.index_select(0, pos - shift)
+        key_rope = (self.rope_cos.index_select(0, key_pos), self.rope_sin.index_select(0, key_pos))
+        mask = SinkKVCache.sink_mask(held, start, seq_len, sink, window)
+        for layer in self.model.layers:
+            x = layer(x, start, cos, sin, self.rope_rot, mask, key_rope)
+        return x

@@ -4,7 +4,8 @@ override it. The file becomes the flags it stands for, placed before the command
 so a config and the equivalent flags are one export.
 
     base:         {checkpoint: PATH, tokenizer_path: FILE}
-    model:        {use_sdpa_with_kv_cache: true, enable_embeddings_input: false, local_global_attention: [0, 512]}
+    model:        {use_sdpa_with_kv_cache: true, enable_embeddings_input: false, local_global_attention: [0, 512],
+                   use_attention_sink: "4,2044"}
     export:       {max_seq_length: 128, max_context_length: 2048, output_dir: DIR, output_name: model.pte}
     quantization: {qmode: 8da4w, group_size: 32, embedding_quantize: "4,32", recipe: RULES.yaml}
     backend:      {xnnpack: {enabled: true}}
@@ -26,6 +27,7 @@ KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("model", "use_sdpa_with_kv_cache"): ("--custom-ops", bool),
     ("model", "enable_embeddings_input"): ("--embeddings-input", bool),
     ("model", "local_global_attention"): ("--local-global", list),
+    ("model", "use_attention_sink"): ("--attention-sink", str),
     ("export", "max_seq_length"): ("--max-seq-len", int),
     ("export", "max_context_length"): ("--max-context-len", int),
     ("quantization", "qmode"): ("--quantize", str),

@@ -86,15 +86,20 @@ def load_model(
     last_logits_only: bool = False,
     max_seq_len: int | None = None,
     local_global: tuple[int, ...] | None = None,
+    attention_sink: tuple[int, int] | None = None,
 ) -> tuple[nn.Module, Any, Recipe | None]:
     """Build the model and stream weights in; a quantize_and_save dir comes back already quantized (and fused as
     it was saved: dirs written before fusing was part of quantize_and_save load unfused). `max_seq_len`: the
     longest chunk one call will take (default: the context). `local_global`: per-layer sliding windows (0: full),
-    repeated over the layers, replacing the checkpoint's."""
+    repeated over the layers, replacing the checkpoint's. `attention_sink`: (sink, window), StreamingLLM's."""
     ckpt = open_checkpoint(family, checkpoint)
     cfg = read_config(family, ckpt)
     if local_global is not None:
         cfg = with_windows(family, cfg, local_global)
+    if attention_sink is not None:
+        if not hasattr(cfg, "attention_sink"):
+            raise UserError(f"--attention-sink: {family.title} models have no attention-sink cache yet")
+        cfg = dataclasses.replace(cfg, attention_sink=tuple(attention_sink))
     saved = dict(ckpt.saved_recipe or {})
     fused = saved.pop("fused", False)
     recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else hf_quantized_recipe(ckpt)
@@ -232,10 +237,12 @@ def export_model(
     embeddings_input: bool = False,
     debug: ExportDebug | None = None,
     local_global: tuple[int, ...] | None = None,
+    attention_sink: tuple[int, int] | None = None,
 ) -> tuple[ExportSummary, Tokenizer]:
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
     the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
-    `debug`: an ETRecord and a memory-plan trace to write too. `local_global`: load_model's."""
+    `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`: load_model's (a
+    sink's program attends to sink + window positions, and says so in `get_attention_sink`)."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
     check_output_file(output)  # before minutes of export, not after
@@ -246,10 +253,12 @@ def export_model(
     t0 = time.perf_counter()
     model, cfg = prepare_quantized(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
-        max_seq_len=max_seq_len, local_global=local_global)
+        max_seq_len=max_seq_len, local_global=local_global, attention_sink=attention_sink)
     load_s = time.perf_counter() - t0
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
-    constants = causal_lm_constants(cfg, max_seq_len, max_context_len, eos)
+    constants = causal_lm_constants(cfg, model.max_seq_len, model.max_context_len, eos)
+    if getattr(cfg, "attention_sink", ()):
+        constants["get_attention_sink"] = list(cfg.attention_sink)
     out = Path(output)
     with staged_outputs(out.resolve().parent) as stage:  # the .pte and its tokenizer files land together or not
         modules = {"forward": model}
@@ -258,7 +267,7 @@ def export_model(
                 raise UserError(f"--embeddings-input: {family.title} models take token ids only")
             modules["forward_embeddings"] = bound_method(model, "forward_embeddings")
         summary = export_pte(modules, stage / out.name, family.contract, constants, backend,
-                             {"max_seq_len": max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input,
+                             {"max_seq_len": model.max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input,
                              debug=debug)
         tokenizer.save(stage)
         check_export_dir(output)  # again: the directory may have changed during the export

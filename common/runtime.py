@@ -86,6 +86,9 @@ class PteModel:
             self.max_context_len = self._const("get_max_context_len")
             self.vocab_size = self._const("get_vocab_size")
             self.eos_ids = tuple(int(t) for t in self.program.load_method("get_eos_ids").execute([]))
+            # (sink, window) of a program exported --attention-sink: it runs on past its context
+            self.attention_sink = (tuple(int(t) for t in self.program.load_method("get_attention_sink").execute([]))
+                                   if "get_attention_sink" in self.program.method_names else ())
         except UserError:
             raise
         except Exception as e:  # a corrupt method or constant (bad string bytes, wrong types): one line
@@ -139,6 +142,7 @@ class EagerModel:
         self.max_seq_len = max_seq_len or model.max_seq_len
         self.vocab_size = model.lm_head.out_features
         self.eos_ids = eos_ids
+        self.attention_sink = tuple(getattr(getattr(model, "cfg", None), "attention_sink", ()))
         self.load_s = 0.0
 
     @torch.no_grad()
@@ -171,9 +175,10 @@ class Generation:
         return n / self.decode_s if self.decode_s and n > 0 else 0.0
 
 
-def check_context(prompt_len: int, max_context_len: int, source: str) -> None:
-    """A UserError when a prompt of `prompt_len` tokens (earlier turns in the cache included) leaves no room."""
-    if prompt_len >= max_context_len:
+def check_context(prompt_len: int, max_context_len: int, source: str, rotates: bool = False) -> None:
+    """A UserError when a prompt of `prompt_len` tokens (earlier turns in the cache included) leaves no room (never
+    for a model that `rotates`: an attention sink's)."""
+    if prompt_len >= max_context_len and not rotates:
         raise UserError(
             f"prompt is {prompt_len} tokens but {source} holds a context of {max_context_len} "
             f"(shorten the prompt or export with a larger --max-context-len)"
@@ -207,7 +212,8 @@ def generate(
     interruptible: bool = False,
 ) -> Generation:
     """Chunked prefill (max_seq_len per call) from position `start` (the cache holds 0..start: a chat's earlier
-    turns), then decode until EOS (unless `ignore_eos`), max_new_tokens or the context end. The one generation
+    turns), then decode until EOS (unless `ignore_eos`), max_new_tokens or the context end (an attention sink's
+    model runs on past it). The one generation
     loop: the CLIs, the tests, the bench and the profiler all run this.
     `embeddings` [1, len(prompt), hidden]: prefill from these instead of the prompt's own (an SGT's output).
     `seen`: the context's distinct ids for the repetition penalty (the prompt and the reply are added to it).
@@ -218,7 +224,8 @@ def generate(
     if vocab is not None and max(prompt) >= vocab:
         raise UserError(f"prompt token id {max(prompt)} is outside {source}'s vocabulary of {vocab} ids: "
                         f"the tokenizer does not belong to this model")
-    check_context(start + len(prompt), model.max_context_len, source)
+    rotates = bool(getattr(model, "attention_sink", ()))
+    check_context(start + len(prompt), model.max_context_len, source, rotates)
     gen = Generation(prompt_len=len(prompt))
     if embeddings is not None and embeddings.shape[:2] != (1, len(prompt)):
         raise UserError(f"embeddings {tuple(embeddings.shape)}: expected [1, {len(prompt)}, hidden] for the prompt")
@@ -243,7 +250,7 @@ def generate(
                 gen.first_token_s = time.perf_counter() - t_prefill
             if on_token:
                 on_token(token)
-            if token in stop or len(gen.tokens) >= max_new_tokens or pos >= model.max_context_len:
+            if token in stop or len(gen.tokens) >= max_new_tokens or (pos >= model.max_context_len and not rotates):
                 break
             logits = model.forward([token], pos)
             pos += 1

@@ -4,7 +4,8 @@ Each turn renders the whole conversation with the model's chat template, as a fr
 only what the cache does not already hold: the tokens after the longest common prefix with what was fed before.
 When the reply re-encodes to the tokens that were generated (the usual case), that is the new turn alone. So the
 tokens equal running each full conversation from scratch, at the cost of one turn. A conversation that outgrows
-the context starts a fresh one from the system message and the last user message. Rewinding the cache (when the
+the context starts a fresh one from the system message and the last user message, unless the model has an attention
+sink (export --attention-sink): then it runs on, attending to the sink and the recent window. Rewinding the cache (when the
 reply re-encodes differently) is exact for flat caches, and for ring caches up to max_seq_len - 1 positions back.
 """
 
@@ -55,7 +56,8 @@ class ChatSession:
         """Answer `user`, continuing the conversation; Ctrl-C ends the reply (kept, as far as it went)."""
         messages = [*self.messages, {"role": "user", "content": user}]
         ids, fresh = self.render(messages), False
-        if len(ids) >= self.model.max_context_len:  # start over from the last user message
+        rotates = bool(getattr(self.model, "attention_sink", ()))
+        if len(ids) >= self.model.max_context_len and not rotates:  # start over from the last user message
             messages, fresh = messages[-1:], True
             ids, self.cached = self.render(messages), []
             if len(ids) >= self.model.max_context_len:

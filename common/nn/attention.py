@@ -135,9 +135,12 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         rot: torch.Tensor | None,
         mask: torch.Tensor | None,
+        key_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """x: [B, S, dim]; start: first position (a SymInt when exported); cos/sin: [S, 1, head_dim]; rot: the
-        rotate-half matrix or None; mask: what the cache allows these queries to read (None: causal by position)."""
+        rotate-half matrix or None; mask: what the cache allows these queries to read (None: causal by position).
+        `key_rope` (an attention sink's cache): keys are cached before RoPE and every slot is rotated by these
+        (cos, sin) [slots, 1, head_dim] after the update."""
         bsz = x.shape[0]
         # -1 rather than seq_len: XNNPACK delegates a reshape with one inferred dim, not a symbolic one
         q, k, v = self._project(x)
@@ -148,7 +151,11 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.v_norm is not None:
             v = self.v_norm(v)
-        q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+        q = apply_rope(q, cos, sin, rot)
+        if key_rope is None:
+            k = apply_rope(k, cos, sin, rot)
         k_all, v_all = self.kv_cache.update(start, k, v, self.kernel)
+        if key_rope is not None:
+            k_all = apply_rope(k_all, *key_rope, rot)
         out = self.kernel.attend(q, k_all, v_all, start, mask, self.scale)
         return self.o_proj(out.reshape(bsz, -1, self.n_heads * self.head_dim))

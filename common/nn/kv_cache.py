@@ -108,3 +108,43 @@ class RingKVCache(FlatKVCache):
         age = (torch.arange(seq_len) + start).unsqueeze(1) - held  # [S, size]: query position - slot position
         ok = (held >= 0) & (age >= 0) & (age < window)
         return torch.where(ok, torch.tensor(0.0), torch.tensor(float("-inf")))
+
+
+class SinkKVCache(RingKVCache):
+    """StreamingLLM's attention sink (export_llm's use_attention_sink): the first `sink` positions kept for good in
+    slots [0, sink), then a ring of `size - sink` slots for the positions after them (position p >= sink in slot
+    sink + (p - sink) % (size - sink)), so a sequence runs on past the cache. Keys are stored before RoPE: the model
+    rotates every slot by its place in the cache at each call (Transformer.sink_rope)."""
+
+    def __init__(self, sink: int, window: int, size: int, n_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__(window, size, n_kv_heads, head_dim, dtype)
+        self.sink = sink
+
+    def slots(self, start: int, seq_len: int) -> torch.Tensor:
+        p = torch.arange(seq_len) + start
+        return torch.where(p < self.sink, p, self.sink + (p - self.sink) % (self.size - self.sink))
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
+        slots = self.slots(start, k.size(1))
+        kernel.write_cache_at(self.k_cache, start, slots, k)
+        kernel.write_cache_at(self.v_cache, start, slots, v)
+        return self.k_cache, self.v_cache
+
+    @staticmethod
+    def held(last: int, sink: int, size: int) -> torch.Tensor:
+        """[size]: the position each slot holds once positions 0..last are written (negative: never written)."""
+        j = torch.arange(size)
+        in_ring = last - (last - j) % (size - sink)  # the last p <= last with (p - sink) % ring == j - sink
+        held = torch.where(j < sink, j, in_ring)
+        unwritten = (held > last) | ((j >= sink) & (held < sink))
+        return torch.where(unwritten, torch.full_like(j, -1), held)
+
+    @staticmethod
+    def sink_mask(held: torch.Tensor, start: int, seq_len: int, sink: int, window: int) -> torch.Tensor:
+        """Additive [seq_len, size] mask: the query at q reads a written slot holding h <= q that is a sink
+        (h < sink) or in its window (q - h < window)."""
+        q = (torch.arange(seq_len) + start).unsqueeze(1)
+        age = q - held
+        ok = (held >= 0) & (age >= 0) & ((held < sink) | (age < window))
+        return torch.where(ok, torch.tensor(0.0), torch.tensor(float("-inf")))

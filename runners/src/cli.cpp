@@ -309,7 +309,7 @@ int run_interactive(const CliOptions& o, Runner& runner, const Tokenizer& tokeni
     next.push_back({"user", line});
     std::vector<int64_t> ids = tokenizer.encode(render_chat(tokenizer, next, chat), false);
     bool fresh = false;
-    if (static_cast<int64_t>(ids.size()) >= meta.max_context_len) {  // start over from this message
+    if (static_cast<int64_t>(ids.size()) >= meta.max_context_len && !meta.attention_sink) {  // start over from this message
       next = {next.back()}, cached.clear(), fresh = true;
       ids = tokenizer.encode(render_chat(tokenizer, next, chat), false);
       if (static_cast<int64_t>(ids.size()) >= meta.max_context_len) {

@@ -245,6 +245,7 @@ std::unique_ptr<Runner> Runner::load(const std::string& path, bool verbose, bool
   m.n_layers = constant_int(mod, path, "get_n_layers", 0);
   m.use_kv_cache = constant_int(mod, path, "use_kv_cache", 1) != 0;
   m.enable_dynamic_shape = constant_int(mod, path, "enable_dynamic_shape", 1) != 0;
+  if (auto names = mod.method_names(); names.ok() && names->count("get_attention_sink")) m.attention_sink = true;
   auto eos = mod.execute("get_eos_ids");
   if (!eos.ok()) throw zoo::Error(path + ": cannot run constant method get_eos_ids");
   for (const EValue& v : *eos)
@@ -311,7 +312,7 @@ const std::vector<float>& Runner::forward_embeddings(const float* emb, size_t n,
 
 void Runner::check_prompt(size_t n, int64_t start) const {
   if (n == 0) throw zoo::Error("the prompt is empty");
-  if (start + static_cast<int64_t>(n) >= meta_.max_context_len)
+  if (!meta_.attention_sink && start + static_cast<int64_t>(n) >= meta_.max_context_len)
     throw zoo::Error("prompt is " + std::to_string(start + static_cast<int64_t>(n)) + " tokens but " + path_ +
                      " holds a context of " + std::to_string(meta_.max_context_len) +
                      " (shorten the prompt or export with a larger --max-context-len)");
@@ -365,7 +366,7 @@ GenerationStats Runner::run(int64_t n, const Prefill& prefill, Sampler& sampler,
       break;
     }
     if ((!options.ignore_eos && is_eos(token)) || stats.generated_tokens >= options.max_new_tokens ||
-        pos >= meta_.max_context_len)
+        (pos >= meta_.max_context_len && !meta_.attention_sink))
       break;
     logits = &forward(&token, 1, pos);
     ++pos;

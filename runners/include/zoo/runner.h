@@ -55,6 +55,7 @@ struct ModelMetadata {  // the .pte contract's constant methods
   bool use_kv_cache = true;
   bool enable_dynamic_shape = true;
   int64_t embeddings_dim = 0;  // hidden size of forward_embeddings' input; 0: the program has no such method
+  bool attention_sink = false;  // get_attention_sink: positions run on past the context (export --attention-sink)
 };
 
 struct GenerateOptions {
