@@ -208,6 +208,9 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
                        help="StreamingLLM's attention sink (export_llm's use_attention_sink): generation runs on past "
                             "the context, attending to the first SINK positions and the last WINDOW; the context is "
                             "then SINK + WINDOW (it replaces --max-context-len)")
+        p.add_argument("--quantize-kv-cache", action="store_true",
+                       help="int8 KV cache, asymmetric per position and head (export_llm's quantize_kv_cache): about "
+                            "a quarter of the fp32 cache's bytes")
         p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
         p.add_argument("--config", metavar="FILE.yaml",
                        help="these flags as a YAML file in export_llm's LlmConfig sections and key names (README: "
@@ -284,7 +287,8 @@ def _export(family: Family, args) -> int:
         memory_trace=os.path.join(out_dir, f"{stem}.memory.json") if args.profile_memory else None)
     summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
                               args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer,
-                              args.embeddings_input, debug, args.local_global, args.attention_sink)
+                              args.embeddings_input, debug, args.local_global, args.attention_sink,
+                              args.quantize_kv_cache)
     context = sum(args.attention_sink) if args.attention_sink else args.max_context_len
     sink = f", attention sink {args.attention_sink[0]} + window {args.attention_sink[1]}" if args.attention_sink else ""
     print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "

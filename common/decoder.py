@@ -19,7 +19,15 @@ from torch import nn
 
 from common.errors import UserError
 from common.nn.attention import SDPA, Attention
-from common.nn.kv_cache import FlatKVCache, RingKVCache, SinkKVCache, causal_mask, ring_size, start_position
+from common.nn.kv_cache import (
+    FlatKVCache,
+    QuantizedKVCache,
+    RingKVCache,
+    SinkKVCache,
+    causal_mask,
+    ring_size,
+    start_position,
+)
 from common.nn.linear import member_names
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
@@ -72,6 +80,7 @@ class ModelConfig:
     layer_windows: tuple[int, ...] = ()
     # (sink, window): StreamingLLM's attention sink (export --attention-sink); () = none. Not an HF key.
     attention_sink: tuple[int, ...] = ()
+    kv_cache_int8: bool = False  # int8 keys and values (export --quantize-kv-cache). Not an HF key.
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim"):
@@ -86,6 +95,9 @@ class ModelConfig:
                             "both at least 1")
         if self.attention_sink and any(self.layer_windows):
             raise UserError("model config: an attention sink and sliding-window layers do not go together")
+        if self.kv_cache_int8 and (self.attention_sink or any(self.layer_windows)):
+            raise UserError("model config: the int8 KV cache is a flat cache; it does not go with an attention sink "
+                            "or sliding-window layers yet")
 
     def window(self, layer: int) -> int:
         """Layer `layer`'s sliding window (0: full attention)."""
@@ -244,6 +256,8 @@ def layer_cache(cfg: ModelConfig, layer: int, max_seq_len: int, max_context_len:
         sink, window = cfg.attention_sink
         return SinkKVCache(sink, window, sink_size(cfg, max_seq_len), cfg.n_kv_heads, cfg.head_dim)
     window = cfg.window(layer)
+    if cfg.kv_cache_int8:
+        return QuantizedKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
     if not window or window >= max_context_len:
         return FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
     return RingKVCache(window, ring_size(window, max_seq_len, max_context_len), cfg.n_kv_heads, cfg.head_dim)

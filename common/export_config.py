@@ -28,6 +28,7 @@ KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("model", "enable_embeddings_input"): ("--embeddings-input", bool),
     ("model", "local_global_attention"): ("--local-global", list),
     ("model", "use_attention_sink"): ("--attention-sink", str),
+    ("model", "quantize_kv_cache"): ("--quantize-kv-cache", bool),
     ("export", "max_seq_length"): ("--max-seq-len", int),
     ("export", "max_context_length"): ("--max-context-len", int),
     ("quantization", "qmode"): ("--quantize", str),

@@ -87,11 +87,13 @@ def load_model(
     max_seq_len: int | None = None,
     local_global: tuple[int, ...] | None = None,
     attention_sink: tuple[int, int] | None = None,
+    quantize_kv_cache: bool = False,
 ) -> tuple[nn.Module, Any, Recipe | None]:
     """Build the model and stream weights in; a quantize_and_save dir comes back already quantized (and fused as
     it was saved: dirs written before fusing was part of quantize_and_save load unfused). `max_seq_len`: the
     longest chunk one call will take (default: the context). `local_global`: per-layer sliding windows (0: full),
-    repeated over the layers, replacing the checkpoint's. `attention_sink`: (sink, window), StreamingLLM's."""
+    repeated over the layers, replacing the checkpoint's. `attention_sink`: (sink, window), StreamingLLM's.
+    `quantize_kv_cache`: int8 keys and values."""
     ckpt = open_checkpoint(family, checkpoint)
     cfg = read_config(family, ckpt)
     if local_global is not None:
@@ -100,6 +102,10 @@ def load_model(
         if not hasattr(cfg, "attention_sink"):
             raise UserError(f"--attention-sink: {family.title} models have no attention-sink cache yet")
         cfg = dataclasses.replace(cfg, attention_sink=tuple(attention_sink))
+    if quantize_kv_cache:
+        if not hasattr(cfg, "kv_cache_int8"):
+            raise UserError(f"--quantize-kv-cache: {family.title} models have no int8 KV cache yet")
+        cfg = dataclasses.replace(cfg, kv_cache_int8=True)
     saved = dict(ckpt.saved_recipe or {})
     fused = saved.pop("fused", False)
     recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else hf_quantized_recipe(ckpt)
@@ -238,10 +244,12 @@ def export_model(
     debug: ExportDebug | None = None,
     local_global: tuple[int, ...] | None = None,
     attention_sink: tuple[int, int] | None = None,
+    quantize_kv_cache: bool = False,
 ) -> tuple[ExportSummary, Tokenizer]:
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
     the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
-    `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`: load_model's (a
+    `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`, `quantize_kv_cache`:
+    load_model's (a
     sink's program attends to sink + window positions, and says so in `get_attention_sink`)."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
@@ -253,7 +261,8 @@ def export_model(
     t0 = time.perf_counter()
     model, cfg = prepare_quantized(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
-        max_seq_len=max_seq_len, local_global=local_global, attention_sink=attention_sink)
+        max_seq_len=max_seq_len, local_global=local_global, attention_sink=attention_sink,
+        quantize_kv_cache=quantize_kv_cache)
     load_s = time.perf_counter() - t0
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, model.max_seq_len, model.max_context_len, eos)

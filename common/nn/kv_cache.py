@@ -59,6 +59,47 @@ class FlatKVCache(nn.Module):
         self.v_cache.zero_()
 
 
+class QuantizedKVCache(FlatKVCache):
+    """A flat cache of int8 keys and values, asymmetric per position and head (a float32 scale and an int8 zero point
+    for each [position, head] row of head_dim), with ExecuTorch's quantized_decomposed per-token ops (export_llm's
+    --quantize_kv_cache; kernels in the pip runtime and its C++ quantized kernel library). Attention reads the whole
+    cache dequantized to float32."""
+
+    QMIN, QMAX = -128, 127
+
+    def init_buffers(self) -> None:
+        # the ops for eager and export, and their .out variants for to_executorch (the pip wheel's AOT library)
+        import executorch.kernels.quantized  # noqa: F401
+        from torch.ao.quantization.fx._decomposed import quantized_decomposed_lib  # noqa: F401
+
+        rows = (*self.shape[:3], 1)
+        for name in ("k", "v"):
+            self.register_buffer(f"{name}_cache", torch.zeros(self.shape, dtype=torch.int8), persistent=False)
+            self.register_buffer(f"{name}_scales", torch.ones(rows, dtype=torch.float32), persistent=False)
+            self.register_buffer(f"{name}_zeros", torch.zeros(rows, dtype=torch.int8), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
+        ops = torch.ops.quantized_decomposed
+        out = []
+        for name, x in (("k", k), ("v", v)):
+            scales, zeros = ops.choose_qparams_per_token_asymmetric(x, torch.int8)  # [B, S, H, 1] each
+            q = ops.quantize_per_token(x, scales, zeros, self.QMIN, self.QMAX, torch.int8)
+            cache, cache_scales, cache_zeros = (getattr(self, f"{name}_{part}") for part in ("cache", "scales", "zeros"))
+            kernel.write_cache(cache, start, q)
+            kernel.write_cache(cache_scales, start, scales.float())
+            kernel.write_cache(cache_zeros, start, zeros.to(torch.int8))
+            out.append(ops.dequantize_per_token(cache, cache_scales.double(), cache_zeros.long(), self.QMIN,
+                                                self.QMAX, torch.int8, torch.float32))
+        return out[0], out[1]
+
+    def reset(self) -> None:
+        for buf in self.buffers():
+            buf.zero_()
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+
 class NoCache(nn.Module):
     """No cache: `update` hands back this call's k, v; the caller's mask is then [S, S]."""
 

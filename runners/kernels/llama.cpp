@@ -30,27 +30,32 @@ using executorch::runtime::KernelRuntimeContext;
 
 bool is_float_4d(const Tensor& t) { return t.dim() == 4 && t.scalar_type() == ScalarType::Float; }
 
+// The caches are copied as bytes: float32 ones, and an int8 cache with its float32 scales and int8 zero points
+// (export --quantize-kv-cache writes all three with these ops).
+bool same_4d(const Tensor& value, const Tensor& cache) {
+  return value.dim() == 4 && cache.dim() == 4 && value.scalar_type() == cache.scalar_type();
+}
+
 Tensor& update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor& cache, int64_t start_pos,
                          Tensor& out) {
-  ET_KERNEL_CHECK_MSG(ctx, is_float_4d(value) && is_float_4d(cache), InvalidArgument, out,
-                      "update_cache: expected 4-D float value and cache");
+  ET_KERNEL_CHECK_MSG(ctx, same_4d(value, cache), InvalidArgument, out,
+                      "update_cache: expected a 4-D value and cache of one dtype");
   const int64_t seq_len = value.size(1);
   ET_KERNEL_CHECK_MSG(ctx,
                       value.size(0) == 1 && cache.size(0) == 1 && value.size(2) == cache.size(2) &&
                           value.size(3) == cache.size(3) && start_pos >= 0 && start_pos + seq_len <= cache.size(1),
                       InvalidArgument, out, "update_cache: value [1, %zd, H, D] does not fit the cache at %zd",
                       static_cast<ssize_t>(seq_len), static_cast<ssize_t>(start_pos));
-  const size_t row = static_cast<size_t>(value.size(2) * value.size(3));  // floats per position
-  std::memcpy(cache.mutable_data_ptr<float>() + start_pos * row, value.const_data_ptr<float>(),
-              seq_len * row * sizeof(float));
+  const size_t row = static_cast<size_t>(value.size(2) * value.size(3)) * value.element_size();  // bytes per position
+  std::memcpy(static_cast<char*>(cache.mutable_data_ptr()) + start_pos * row, value.const_data_ptr(), seq_len * row);
   return out;  // a 1-element placeholder in the graph; nothing reads it
 }
 
 Tensor& update_cache_with_indices_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor& cache,
                                       int64_t start_pos, const Tensor& indices, Tensor& out) {
   (void)start_pos;  // the indices say where each position goes
-  ET_KERNEL_CHECK_MSG(ctx, is_float_4d(value) && is_float_4d(cache), InvalidArgument, out,
-                      "update_cache_with_indices: expected 4-D float value and cache");
+  ET_KERNEL_CHECK_MSG(ctx, same_4d(value, cache), InvalidArgument, out,
+                      "update_cache_with_indices: expected a 4-D value and cache of one dtype");
   const int64_t seq_len = value.size(1), slots = cache.size(1);
   ET_KERNEL_CHECK_MSG(ctx,
                       value.size(0) == 1 && cache.size(0) == 1 && value.size(2) == cache.size(2) &&
@@ -58,15 +63,15 @@ Tensor& update_cache_with_indices_out(KernelRuntimeContext& ctx, const Tensor& v
                           indices.scalar_type() == ScalarType::Long && indices.size(0) == 1 &&
                           indices.size(1) == seq_len,
                       InvalidArgument, out, "update_cache_with_indices: expected value [1, S, H, D], indices [1, S]");
-  const size_t row = static_cast<size_t>(value.size(2) * value.size(3));  // floats per position
+  const size_t row = static_cast<size_t>(value.size(2) * value.size(3)) * value.element_size();  // bytes per position
   const int64_t* idx = indices.const_data_ptr<int64_t>();
   for (int64_t s = 0; s < seq_len; ++s)
     ET_KERNEL_CHECK_MSG(ctx, idx[s] >= 0 && idx[s] < slots, InvalidArgument, out,
                         "update_cache_with_indices: slot %zd outside the cache's %zd", static_cast<ssize_t>(idx[s]),
                         static_cast<ssize_t>(slots));
   for (int64_t s = 0; s < seq_len; ++s)
-    std::memcpy(cache.mutable_data_ptr<float>() + idx[s] * row, value.const_data_ptr<float>() + s * row,
-                row * sizeof(float));
+    std::memcpy(static_cast<char*>(cache.mutable_data_ptr()) + idx[s] * row,
+                static_cast<const char*>(value.const_data_ptr()) + s * row, row);
   return out;
 }
 
