@@ -319,7 +319,8 @@ def sampler_config(args):
     """The sampling flags as a SamplerConfig."""
     from common.sampler import SamplerConfig
 
-    return SamplerConfig(args.temperature, args.top_k, args.top_p, args.seed, args.min_p, args.repetition_penalty)
+    return SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                         min_p=args.min_p, repetition_penalty=args.repetition_penalty)
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
