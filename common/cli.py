@@ -496,7 +496,7 @@ def open_model(family: Family, args):
     from common.tokenizer import load_tokenizer
 
     if args.pte:
-        model = PteModel(args.pte)
+        model = PteModel(args.pte, etdump=bool(getattr(args, "etdump", None)))
         tok_path = args.tokenizer or os.path.join(os.path.dirname(os.path.abspath(args.pte)), "tokenizer.json")
         return model, load_tokenizer(tok_path), os.path.basename(args.pte)
     from common.pipeline import load_model, resolve_checkpoint

@@ -428,3 +428,16 @@ def test_stats_json_etdump_threads_and_warmup(qwen3_runner: Path, tiny_qwen3_pte
     assert s["load_ms"] > 0 and s["peak_rss_mib"] > 10 and turn["decode_tok_s"] > 0
     names = {ev.name for block in Inspector(etdump_path=str(etdump)).event_blocks for ev in block.events}
     assert "Method::execute" in names and any("DELEGATE_CALL" in n or "native_call" in n for n in names), names
+    # the Python CLI's flags of the same names
+    import sys
+
+    py_stats, py_etdump = tmp_path / "py.json", tmp_path / "py.etdp"
+    proc = subprocess.run([sys.executable, "-m", "models.qwen3.inference", "--pte", str(tiny_qwen3_pte), "--prompt",
+                           "one two three", "--max-new-tokens", "8", "--cpu-threads", "1", "--warmup", "--stats-json",
+                           str(py_stats), "--etdump", str(py_etdump)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    (py_turn,) = json.loads(py_stats.read_text())["turns"]
+    assert py_turn.keys() == turn.keys() and py_turn["prompt_tokens"] == 3
+    py_names = {ev.name for block in Inspector(etdump_path=str(py_etdump)).event_blocks for ev in block.events}
+    assert "Method::execute" in py_names and any("DELEGATE_CALL" in n or "native_call" in n for n in py_names)
