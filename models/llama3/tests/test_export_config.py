@@ -22,14 +22,14 @@ def export(*argv: str) -> str:
 def test_config_file_and_the_same_flags_write_the_same_bytes(tiny, tmp_path) -> None:
     t = tiny["untied"]
     by_flags = tmp_path / "flags" / "model.pte"
-    export("--checkpoint", t.dir, "--quantize", "8da4w", "--group-size", "32", "--embedding-bits", "8",
+    export("--checkpoint", t.dir, "--quantize", "fp32", "--embedding-bits", "8",
            "--max-seq-len", "8", "--max-context-len", "64", "--no-custom-ops", "--output", str(by_flags))
     config = tmp_path / "export.yaml"
     config.write_text(f"""
 base: {{checkpoint: {t.dir}}}
 model: {{use_sdpa_with_kv_cache: false}}
 export: {{max_seq_length: 16, max_context_length: 64, output_dir: {tmp_path / 'config'}, output_name: model.pte}}
-quantization: {{qmode: 8da4w, group_size: 32, embedding_quantize: "8,32"}}
+quantization: {{qmode: fp32, embedding_quantize: "8,32"}}
 backend: {{xnnpack: {{enabled: true}}}}
 """)
     stdout = export("--config", str(config), "--max-seq-len", "8")  # the command line overrides the file
