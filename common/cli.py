@@ -248,13 +248,20 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
     return main
 
 
+def _ints(text: str) -> tuple[int, ...] | None:
+    """'1,2,3' as ints; None when a part is not one."""
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        return None
+
+
 def window_sizes(text: str) -> tuple[int, ...]:
     """--local-global's 'W,W,...' (argparse type: a bad value is its one-line usage error)."""
-    try:
-        sizes = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated window sizes, e.g. 0,512") from None
-    if not sizes or min(sizes) < 0:
+    sizes = _ints(text)
+    if sizes is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated window sizes, e.g. 0,512")
+    if min(sizes) < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: window sizes must be >= 0 (0 = full attention)")
     return sizes
 
@@ -262,10 +269,7 @@ def window_sizes(text: str) -> tuple[int, ...]:
 def sink_window(text: str) -> tuple[int, int]:
     """--attention-sink's 'SINK,WINDOW' (export_llm's third value, its eviction batch, is accepted and unused: the
     zoo's ring evicts one position at a time)."""
-    try:
-        sizes = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        sizes = ()
+    sizes = _ints(text) or ()
     if len(sizes) not in (2, 3) or min(sizes[:2]) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected SINK,WINDOW, both at least 1, e.g. 4,2044")
     return sizes[0], sizes[1]

@@ -154,15 +154,14 @@ def export_pte(
                 constant_methods=constants | contract.stamp(),
                 generate_etrecord=debug.etrecord is not None,
             )
-        delegated, portable, table = 0, Counter(), Counter()
+        delegated, counts = 0, {}  # edge op -> [delegated, not delegated] nodes over the methods
         for name in modules:
             info = get_delegation_info(edge.exported_program(name).graph_module)
             delegated += info.num_delegated_nodes
-            portable.update({op: row.non_delegated for op, row in info.delegation_by_operator.items()
-                             if row.non_delegated})
             for op, row in info.delegation_by_operator.items():
-                table[op, 0] += row.delegated
-                table[op, 1] += row.non_delegated
+                pair = counts.setdefault(op, [0, 0])
+                pair[0] += row.delegated
+                pair[1] += row.non_delegated
         with _stage("to_executorch", times, bar):
             et = edge.to_executorch(
                 ExecutorchBackendConfig(
@@ -194,8 +193,9 @@ def export_pte(
 
         with atomic_path(debug.memory_trace) as tmp:
             generate_memory_trace(et, str(tmp), enable_memory_offsets=True)
-    ops_table = {op: (table[op, 0], table[op, 1]) for op in sorted({op for op, _ in table})}
-    return ExportSummary(Path(output), delegated, portable, ops, times, ops_table)
+    table = {op: (d, n) for op, (d, n) in sorted(counts.items())}
+    portable = Counter({op: n for op, (_, n) in table.items() if n})
+    return ExportSummary(Path(output), delegated, portable, ops, times, table)
 
 
 def format_summary(summary: ExportSummary, table: bool = False, stages: bool = False) -> str:

@@ -97,15 +97,14 @@ def load_model(
     ckpt = open_checkpoint(family, checkpoint)
     cfg = read_config(family, ckpt)
     if local_global is not None:
-        cfg = with_windows(family, cfg, local_global)
+        if not local_global or min(local_global) < 0:
+            raise UserError(f"--local-global {','.join(map(str, local_global))}: expected window sizes >= 0 (0 = full)")
+        cfg = with_field(family, cfg, "--local-global", "layer_windows",
+                         tuple(local_global[i % len(local_global)] for i in range(cfg.n_layers)))
     if attention_sink is not None:
-        if not hasattr(cfg, "attention_sink"):
-            raise UserError(f"--attention-sink: {family.title} models have no attention-sink cache yet")
-        cfg = dataclasses.replace(cfg, attention_sink=tuple(attention_sink))
+        cfg = with_field(family, cfg, "--attention-sink", "attention_sink", tuple(attention_sink))
     if quantize_kv_cache:
-        if not hasattr(cfg, "kv_cache_int8"):
-            raise UserError(f"--quantize-kv-cache: {family.title} models have no int8 KV cache yet")
-        cfg = dataclasses.replace(cfg, kv_cache_int8=True)
+        cfg = with_field(family, cfg, "--quantize-kv-cache", "kv_cache_int8", True)
     saved = dict(ckpt.saved_recipe or {})
     fused = saved.pop("fused", False)
     recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else hf_quantized_recipe(ckpt)
@@ -126,13 +125,14 @@ def load_model(
     return model.eval(), cfg, recipe
 
 
-def with_windows(family: Family, cfg, pattern: tuple[int, ...]):
-    """`cfg` with its layers' sliding windows set by `pattern` (repeated over the layers; 0 = full attention)."""
-    if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "layer_windows"):
-        raise UserError(f"--local-global: {family.title} sets its attention layers from the checkpoint")
-    if not pattern or min(pattern) < 0:
-        raise UserError(f"--local-global {','.join(map(str, pattern))}: expected window sizes >= 0 (0 = full)")
-    return dataclasses.replace(cfg, layer_windows=tuple(pattern[i % len(pattern)] for i in range(cfg.n_layers)))
+def with_field(family: Family, cfg, flag: str, name: str, value):
+    """`cfg` with its attention field `name` set from export's `flag`; one error line for a family whose config
+    has no such field (Gemma's: it sets its sliding layers from the checkpoint, and its caches have no sink or
+    int8 form)."""
+    if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, name):
+        raise UserError(f"{flag}: {family.title} models do not take it (their attention layers and caches come from "
+                        "the checkpoint)")
+    return dataclasses.replace(cfg, **{name: value})
 
 
 def hf_quantized_recipe(ckpt: Checkpoint) -> Recipe | None:
@@ -249,8 +249,7 @@ def export_model(
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
     the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
     `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`, `quantize_kv_cache`:
-    load_model's (a
-    sink's program attends to sink + window positions, and says so in `get_attention_sink`)."""
+    load_model's (a sink's program attends to sink + window positions, and says so in `get_attention_sink`)."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
     check_output_file(output)  # before minutes of export, not after

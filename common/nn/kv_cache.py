@@ -96,9 +96,6 @@ class QuantizedKVCache(FlatKVCache):
         for buf in self.buffers():
             buf.zero_()
 
-    def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers())
-
 
 class NoCache(nn.Module):
     """No cache: `update` hands back this call's k, v; the caller's mask is then [S, S]."""
@@ -133,8 +130,12 @@ class RingKVCache(FlatKVCache):
         super().__init__(size, n_kv_heads, head_dim, dtype)
         self.window, self.size = window, size
 
+    def slots(self, start: int, seq_len: int) -> torch.Tensor:
+        """[seq_len] int64: where positions start.. go."""
+        return (torch.arange(seq_len) + start) % self.size
+
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
-        slots = (torch.arange(k.size(1)) + start) % self.size  # [S] int64
+        slots = self.slots(start, k.size(1))
         kernel.write_cache_at(self.k_cache, start, slots, k)
         kernel.write_cache_at(self.v_cache, start, slots, v)
         return self.k_cache, self.v_cache
@@ -165,12 +166,6 @@ class SinkKVCache(RingKVCache):
     def slots(self, start: int, seq_len: int) -> torch.Tensor:
         p = torch.arange(seq_len) + start
         return torch.where(p < self.sink, p, self.sink + (p - self.sink) % (self.size - self.sink))
-
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
-        slots = self.slots(start, k.size(1))
-        kernel.write_cache_at(self.k_cache, start, slots, k)
-        kernel.write_cache_at(self.v_cache, start, slots, v)
-        return self.k_cache, self.v_cache
 
     @staticmethod
     def held(last: int, sink: int, size: int) -> torch.Tensor:
