@@ -211,6 +211,10 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--quantize-kv-cache", action="store_true",
                        help="int8 KV cache, asymmetric per position and head (export_llm's quantize_kv_cache): about "
                             "a quarter of the fp32 cache's bytes")
+        p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
+                       help="what the program computes in (export_llm's dtype_override); bf16 needs --backend portable "
+                            "--no-custom-ops --quantize fp32 (XNNPACK, the custom ops and the quantized ops are "
+                            "fp32), and halves the weights; inputs and logits stay fp32")
         p.add_argument("--output", required=True, help="output .pte path; tokenizer.json is written beside it")
         p.add_argument("--config", metavar="FILE.yaml",
                        help="these flags as a YAML file in export_llm's LlmConfig sections and key names (README: "
@@ -292,10 +296,10 @@ def _export(family: Family, args) -> int:
     summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
                               args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer,
                               args.embeddings_input, debug, args.local_global, args.attention_sink,
-                              args.quantize_kv_cache)
+                              args.quantize_kv_cache, args.dtype)
     context = sum(args.attention_sink) if args.attention_sink else args.max_context_len
     sink = f", attention sink {args.attention_sink[0]} + window {args.attention_sink[1]}" if args.attention_sink else ""
-    print(f"exported {ckpt} ({recipe.name}, {args.backend}, max_seq_len {args.max_seq_len}, "
+    print(f"exported {ckpt} ({recipe.name}, {args.dtype}, {args.backend}, max_seq_len {args.max_seq_len}, "
           f"context {context}{sink}) in {time.perf_counter() - t0:.1f}s")
     print(format_summary(summary, table=args.verbose, stages=args.profile_export))
     print(f"wrote {summary.path} — {human_size(summary.path)}")

@@ -21,10 +21,10 @@ from common.errors import UserError
 from common.nn.attention import SDPA, Attention
 from common.nn.kv_cache import (
     FlatKVCache,
-    QuantizedKVCache,
     RingKVCache,
     SinkKVCache,
     causal_mask,
+    int8,
     ring_size,
     start_position,
 )
@@ -95,9 +95,6 @@ class ModelConfig:
                             "both at least 1")
         if self.attention_sink and any(self.layer_windows):
             raise UserError("model config: an attention sink and sliding-window layers do not go together")
-        if self.kv_cache_int8 and (self.attention_sink or any(self.layer_windows)):
-            raise UserError("model config: the int8 KV cache is a flat cache; it does not go with an attention sink "
-                            "or sliding-window layers yet")
 
     def window(self, layer: int) -> int:
         """Layer `layer`'s sliding window (0: full attention)."""
@@ -251,16 +248,17 @@ class Body(nn.Module):
 
 def layer_cache(cfg: ModelConfig, layer: int, max_seq_len: int, max_context_len: int) -> nn.Module:
     """A full layer's flat cache, or a sliding layer's ring (common.nn.kv_cache.ring_size: exact for every chunk up
-    to max_seq_len). A window as long as the context is full attention."""
+    to max_seq_len), or an attention sink's; int8 with cfg.kv_cache_int8. A window as long as the context is full
+    attention."""
+    window = cfg.window(layer)
     if cfg.attention_sink:
         sink, window = cfg.attention_sink
-        return SinkKVCache(sink, window, sink_size(cfg, max_seq_len), cfg.n_kv_heads, cfg.head_dim)
-    window = cfg.window(layer)
-    if cfg.kv_cache_int8:
-        return QuantizedKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
-    if not window or window >= max_context_len:
-        return FlatKVCache(max_context_len, cfg.n_kv_heads, cfg.head_dim)
-    return RingKVCache(window, ring_size(window, max_seq_len, max_context_len), cfg.n_kv_heads, cfg.head_dim)
+        cls, args = SinkKVCache, (sink, window, sink_size(cfg, max_seq_len))
+    elif not window or window >= max_context_len:
+        cls, args = FlatKVCache, (max_context_len,)
+    else:
+        cls, args = RingKVCache, (window, ring_size(window, max_seq_len, max_context_len))
+    return (int8(cls) if cfg.kv_cache_int8 else cls)(*args, cfg.n_kv_heads, cfg.head_dim)
 
 
 class DecoderModel(nn.Module):

@@ -6,6 +6,7 @@ torch.export (example inputs and dynamic dims from the contract) -> XNNPACK sour
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -25,6 +26,9 @@ from common.io import atomic_path
 from common.nn.norm import RMSNorm
 
 BACKENDS = ("xnnpack", "portable")
+# --dtype: the activations' and float weights' type. bf16 only where every kernel has it: the portable backend with
+# plain SDPA (XNNPACK's and the llama:: custom ops' kernels are fp32, and the quantized ops dequantize to fp32).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,36 @@ def bound_method(module: nn.Module, name: str) -> nn.Module:
     wrapper = copy.copy(module)
     wrapper.forward = getattr(module, name)
     return wrapper
+
+
+def check_dtype(dtype: str, backend: str, custom_ops: bool, float_weights: bool, int8_cache: bool) -> None:
+    """One error line for a --dtype the chosen kernels cannot run."""
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if dtype == "fp32":
+        return
+    why = ("--backend xnnpack runs fp32 only; use --backend portable" if backend != "portable" else
+           "ExecuTorch's llama:: custom ops are fp32 only; add --no-custom-ops" if custom_ops else
+           "quantized weights dequantize to fp32; use --quantize fp32 (bf16 halves the float weights)"
+           if not float_weights else "the int8 KV cache dequantizes to fp32; drop --quantize-kv-cache"
+           if int8_cache else "")
+    if why:
+        raise UserError(f"--dtype {dtype}: {why}")
+
+
+class CastIO(nn.Module):
+    """`module` run in `dtype` behind an fp32 interface: float inputs cast in, the output cast back to fp32, so the
+    contract (and every runner) sees fp32 whatever the program computes in. Its forward keeps the wrapped one's
+    signature (torch.export names the inputs, and their dynamic dims, by it)."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module = module
+
+        def forward(*args: torch.Tensor) -> torch.Tensor:
+            return module(*(a.to(dtype) if a.is_floating_point() else a for a in args)).float()
+
+        self.forward = functools.wraps(module.forward)(forward)
 
 
 def check_seq_len(max_seq_len: int, max_context_len: int) -> None:

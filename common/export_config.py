@@ -5,7 +5,7 @@ so a config and the equivalent flags are one export.
 
     base:         {checkpoint: PATH, tokenizer_path: FILE}
     model:        {use_sdpa_with_kv_cache: true, enable_embeddings_input: false, local_global_attention: [0, 512],
-                   use_attention_sink: "4,2044"}
+                   use_attention_sink: "4,2044", quantize_kv_cache: false, dtype_override: fp32}
     export:       {max_seq_length: 128, max_context_length: 2048, output_dir: DIR, output_name: model.pte}
     quantization: {qmode: 8da4w, group_size: 32, embedding_quantize: "4,32", recipe: RULES.yaml}
     backend:      {xnnpack: {enabled: true}}
@@ -29,6 +29,7 @@ KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("model", "local_global_attention"): ("--local-global", list),
     ("model", "use_attention_sink"): ("--attention-sink", str),
     ("model", "quantize_kv_cache"): ("--quantize-kv-cache", bool),
+    ("model", "dtype_override"): ("--dtype", str),
     ("export", "max_seq_length"): ("--max-seq-len", int),
     ("export", "max_context_length"): ("--max-context-len", int),
     ("quantization", "qmode"): ("--quantize", str),

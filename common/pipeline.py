@@ -16,7 +16,16 @@ import models as families
 from common.checkpoint import QUANT_KEY, Checkpoint, load_weights
 from common.contract import causal_lm_constants
 from common.errors import UserError
-from common.export import ExportDebug, ExportSummary, bound_method, check_seq_len, export_pte
+from common.export import (
+    DTYPES,
+    CastIO,
+    ExportDebug,
+    ExportSummary,
+    bound_method,
+    check_dtype,
+    check_seq_len,
+    export_pte,
+)
 from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
@@ -245,13 +254,16 @@ def export_model(
     local_global: tuple[int, ...] | None = None,
     attention_sink: tuple[int, int] | None = None,
     quantize_kv_cache: bool = False,
+    dtype: str = "fp32",
 ) -> tuple[ExportSummary, Tokenizer]:
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
     the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
     `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`, `quantize_kv_cache`:
-    load_model's (a sink's program attends to sink + window positions, and says so in `get_attention_sink`)."""
+    load_model's (a sink's program attends to sink + window positions, and says so in `get_attention_sink`).
+    `dtype`: what the program computes in (DTYPES; bf16 where its kernels have it), behind fp32 inputs and logits."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
+    check_dtype(dtype, backend, kernel.name == "custom_ops", recipe.is_float, quantize_kv_cache)
     check_output_file(output)  # before minutes of export, not after
     check_export_dir(output)
     check_seq_len(max_seq_len, max_context_len)
@@ -262,6 +274,7 @@ def export_model(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
         max_seq_len=max_seq_len, local_global=local_global, attention_sink=attention_sink,
         quantize_kv_cache=quantize_kv_cache)
+    model.to(DTYPES[dtype])
     load_s = time.perf_counter() - t0
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, model.max_seq_len, model.max_context_len, eos)
@@ -274,6 +287,8 @@ def export_model(
             if not hasattr(model, "forward_embeddings"):
                 raise UserError(f"--embeddings-input: {family.title} models take token ids only")
             modules["forward_embeddings"] = bound_method(model, "forward_embeddings")
+        if dtype != "fp32":
+            modules = {name: CastIO(module, DTYPES[dtype]) for name, module in modules.items()}
         summary = export_pte(modules, stage / out.name, family.contract, constants, backend,
                              {"max_seq_len": model.max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input,
                              debug=debug)

@@ -4,8 +4,9 @@ Layout is [B, S, H, D] (sequence before heads), which is what ExecuTorch's `llam
 `llama::custom_sdpa` kernels expect; the SDPA kernel transposes a view. How a cache is written is the attention
 kernel's business (common.nn.attention); which positions attention may read is the cache's (`mask`).
 
-Two kinds: `FlatKVCache` (position p in slot p: full attention) and `RingKVCache` (a sliding-window layer's
-last `window - 1 + max_seq_len` positions, position p in slot p % size). `NoCache` keeps nothing: attention reads
+Three layouts: `FlatKVCache` (position p in slot p: full attention), `RingKVCache` (a sliding-window layer's
+last `window - 1 + max_seq_len` positions, position p in slot p % size) and `SinkKVCache` (StreamingLLM's sinks
+and a ring); each also in int8 (`int8(cls)`: export --quantize-kv-cache). `NoCache` keeps nothing: attention reads
 only the call's own k, v (a stack run over whole sequences, such as an SGT estimator or a training step).
 """
 
@@ -43,10 +44,14 @@ class FlatKVCache(nn.Module):
         self.register_buffer("k_cache", torch.zeros(self.shape, dtype=self.dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(self.shape, dtype=self.dtype), persistent=False)
 
+    def write(self, buf: torch.Tensor, start: int, x: torch.Tensor, kernel) -> None:
+        """Write x ([B, S, H, *]) to `buf`'s slots for positions start.. (this layout's) with `kernel`."""
+        kernel.write_cache(buf, start, x)
+
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v ([B, S, H, D]) at `start` (see start_position) with `kernel`; return what attention reads."""
-        kernel.write_cache(self.k_cache, start, k)
-        kernel.write_cache(self.v_cache, start, v)
+        self.write(self.k_cache, start, k, kernel)
+        self.write(self.v_cache, start, v, kernel)
         return self.k_cache, self.v_cache
 
     @staticmethod
@@ -59,11 +64,11 @@ class FlatKVCache(nn.Module):
         self.v_cache.zero_()
 
 
-class QuantizedKVCache(FlatKVCache):
-    """A flat cache of int8 keys and values, asymmetric per position and head (a float32 scale and an int8 zero point
-    for each [position, head] row of head_dim), with ExecuTorch's quantized_decomposed per-token ops (export_llm's
-    --quantize_kv_cache; kernels in the pip runtime and its C++ quantized kernel library). Attention reads the whole
-    cache dequantized to float32."""
+class Int8Storage:
+    """Int8 keys and values for any cache layout (mixed in before it: `int8(cls)`), asymmetric per position and head
+    (a float32 scale and an int8 zero point for each [position, head] row of head_dim), with ExecuTorch's
+    quantized_decomposed per-token ops (export_llm's --quantize_kv_cache; kernels in the pip runtime and its C++
+    quantized kernel library). Attention reads the whole cache dequantized to float32."""
 
     QMIN, QMAX = -128, 127
 
@@ -85,9 +90,9 @@ class QuantizedKVCache(FlatKVCache):
             scales, zeros = ops.choose_qparams_per_token_asymmetric(x, torch.int8)  # [B, S, H, 1] each
             q = ops.quantize_per_token(x, scales, zeros, self.QMIN, self.QMAX, torch.int8)
             cache, cache_scales, cache_zeros = (getattr(self, f"{name}_{part}") for part in ("cache", "scales", "zeros"))
-            kernel.write_cache(cache, start, q)
-            kernel.write_cache(cache_scales, start, scales.float())
-            kernel.write_cache(cache_zeros, start, zeros.to(torch.int8))
+            self.write(cache, start, q, kernel)
+            self.write(cache_scales, start, scales.float(), kernel)
+            self.write(cache_zeros, start, zeros.to(torch.int8), kernel)
             out.append(ops.dequantize_per_token(cache, cache_scales.double(), cache_zeros.long(), self.QMIN,
                                                 self.QMAX, torch.int8, torch.float32))
         return out[0], out[1]
@@ -134,11 +139,8 @@ class RingKVCache(FlatKVCache):
         """[seq_len] int64: where positions start.. go."""
         return (torch.arange(seq_len) + start) % self.size
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
-        slots = self.slots(start, k.size(1))
-        kernel.write_cache_at(self.k_cache, start, slots, k)
-        kernel.write_cache_at(self.v_cache, start, slots, v)
-        return self.k_cache, self.v_cache
+    def write(self, buf: torch.Tensor, start: int, x: torch.Tensor, kernel) -> None:
+        kernel.write_cache_at(buf, start, self.slots(start, x.size(1)), x)
 
     @staticmethod
     def ring_mask(start: int, seq_len: int, size: int, window: int) -> torch.Tensor:
@@ -184,3 +186,21 @@ class SinkKVCache(RingKVCache):
         age = q - held
         ok = (held >= 0) & (age >= 0) & ((held < sink) | (age < window))
         return torch.where(ok, torch.tensor(0.0), torch.tensor(float("-inf")))
+
+
+
+class QuantizedKVCache(Int8Storage, FlatKVCache):
+    """A flat cache of int8 keys and values."""
+
+
+class QuantizedRingKVCache(Int8Storage, RingKVCache):
+    """A sliding-window layer's ring of int8 keys and values."""
+
+
+class QuantizedSinkKVCache(Int8Storage, SinkKVCache):
+    """An attention-sink cache of int8 keys (before RoPE) and values."""
+
+
+def int8(cls: type[FlatKVCache]) -> type[FlatKVCache]:
+    """The int8 form of a cache class (flat, ring or sink)."""
+    return {FlatKVCache: QuantizedKVCache, RingKVCache: QuantizedRingKVCache, SinkKVCache: QuantizedSinkKVCache}[cls]

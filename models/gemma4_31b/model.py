@@ -24,7 +24,7 @@ from common.errors import UserError
 from common.family import Family
 from common.gguf_loader import LAYER_NAMES, hf_name, vocab_and_tie
 from common.nn.attention import SDPA, Attention
-from common.nn.kv_cache import FlatKVCache, RingKVCache, causal_mask, ring_size, start_position
+from common.nn.kv_cache import FlatKVCache, RingKVCache, causal_mask, int8, ring_size, start_position
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
 from common.nn.rope import inv_frequencies, rope_tables, rotate_half_matrix
@@ -71,6 +71,7 @@ class GemmaConfig:
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
     tie_embeddings: bool = True  # every Gemma ties them (common.checkpoint's tie map reads this)
     model_type: str = "gemma4_text"
+    kv_cache_int8: bool = False  # int8 keys and values in every layer's cache (export --quantize-kv-cache). Not HF's.
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "sliding_window", "head_dim",
@@ -169,8 +170,8 @@ class GemmaLayer(nn.Module):
         kv = cfg.n_global_kv_heads if full else cfg.n_kv_heads
         self.full = full
         # full layers: every position; sliding layers: a ring of `ring` slots (common.nn.kv_cache.ring_size)
-        cache = FlatKVCache(max_context_len, kv, head_dim) if full else RingKVCache(cfg.sliding_window, ring, kv,
-                                                                                     head_dim)
+        cls, args = (FlatKVCache, (max_context_len,)) if full else (RingKVCache, (cfg.sliding_window, ring))
+        cache = (int8(cls) if cfg.kv_cache_int8 else cls)(*args, kv, head_dim)
         self.self_attn = Attention(
             cfg.dim, cfg.n_heads, kv, head_dim, cache, kernel,
             qk_norm_eps=cfg.norm_eps, norm_offset=cfg.norm_offset, v_norm=cfg.v_norm, k_eq_v=cfg.k_eq_v and full,

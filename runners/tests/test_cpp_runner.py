@@ -441,3 +441,31 @@ def test_stats_json_etdump_threads_and_warmup(qwen3_runner: Path, tiny_qwen3_pte
     assert py_turn.keys() == turn.keys() and py_turn["prompt_tokens"] == 3
     py_names = {ev.name for block in Inspector(etdump_path=str(py_etdump)).event_blocks for ev in block.events}
     assert "Method::execute" in py_names and any("DELEGATE_CALL" in n or "native_call" in n for n in py_names)
+
+
+def test_interactive_ctrl_c_ends_the_reply_not_the_chat(llama3_runner: Path, smollm2_pte: Path) -> None:
+    """SIGINT during a reply (Ctrl-C at the terminal) ends that reply early; the REPL then takes the next turn and
+    exits 0 at the end of input. SmolLM2 (real decode speed) asked for a long story: the signal is sent as soon as the
+    reply's first text arrives, seconds before the 400 tokens it would take."""
+    import re
+    import signal
+
+    proc = subprocess.Popen([str(llama3_runner), "--model", str(smollm2_pte), "--interactive", "--max-new-tokens",
+                             "400"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"Write a very long story about a dragon who learns to bake bread.\n")
+        proc.stdin.flush()
+        first = proc.stdout.read1(4096)  # blocks until the reply starts streaming
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write(b"Thank you!\n")
+        proc.stdin.close()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert first and proc.returncode == 0, err
+    turns = [line for line in err.splitlines() if line.startswith("[turn")]
+    assert len(turns) == 2, err
+    assert turns[0].endswith("| interrupted") and not turns[1].endswith("| interrupted")
+    assert int(re.search(r"decode (\d+) tok", turns[0]).group(1)) < 400
+    assert len((first + out).decode().splitlines()) == 2  # two replies, each ended by its newline
