@@ -10,8 +10,9 @@ import functools
 import os
 import sys
 import time
+import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,65 @@ def _stage(name: str, times: dict[str, float], bar) -> Iterator[None]:
     yield
     times[name] = time.perf_counter() - t0
     bar.update()
+
+
+def _shape_only_quant_ops() -> dict[str, Callable]:
+    """Shape-only forms of torchao's affine quantization ops for FakeTensor inputs (see shape_only_quant_ops)."""
+    from torchao.quantization import quant_primitives as qp
+
+    def reduced(x: torch.Tensor, block_size: list[int], keepdim: bool) -> list:
+        if keepdim:
+            return [x.size(i) // b for i, b in enumerate(block_size)]
+        shape, dims = qp._get_reduction_params(block_size, x.size())
+        return [d for i, d in enumerate(shape) if i not in dims]
+
+    def choose_qparams_affine(x, mapping_type, block_size, target_dtype, quant_min=None, quant_max=None, eps=None,
+                              scale_dtype=None, zero_point_dtype=None, keepdim=False):
+        shape = reduced(x, block_size, keepdim)
+        scale_dtype = scale_dtype or x.dtype
+        if zero_point_dtype is None:  # torchao: int32 for asymmetric, the scale's dtype for symmetric
+            zero_point_dtype = torch.int32 if mapping_type == qp.MappingType.ASYMMETRIC.name else scale_dtype
+        return x.new_empty(shape, dtype=scale_dtype), x.new_empty(shape, dtype=zero_point_dtype)
+
+    def quantize_affine(x, block_size, scale, zero_point, output_dtype, quant_min=None, quant_max=None):
+        return x.new_empty(x.shape, dtype=torch.uint8 if output_dtype in qp._SUB_BYTE_UINT_BOUNDS else output_dtype)
+
+    def dequantize_affine(x, block_size, scale, zero_point, input_dtype, quant_min=None, quant_max=None,
+                          output_dtype=torch.float32):
+        return x.new_empty(x.shape, dtype=output_dtype)
+
+    return {"choose_qparams_affine": choose_qparams_affine, "quantize_affine": quantize_affine,
+            "dequantize_affine": dequantize_affine}
+
+
+@contextmanager
+def shape_only_quant_ops() -> Iterator[None]:
+    """While lowering: torchao's affine quantization ops on FakeTensors compute only their outputs' shapes.
+
+    torchao registers them as CompositeImplicitAutograd Python functions, so every ExecuTorch pass that retraces
+    the graph (to_edge's decompositions, each of XNNPACK's ~17 passes on each partition) runs their whole body —
+    some 30 symbolic-shape ops per call — where only the result's shape and dtype are wanted. Measured on SmolLM2
+    8da4w (2026-11-27, 2-core Xeon): an 8da4w decoder layer cost 13.1 s of lowering against 3.7 s in fp32. The
+    override lives in a Library object of its own, destroyed on exit, which restores torchao's kernels; real
+    tensors still take torchao's path (the same .pte bytes: tests/test_export_speed.py)."""
+    from torch._inductor.decomposition import decompositions
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    lib = torch.library.Library("torchao", "IMPL")
+    try:
+        for name, shape_only in _shape_only_quant_ops().items():
+            op = getattr(torch.ops.torchao, name).default
+            real = decompositions[op]  # torchao's own function (it registers it as inductor's decomposition too)
+
+            def kernel(*args, real=real, shape_only=shape_only, **kwargs):
+                return (shape_only if isinstance(args[0], FakeTensor) else real)(*args, **kwargs)
+
+            with warnings.catch_warnings():  # "overriding a previously registered kernel": the point
+                warnings.simplefilter("ignore")
+                lib.impl(name, kernel, "CompositeImplicitAutograd")
+        yield
+    finally:
+        lib._destroy()
 
 
 class XnnpackRMSNorm(RMSNorm):
@@ -180,7 +240,7 @@ def export_pte(
                     dynamic_shapes=contract.dynamic_shapes(name, limits),
                     strict=False,
                 )
-        with _stage(f"lower to {backend}", times, bar):
+        with _stage(f"lower to {backend}", times, bar), shape_only_quant_ops():
             edge = to_edge_transform_and_lower(
                 programs,
                 partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],
