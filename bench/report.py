@@ -73,10 +73,18 @@ def _speed(row: dict, key: str, ref: dict | None) -> str:
     return s
 
 
+def _export(row: dict) -> str:
+    """The export's wall seconds and peak RSS when the row's artefact was made here (not for a cached one made
+    before exports were measured, nor for other engines' files)."""
+    e = row.get("export")
+    return f"{e['seconds']:.0f} ({e['peak_rss_mib']:.0f})" if e else "—"
+
+
 def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int) -> str:
     """One table per model; speeds are 'median (best) ×ratio-to-llama.cpp'."""
     head = ["engine", "artefact", "load s", *[f"prefill {n} tok/s" for n in prompt_lens],
-            f"decode {decode_tokens} tok/s", "peak RSS MiB", "perplexity", "KL vs fp32", "top-1 vs fp32"]
+            f"decode {decode_tokens} tok/s", "peak RSS MiB", "perplexity", "KL vs fp32", "top-1 vs fp32",
+            "export s (peak RSS MiB)"]
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         group = [r for r in rows if r["model"] == model]
@@ -90,7 +98,7 @@ def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int) -> st
             speeds = [_speed(r, str(n), ref) for n in prompt_lens]
             out.append(f"| {r['label']} | {size} | {r['load_s']['median']:.2f} | " + " | ".join(speeds)
                        + f" | {_speed(r, 'decode', ref)} | {r['peak_rss_mib']:.0f} | {_cell(r.get('perplexity'), '{:.3f}')}"
-                       + f" | {_cell(r.get('kl'), '{:.4f}')} | {_cell(r.get('top1'), '{:.3f}')} |")
+                       + f" | {_cell(r.get('kl'), '{:.4f}')} | {_cell(r.get('top1'), '{:.3f}')} | {_export(r)} |")
         out.append("")
     return "\n".join(out)
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.artefacts import CACHE, cached_export
+from bench.artefacts import CACHE, cached_export, export_stats
 from bench.registry import BenchModel, discover
 from common.errors import UserError
 from common.io import check_writable_dir, read_text_arg, staged_outputs
@@ -99,6 +99,7 @@ def prepare(row: dict, model: BenchModel, s: Settings) -> None:
             t0 = time.perf_counter()
             row["artefact"] = str(cached_export(model.package, checkpoint, row["export_args"], name, s.cache, log))
             log(f"{name}: {row['artefact']} ({time.perf_counter() - t0:.0f} s)")
+            row["export"] = export_stats(row["artefact"])
             if row["engine"] == "cpp":
                 row["runner"] = str(build_cpp_runner(model.package))
         elif row["engine"] == "llama.cpp":

@@ -59,8 +59,10 @@ def _stage(name: str, times: dict[str, float], bar) -> Iterator[None]:
     bar.update()
 
 
-def _shape_only_quant_ops() -> dict[str, Callable]:
-    """Shape-only forms of torchao's affine quantization ops for FakeTensor inputs (see shape_only_quant_ops)."""
+def _shape_only_kernels() -> dict[tuple[str, str], tuple[Callable, Callable]]:
+    """(namespace, op) -> (its output's shape and dtype from FakeTensor inputs, the real computation) for the
+    composite ops that shape_only_ops shortcuts."""
+    from torch._inductor.decomposition import decompositions
     from torchao.quantization import quant_primitives as qp
 
     def reduced(x: torch.Tensor, block_size: list[int], keepdim: bool) -> list:
@@ -84,38 +86,49 @@ def _shape_only_quant_ops() -> dict[str, Callable]:
                           output_dtype=torch.float32):
         return x.new_empty(x.shape, dtype=output_dtype)
 
-    return {"choose_qparams_affine": choose_qparams_affine, "quantize_affine": quantize_affine,
-            "dequantize_affine": dequantize_affine}
+    def linear(x, w, b=None):
+        return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+    def real_linear(x, w, b=None):  # real tensors (no lowering pass runs a linear on them): aten's kernel is the
+        # one overridden, so matmul and the bias
+        out = torch.matmul(x, w.t())
+        return out if b is None else out + b
+
+    kernels = {("torchao", f.__name__): (f, decompositions[getattr(torch.ops.torchao, f.__name__).default])
+               for f in (choose_qparams_affine, quantize_affine, dequantize_affine)}
+    return kernels | {("aten", "linear"): (linear, real_linear)}
 
 
 @contextmanager
-def shape_only_quant_ops() -> Iterator[None]:
-    """While lowering: torchao's affine quantization ops on FakeTensors compute only their outputs' shapes.
+def shape_only_ops() -> Iterator[None]:
+    """While lowering: torchao's affine quantization ops and aten.linear, given FakeTensors, compute only their
+    outputs' shapes and dtypes.
 
-    torchao registers them as CompositeImplicitAutograd Python functions, so every ExecuTorch pass that retraces
-    the graph (to_edge's decompositions, each of XNNPACK's ~17 passes on each partition) runs their whole body —
-    some 30 symbolic-shape ops per call — where only the result's shape and dtype are wanted. Measured on SmolLM2
-    8da4w (2026-11-27, 2-core Xeon): an 8da4w decoder layer cost 13.1 s of lowering against 3.7 s in fp32. The
-    override lives in a Library object of its own, destroyed on exit, which restores torchao's kernels; real
-    tensors still take torchao's path (the same .pte bytes: tests/test_export_speed.py)."""
-    from torch._inductor.decomposition import decompositions
+    All four are CompositeImplicitAutograd (torchao registers Python functions; linear decomposes to matmul, whose
+    Python decomposition runs under the export's Python dispatcher), so every ExecuTorch pass that retraces the
+    graph (to_edge's decompositions, each of XNNPACK's ~17 passes on each partition) runs their whole bodies, some
+    10 to 30 symbolic-shape ops per call, where only the result's shape is wanted. The override lives in Library
+    objects of its own, destroyed on exit, which restores the real kernels; real tensors take the real path. The
+    `.pte` bytes are unchanged (tests/test_export_speed.py; SmolLM2's gguf build compared whole, 8da4w on 2 layers).
+    Measured: README "Export time"."""
     from torch._subclasses.fake_tensor import FakeTensor
 
-    lib = torch.library.Library("torchao", "IMPL")
+    libs = {}
     try:
-        for name, shape_only in _shape_only_quant_ops().items():
-            op = getattr(torch.ops.torchao, name).default
-            real = decompositions[op]  # torchao's own function (it registers it as inductor's decomposition too)
+        for (namespace, name), (shape_only, real) in _shape_only_kernels().items():
+            if namespace not in libs:
+                libs[namespace] = torch.library.Library(namespace, "IMPL")
 
             def kernel(*args, real=real, shape_only=shape_only, **kwargs):
                 return (shape_only if isinstance(args[0], FakeTensor) else real)(*args, **kwargs)
 
             with warnings.catch_warnings():  # "overriding a previously registered kernel": the point
                 warnings.simplefilter("ignore")
-                lib.impl(name, kernel, "CompositeImplicitAutograd")
+                libs[namespace].impl(name, kernel, "CompositeImplicitAutograd")
         yield
     finally:
-        lib._destroy()
+        for lib in libs.values():
+            lib._destroy()
 
 
 class XnnpackRMSNorm(RMSNorm):
@@ -240,7 +253,7 @@ def export_pte(
                     dynamic_shapes=contract.dynamic_shapes(name, limits),
                     strict=False,
                 )
-        with _stage(f"lower to {backend}", times, bar), shape_only_quant_ops():
+        with _stage(f"lower to {backend}", times, bar), shape_only_ops():
             edge = to_edge_transform_and_lower(
                 programs,
                 partitioner=[XnnpackPartitioner()] if backend == "xnnpack" else [],

@@ -69,6 +69,10 @@ def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
             assert row["prefill_tps"][n]["best"] >= row["prefill_tps"][n]["median"] > 0
         assert row["decode_tps"]["median"] > 0 and row["peak_rss_mib"] > 50
     assert ours["size_bytes"] > 0 and ours["artefact"].endswith("model.pte")
+    # the export was measured: its wall time, and its own peak RSS (not this pytest process's, which is larger
+    # than a tiny export's when the suite has run SmolLM2; it holds at least the interpreter and torch)
+    assert ours["export"]["seconds"] > 1 and 200 < ours["export"]["peak_rss_mib"] < 4096
+    assert rows["ours fp32 (C++)"]["export"] == ours["export"]  # the same cached file
     # Same weights, same tokens, fp32 both: perplexities agree closely (random weights: ppl near the vocab size).
     assert math.isfinite(ours["perplexity"]) and ours["perplexity"] > 1
     assert ours["perplexity"] == pytest.approx(hf["perplexity"], rel=1e-3)
@@ -98,6 +102,7 @@ def test_cli_writes_table_json_and_chart(tiny_model: BenchModel, cache, tmp_path
     assert run.main(argv) == 0
     out = capsys.readouterr().out
     assert "| ours fp32 (Python) |" in out and "| transformers fp32 (eager) |" in out
+    assert "export s (peak RSS MiB)" in out
     (js,) = (tmp_path / "results").glob("bench-*.json")
     doc = json.loads(js.read_text())
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["cpu"]
