@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,25 +55,19 @@ def cached_export(package: str, checkpoint: str, args: Sequence[str], name: str,
                str(out)]
         if log:
             log(f"exporting {name}: {' '.join(cmd[1:])}")
-        code, seconds, peak_mib = run_measured(cmd)
-        if code == 0 and out.is_file():
-            (out.parent / STATS).write_text(json.dumps({"seconds": seconds, "peak_rss_mib": peak_mib}))
-    if code != 0 or not out.is_file():
-        raise UserError(f"export of {name} failed (exit {code}; its error is printed above)")
+        t0 = time.perf_counter()
+        # stderr passes through: the export's progress bars, and its one-line error if it fails
+        res = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - t0
+        peak = re.search(r"peak RSS (\d+) MiB", res.stdout)  # the export's own (common.io.peak_rss_mib)
+        if res.returncode == 0 and out.is_file() and peak:
+            (out.parent / STATS).write_text(json.dumps({"seconds": seconds, "peak_rss_mib": float(peak.group(1))}))
+    if res.returncode != 0 or not out.is_file():
+        raise UserError(f"export of {name} failed (exit {res.returncode}; its error is printed above)")
     return out
 
 
-STATS = "export.json"  # beside a cached export: its wall seconds and peak RSS
-
-
-def run_measured(cmd: list[str]) -> tuple[int, float, float]:
-    """Run `cmd` from the repo root, its stdout discarded and its stderr (progress bars, a one-line error) passed
-    through: (exit code, wall seconds, the child's own peak RSS in MiB, from wait4's rusage)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1024  # Linux: ru_maxrss in KiB
+STATS = "export.json"  # beside a cached export: its wall seconds and the export process's peak RSS
 
 
 def export_stats(pte: str | Path) -> dict | None:

@@ -281,7 +281,7 @@ def sink_window(text: str) -> tuple[int, int]:
 
 def _export(family: Family, args) -> int:
     from common.export import ExportDebug, format_summary
-    from common.io import human_size
+    from common.io import human_size, peak_rss_mib
     from common.nn.attention import attention_kernel
     from common.pipeline import export_model, resolve_checkpoint
 
@@ -300,7 +300,7 @@ def _export(family: Family, args) -> int:
     context = sum(args.attention_sink) if args.attention_sink else args.max_context_len
     sink = f", attention sink {args.attention_sink[0]} + window {args.attention_sink[1]}" if args.attention_sink else ""
     print(f"exported {ckpt} ({recipe.name}, {args.dtype}, {args.backend}, max_seq_len {args.max_seq_len}, "
-          f"context {context}{sink}) in {time.perf_counter() - t0:.1f}s")
+          f"context {context}{sink}) in {time.perf_counter() - t0:.1f}s, peak RSS {peak_rss_mib():.0f} MiB")
     print(format_summary(summary, table=args.verbose, stages=args.profile_export))
     print(f"wrote {summary.path} — {human_size(summary.path)}")
     print(f"wrote {os.path.join(out_dir, 'tokenizer.json')}")

@@ -81,12 +81,11 @@ def test_int8_cache_is_the_fp32_cache_of_int8_values(checkpoints, case: str, cus
 def test_int8_ring_pte_matches_eager(checkpoints, tmp_path) -> None:
     """qwen3 --local-global 5,0 --quantize-kv-cache with the custom ops (llama::update_cache_with_indices writing
     int8 ring slots): the `.pte` in the Python runtime gives eager's logits, and the C++ runner its greedy tokens."""
-    import subprocess
 
     from common.cli import export_main, run_cli
     from common.runtime import EagerModel, PteModel, generate
     from common.sampler import Sampler
-    from runners.tests.conftest import build_runner
+    from runners.tests.conftest import cpp_greedy
     from tests.helpers import cli_stdout, step_logits
 
     family = family_for("qwen3")
@@ -100,9 +99,5 @@ def test_int8_ring_pte_matches_eager(checkpoints, tmp_path) -> None:
     prompt = list(range(3, 13))
     tokens = generate(eager, prompt, Sampler(), 16, ignore_eos=True).tokens
     assert (step_logits(pte, prompt, tokens[:-1]) - step_logits(eager, prompt, tokens[:-1])).abs().max() <= 1e-4
-    (tmp_path / "ids").write_text(" ".join(map(str, prompt)))
-    proc = subprocess.run([str(build_runner("qwen3")), "--model", str(out), "--prompt-ids", str(tmp_path / "ids"),
-                           "--print-ids", "--ignore-eos", "--max-new-tokens", "16"], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert [int(x) for x in proc.stdout.split()] == generate(pte, prompt, Sampler(), 16, ignore_eos=True).tokens
+    assert cpp_greedy("qwen3", out, prompt, 16, tmp_path) == generate(pte, prompt, Sampler(), 16,
+                                                                     ignore_eos=True).tokens

@@ -34,6 +34,16 @@ def build_runner(model: str, backend: str = "xnnpack") -> Path:
     return binary
 
 
+def cpp_greedy(model: str, pte: Path, prompt: list[int], n: int, workdir: Path) -> list[int]:
+    """The `model` C++ runner's greedy `n` tokens after the ids `prompt` (EOS ignored), run on `pte`."""
+    ids = workdir / "prompt-ids.txt"
+    ids.write_text(" ".join(map(str, prompt)))
+    proc = subprocess.run([str(build_runner(model)), "--model", str(pte), "--prompt-ids", str(ids), "--print-ids",
+                           "--ignore-eos", "--max-new-tokens", str(n)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return [int(x) for x in proc.stdout.split()]
+
+
 @pytest.fixture(scope="session")
 def llama3_runner() -> Path:
     return build_runner("llama3")

@@ -77,7 +77,7 @@ def test_sensitive_recipe_pte_matches_eager(tmp_path_factory) -> None:
     stdout = cli_stdout(lambda: run_cli(export_main(FAMILY), [
         "--checkpoint", str(hf_dir), "--quantize", "sensitive", "--max-seq-len", str(MAX_SEQ_LEN),
         "--max-context-len", str(MAX_CONTEXT_LEN), "--output", str(out)]))
-    assert "(sensitive, xnnpack" in stdout and "linear_q8" in stdout, stdout
+    assert "(sensitive, fp32, xnnpack" in stdout and "linear_q8" in stdout, stdout
     model, _ = prepare_quantized(FAMILY, str(hf_dir), sensitive(config_from_hf(hf.config.to_dict())),
                                  max_context_len=MAX_CONTEXT_LEN)
     eager = EagerModel(model, (), MAX_SEQ_LEN)

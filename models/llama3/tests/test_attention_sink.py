@@ -53,7 +53,7 @@ def test_pte_and_cpp_runner_run_past_the_context_like_eager(tiny, tmp_path) -> N
     from common.pipeline import load_model
     from common.runtime import PteModel
     from models.llama3.model import FAMILY
-    from runners.tests.conftest import build_runner
+    from runners.tests.conftest import cpp_greedy
     from tests.helpers import cli_stdout
 
     t = tiny["untied"]
@@ -71,14 +71,7 @@ def test_pte_and_cpp_runner_run_past_the_context_like_eager(tiny, tmp_path) -> N
     eager_model = load_model(FAMILY, t.dir, max_seq_len=SEQ, attention_sink=(SINK, WINDOW))[0]
     assert generate(EagerModel(eager_model, ()), prompt, Sampler(), n, ignore_eos=True).tokens == got
     assert len(got) == n and len(set(got)) > 3
-    (tmp_path / "ids").write_text(" ".join(map(str, prompt)))
-    import subprocess
-
-    proc = subprocess.run([str(build_runner("llama3")), "--model", str(out), "--prompt-ids", str(tmp_path / "ids"),
-                           "--print-ids", "--ignore-eos", "--max-new-tokens", str(n)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert [int(x) for x in proc.stdout.split()] == got
+    assert cpp_greedy("llama3", out, prompt, n, tmp_path) == got
 
 
 @pytest.mark.slow

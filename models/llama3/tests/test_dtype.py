@@ -3,8 +3,6 @@ inputs and logits, against transformers' Llama run in bf16 and in fp32 on the sa
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import torch
 
@@ -42,7 +40,7 @@ def test_bf16_pte_against_transformers(tiny, tmp_path) -> None:
     from common.cli import export_main, run_cli
     from common.runtime import PteModel, generate
     from common.sampler import Sampler
-    from runners.tests.conftest import build_runner
+    from runners.tests.conftest import cpp_greedy
     from tests.helpers import cli_stdout
 
     t = tiny["untied"]
@@ -67,9 +65,4 @@ def test_bf16_pte_against_transformers(tiny, tmp_path) -> None:
     params = sum(p.numel() for p in t.hf.parameters())
     stored = constant_elements(out)
     assert stored.get(ScalarType.BFLOAT16, 0) >= params and stored.get(ScalarType.FLOAT, 0) < params // 100
-    (tmp_path / "ids").write_text(" ".join(map(str, prompt)))
-    proc = subprocess.run([str(build_runner("llama3")), "--model", str(out), "--prompt-ids", str(tmp_path / "ids"),
-                           "--print-ids", "--ignore-eos", "--max-new-tokens", "16"], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert [int(x) for x in proc.stdout.split()] == tokens
+    assert cpp_greedy("llama3", out, prompt, 16, tmp_path) == tokens

@@ -84,7 +84,7 @@ def test_recipe_file_export_matches_eager(tiny, tmp_path_factory) -> None:
         "  - {pattern: '.*', scheme: 8da4w, group_size: 32, scale_method: hqq}\n"
     )
     path, stdout = _export(tmp_path_factory, t.dir, "recipe", "--recipe", str(recipe))
-    assert "(mixed, xnnpack" in stdout
+    assert "(mixed, fp32, xnnpack" in stdout
     fresh, _ = prepare_quantized(FAMILY, t.dir, load_recipe(str(recipe)), max_context_len=MAX_CONTEXT_LEN)
     assert "qkv_proj" not in dict(fresh.model.layers[1].self_attn.named_children())  # v stays float there
     eager = EagerModel(fresh, (), MAX_SEQ_LEN)

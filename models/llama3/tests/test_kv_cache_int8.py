@@ -45,12 +45,11 @@ def test_smollm2_int8_cache_kl_and_size(smollm2_gguf: str) -> None:
 
 def test_pte_matches_eager_int8_cache(tiny, tmp_path) -> None:
     """With the custom ops (the default; plain SDPA reads the same dequantized cache, measured equal to eager too)."""
-    import subprocess
 
     from common.cli import export_main, run_cli
     from common.runtime import EagerModel, PteModel, generate
     from common.sampler import Sampler
-    from runners.tests.conftest import build_runner
+    from runners.tests.conftest import cpp_greedy
     from tests.helpers import cli_stdout, step_logits
 
     t = tiny["untied"]
@@ -69,9 +68,5 @@ def test_pte_matches_eager_int8_cache(tiny, tmp_path) -> None:
 
     ops = program_operators(deserialize_pte_binary(out.read_bytes()).program)
     assert "quantized_decomposed::quantize_per_token.out" in ops
-    (tmp_path / "ids").write_text(" ".join(map(str, prompt)))
-    proc = subprocess.run([str(build_runner("llama3")), "--model", str(out), "--prompt-ids", str(tmp_path / "ids"),
-                           "--print-ids", "--ignore-eos", "--max-new-tokens", "16"], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert [int(x) for x in proc.stdout.split()] == generate(pte, prompt, Sampler(), 16, ignore_eos=True).tokens
+    assert cpp_greedy("llama3", out, prompt, 16, tmp_path) == generate(pte, prompt, Sampler(), 16,
+                                                                     ignore_eos=True).tokens
