@@ -131,15 +131,6 @@ def shape_only_ops() -> Iterator[None]:
             lib._destroy()
 
 
-def drop_provenance(program: torch.export.ExportedProgram) -> None:
-    """Drop torch's node-provenance records (`meta["from_node"]`, for debugging tools only; an ETRecord keeps them).
-    Every later rewrite deep-copies a node's record into its successors and extends it, so the records grow with
-    each pass; starting lowering without them cut SmolLM2's lowering by 15-20 % (6 layers of the gguf build: 107 and
-    86 s with them, 91 and 68 s without; the same bytes)."""
-    for node in program.graph.nodes:
-        node.meta.pop("from_node", None)
-
-
 class XnnpackRMSNorm(RMSNorm):
     """RMSNorm whose mean over the last dim is written as a 4-D mean over dims (2, 3): XNNPACK delegates only that
     form (global average pooling), so the norm does not split each layer into more partitions."""
@@ -262,8 +253,6 @@ def export_pte(
                     dynamic_shapes=contract.dynamic_shapes(name, limits),
                     strict=False,
                 )
-                if debug.etrecord is None:
-                    drop_provenance(programs[name])
         with _stage(f"lower to {backend}", times, bar), shape_only_ops():
             edge = to_edge_transform_and_lower(
                 programs,
