@@ -169,13 +169,13 @@ def check_dtype(dtype: str, backend: str, custom_ops: bool, float_weights: bool,
         raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if dtype == "fp32":
         return
-    why = ("--backend xnnpack runs fp32 only; use --backend portable" if backend != "portable" else
-           "ExecuTorch's llama:: custom ops are fp32 only; add --no-custom-ops" if custom_ops else
-           "quantized weights dequantize to fp32; use --quantize fp32 (bf16 halves the float weights)"
-           if not float_weights else "the int8 KV cache dequantizes to fp32; drop --quantize-kv-cache"
-           if int8_cache else "")
-    if why:
-        raise UserError(f"--dtype {dtype}: {why}")
+    for unsupported, why in ((backend != "portable", f"--backend {backend} runs fp32 only; use --backend portable"),
+                             (custom_ops, "ExecuTorch's llama:: custom ops are fp32 only; add --no-custom-ops"),
+                             (not float_weights, "quantized weights dequantize to fp32; use --quantize fp32 (bf16 "
+                                                 "halves the float weights)"),
+                             (int8_cache, "the int8 KV cache dequantizes to fp32; drop --quantize-kv-cache")):
+        if unsupported:
+            raise UserError(f"--dtype {dtype}: {why}")
 
 
 class CastIO(nn.Module):

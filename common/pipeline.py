@@ -136,8 +136,7 @@ def load_model(
 
 def with_field(family: Family, cfg, flag: str, name: str, value):
     """`cfg` with its attention field `name` set from export's `flag`; one error line for a family whose config
-    has no such field (Gemma's: it sets its sliding layers from the checkpoint, and its caches have no sink or
-    int8 form)."""
+    has no such field (Gemma's: it sets its sliding layers from the checkpoint, and its full layers have no sink)."""
     if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, name):
         raise UserError(f"{flag}: {family.title} models do not take it (their attention layers and caches come from "
                         "the checkpoint)")
@@ -274,7 +273,6 @@ def export_model(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
         max_seq_len=max_seq_len, local_global=local_global, attention_sink=attention_sink,
         quantize_kv_cache=quantize_kv_cache)
-    model.to(DTYPES[dtype])
     load_s = time.perf_counter() - t0
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, model.max_seq_len, model.max_context_len, eos)
@@ -287,7 +285,8 @@ def export_model(
             if not hasattr(model, "forward_embeddings"):
                 raise UserError(f"--embeddings-input: {family.title} models take token ids only")
             modules["forward_embeddings"] = bound_method(model, "forward_embeddings")
-        if dtype != "fp32":
+        if dtype != "fp32":  # the weights and buffers in place (the bound methods share them), then fp32 around them
+            model.to(DTYPES[dtype])
             modules = {name: CastIO(module, DTYPES[dtype]) for name, module in modules.items()}
         summary = export_pte(modules, stage / out.name, family.contract, constants, backend,
                              {"max_seq_len": model.max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input,

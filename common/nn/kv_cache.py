@@ -44,14 +44,23 @@ class FlatKVCache(nn.Module):
         self.register_buffer("k_cache", torch.zeros(self.shape, dtype=self.dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(self.shape, dtype=self.dtype), persistent=False)
 
-    def write(self, buf: torch.Tensor, start: int, x: torch.Tensor, kernel) -> None:
-        """Write x ([B, S, H, *]) to `buf`'s slots for positions start.. (this layout's) with `kernel`."""
-        kernel.write_cache(buf, start, x)
+    def slots(self, start: int, seq_len: int) -> torch.Tensor | None:
+        """[seq_len] int64: where positions start.. go; None where position p is slot p (one write at `start`)."""
+        return None
+
+    @staticmethod
+    def write(buf: torch.Tensor, start: int, slots: torch.Tensor | None, x: torch.Tensor, kernel) -> None:
+        """Write x ([B, S, H, *]) for positions start.. to `buf` at `slots` (see slots) with `kernel`."""
+        if slots is None:
+            kernel.write_cache(buf, start, x)
+        else:
+            kernel.write_cache_at(buf, start, slots, x)
 
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v ([B, S, H, D]) at `start` (see start_position) with `kernel`; return what attention reads."""
-        self.write(self.k_cache, start, k, kernel)
-        self.write(self.v_cache, start, v, kernel)
+        slots = self.slots(start, k.size(1))
+        self.write(self.k_cache, start, slots, k, kernel)
+        self.write(self.v_cache, start, slots, v, kernel)
         return self.k_cache, self.v_cache
 
     @staticmethod
@@ -85,14 +94,14 @@ class Int8Storage:
 
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
         ops = torch.ops.quantized_decomposed
-        out = []
+        slots, out = self.slots(start, k.size(1)), []
         for name, x in (("k", k), ("v", v)):
             scales, zeros = ops.choose_qparams_per_token_asymmetric(x, torch.int8)  # [B, S, H, 1] each
             q = ops.quantize_per_token(x, scales, zeros, self.QMIN, self.QMAX, torch.int8)
             cache, cache_scales, cache_zeros = (getattr(self, f"{name}_{part}") for part in ("cache", "scales", "zeros"))
-            self.write(cache, start, q, kernel)
-            self.write(cache_scales, start, scales.float(), kernel)
-            self.write(cache_zeros, start, zeros.to(torch.int8), kernel)
+            self.write(cache, start, slots, q, kernel)
+            self.write(cache_scales, start, slots, scales.float(), kernel)
+            self.write(cache_zeros, start, slots, zeros.to(torch.int8), kernel)
             out.append(ops.dequantize_per_token(cache, cache_scales.double(), cache_zeros.long(), self.QMIN,
                                                 self.QMAX, torch.int8, torch.float32))
         return out[0], out[1]
@@ -139,9 +148,6 @@ class RingKVCache(FlatKVCache):
         """[seq_len] int64: where positions start.. go."""
         return (torch.arange(seq_len) + start) % self.size
 
-    def write(self, buf: torch.Tensor, start: int, x: torch.Tensor, kernel) -> None:
-        kernel.write_cache_at(buf, start, self.slots(start, x.size(1)), x)
-
     @staticmethod
     def ring_mask(start: int, seq_len: int, size: int, window: int) -> torch.Tensor:
         """Additive [seq_len, size] mask over the ring's slots after writing positions start .. start+seq_len-1:
@@ -186,7 +192,6 @@ class SinkKVCache(RingKVCache):
         age = q - held
         ok = (held >= 0) & (age >= 0) & ((held < sink) | (age < window))
         return torch.where(ok, torch.tensor(0.0), torch.tensor(float("-inf")))
-
 
 
 class QuantizedKVCache(Int8Storage, FlatKVCache):
