@@ -90,9 +90,7 @@ class ModelConfig:
         if self.layer_windows and (len(self.layer_windows) != self.n_layers or min(self.layer_windows) < 0):
             raise UserError(f"model config: layer_windows {list(self.layer_windows)}: expected {self.n_layers} "
                             "window sizes >= 0 (0 = full attention)")
-        if self.attention_sink and (len(self.attention_sink) != 2 or min(self.attention_sink) < 1):
-            raise UserError(f"model config: attention_sink {list(self.attention_sink)}: expected (sink, window), "
-                            "both at least 1")
+        check_attention_sink(self.attention_sink)
         if self.attention_sink and any(self.layer_windows):
             raise UserError("model config: an attention sink and sliding-window layers do not go together")
 
@@ -287,6 +285,12 @@ class DecoderModel(nn.Module):
         return self
 
 
+def check_attention_sink(sink: tuple[int, ...]) -> None:
+    """A config's attention_sink: () or (sink, window), both at least 1."""
+    if sink and (len(sink) != 2 or min(sink) < 1):
+        raise UserError(f"model config: attention_sink {list(sink)}: expected (sink, window), both at least 1")
+
+
 def sink_size(cfg: ModelConfig, max_seq_len: int) -> int:
     """Slots of an attention-sink cache: the sinks, then a ring that a chunk of max_seq_len never overwrites while
     a query of it still reads the slot (common.nn.kv_cache.ring_size)."""
@@ -362,23 +366,14 @@ class Transformer(DecoderModel):
 
     def forward_sink(self, x: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         """The layers with an attention sink (StreamingLLM). Positions run on past the cache; RoPE uses each token's
-        place in the cache instead: the sinks at 0..sink-1, the window's keys at their own positions less a shift
-        that puts the chunk's last query at most at sink + window - 1. Queries and window keys keep their true
-        distances; a sink key sits sink + window - 1 - j before the chunk's last query (StreamingLLM's layout; the
-        chunk's earlier queries see the sinks as that query does)."""
-        sink, window = self.cfg.attention_sink
+        place in the cache instead (SinkKVCache.view)."""
         seq_len = x.size(1)
         start = start_position(input_pos, seq_len, SINK_POSITIONS)
         torch._check(seq_len <= self.max_seq_len)  # longer chunks would overwrite ring slots still to be read
-        size = sink_size(self.cfg, self.max_seq_len)
-        last = start + seq_len - 1
-        pos = torch.arange(seq_len) + start
-        shift = (pos[-1:] + 1 - sink - window).clamp(min=0)  # [1]
-        held = SinkKVCache.held(last, sink, size)
-        key_pos = torch.where(held < sink, held, held - shift).clamp(min=0)
-        cos, sin = self.rope_cos.index_select(0, pos - shift), self.rope_sin.index_select(0, pos - shift)
+        q_pos, key_pos, mask = SinkKVCache.view(start, seq_len, *self.cfg.attention_sink,
+                                                sink_size(self.cfg, self.max_seq_len))
+        cos, sin = self.rope_cos.index_select(0, q_pos), self.rope_sin.index_select(0, q_pos)
         key_rope = (self.rope_cos.index_select(0, key_pos), self.rope_sin.index_select(0, key_pos))
-        mask = SinkKVCache.sink_mask(held, start, seq_len, sink, window)
         for layer in self.model.layers:
             x = layer(x, start, cos, sin, self.rope_rot, mask, key_rope)
         return x

@@ -1,5 +1,5 @@
 """export --quantize-kv-cache on every cache layout and family: a sliding-window ring (qwen3 --local-global), an
-attention sink run past its context (llama), and Gemma 4's mix of rings and K=V full layers. An int8 cache must give
+attention sink run past its context (llama, Gemma 4), and Gemma 4's mix of rings and K=V full layers. An int8 cache must give
 the logits of an fp32 cache handed the keys and values quantize-dequantized per position and head (the int8 format
 itself), for every chunk size; the `.pte` must give eager's. (SmolLM2's KL against the fp32 cache, and the flat
 cache's `.pte`, are models/llama3/tests/test_kv_cache_int8.py.)"""
@@ -20,6 +20,7 @@ CASES = {  # name -> (tiny arch, its HF config, load_model's attention options)
     "qwen3-sliding": ("qwen3", SLIDING, {}),
     "llama-sink": ("llama", {}, {"attention_sink": (2, 6)}),
     "gemma4": ("gemma4", {}, {}),
+    "gemma4-sink": ("gemma4", {}, {"attention_sink": (2, 6)}),  # sinks on the full layers, rings past the context
 }
 
 

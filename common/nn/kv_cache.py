@@ -164,7 +164,7 @@ class SinkKVCache(RingKVCache):
     """StreamingLLM's attention sink (export_llm's use_attention_sink): the first `sink` positions kept for good in
     slots [0, sink), then a ring of `size - sink` slots for the positions after them (position p >= sink in slot
     sink + (p - sink) % (size - sink)), so a sequence runs on past the cache. Keys are stored before RoPE: the model
-    rotates every slot by its place in the cache at each call (Transformer.sink_rope)."""
+    rotates every slot by its place in the cache at each call (see view)."""
 
     def __init__(self, sink: int, window: int, size: int, n_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32):
@@ -183,6 +183,22 @@ class SinkKVCache(RingKVCache):
         held = torch.where(j < sink, j, in_ring)
         unwritten = (held > last) | ((j >= sink) & (held < sink))
         return torch.where(unwritten, torch.full_like(j, -1), held)
+
+    @staticmethod
+    def view(start: int, seq_len: int, sink: int, window: int, size: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """What a chunk of positions start.. sees after writing itself: (query RoPE positions [seq_len], key RoPE
+        positions [size], mask [seq_len, size]). RoPE uses each token's place in the cache, not its position: the
+        sinks sit at 0..sink-1, window keys at their own positions less a shift that puts the chunk's last query at
+        most at sink + window - 1. Queries and window keys keep their true distances; a sink key sits
+        sink + window - 1 - j before the chunk's last query (StreamingLLM's layout; the chunk's earlier queries see
+        the sinks as that query does)."""
+        last = start + seq_len - 1
+        pos = torch.arange(seq_len) + start
+        shift = (pos[-1:] + 1 - sink - window).clamp(min=0)  # [1]
+        held = SinkKVCache.held(last, sink, size)
+        key_pos = torch.where(held < sink, held, held - shift).clamp(min=0)
+        return pos - shift, key_pos, SinkKVCache.sink_mask(held, start, seq_len, sink, window)
 
     @staticmethod
     def sink_mask(held: torch.Tensor, start: int, seq_len: int, sink: int, window: int) -> torch.Tensor:

@@ -52,7 +52,13 @@ def inv_frequencies(
 
 def rope_tables(max_len: int, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin tables of shape [max_len, 1, head_dim] (frequencies repeated for both halves)."""
-    freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+    return rope_at(torch.arange(max_len), inv_freq)
+
+
+def rope_at(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [S, 1, head_dim] at `positions` [S]: rope_tables' rows, computed (for positions past any table;
+    fp32 angles, as transformers computes them)."""
+    freqs = positions.to(torch.float32)[:, None] * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
     return emb.cos(), emb.sin()
 

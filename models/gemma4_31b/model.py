@@ -19,15 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.decoder import DecoderModel, gguf_getter, positive_int
+from common.decoder import SINK_POSITIONS, DecoderModel, check_attention_sink, gguf_getter, positive_int, sink_size
 from common.errors import UserError
 from common.family import Family
 from common.gguf_loader import LAYER_NAMES, hf_name, vocab_and_tie
 from common.nn.attention import SDPA, Attention
-from common.nn.kv_cache import FlatKVCache, RingKVCache, causal_mask, int8, ring_size, start_position
+from common.nn.kv_cache import FlatKVCache, RingKVCache, SinkKVCache, causal_mask, int8, ring_size, start_position
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
-from common.nn.rope import inv_frequencies, rope_tables, rotate_half_matrix
+from common.nn.rope import inv_frequencies, rope_at, rope_tables, rotate_half_matrix
 from models.gemma4_31b.recipes import RECIPES
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -72,6 +72,8 @@ class GemmaConfig:
     tie_embeddings: bool = True  # every Gemma ties them (common.checkpoint's tie map reads this)
     model_type: str = "gemma4_text"
     kv_cache_int8: bool = False  # int8 keys and values in every layer's cache (export --quantize-kv-cache). Not HF's.
+    # (sink, window): StreamingLLM's attention sink on the full layers (export --attention-sink); () = none. Not HF's.
+    attention_sink: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "sliding_window", "head_dim",
@@ -86,6 +88,7 @@ class GemmaConfig:
         for kv in (self.n_kv_heads, self.n_global_kv_heads):
             if self.n_heads % kv:
                 raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of the KV heads {kv}")
+        check_attention_sink(self.attention_sink)
 
     def is_full(self, layer: int) -> bool:
         return self.layer_types[layer] == FULL
@@ -162,16 +165,25 @@ def config_from_hf(hf: dict[str, Any]) -> GemmaConfig:
         raise UserError(f"config.json: a value of an unexpected type ({type(e).__name__}: {e})") from None
 
 
+def gemma_cache(cfg: GemmaConfig, layer: int, max_context_len: int, ring: int, max_seq_len: int) -> FlatKVCache:
+    """Full layers: every position, or with an attention sink its sinks and window; sliding layers: a ring of
+    `ring` slots (common.nn.kv_cache.ring_size). int8 with cfg.kv_cache_int8."""
+    full = cfg.is_full(layer)
+    if full and cfg.attention_sink:
+        cls, args = SinkKVCache, (*cfg.attention_sink, sink_size(cfg, max_seq_len))
+    else:
+        cls, args = (FlatKVCache, (max_context_len,)) if full else (RingKVCache, (cfg.sliding_window, ring))
+    return (int8(cls) if cfg.kv_cache_int8 else cls)(*args, *((cfg.n_global_kv_heads, cfg.global_head_dim) if full
+                                                              else (cfg.n_kv_heads, cfg.head_dim)))
+
+
 class GemmaLayer(nn.Module):
-    def __init__(self, cfg: GemmaConfig, layer: int, max_context_len: int, kernel, ring: int):
+    def __init__(self, cfg: GemmaConfig, layer: int, cache: FlatKVCache, kernel):
         super().__init__()
         full = cfg.is_full(layer)
         head_dim = cfg.global_head_dim if full else cfg.head_dim
         kv = cfg.n_global_kv_heads if full else cfg.n_kv_heads
         self.full = full
-        # full layers: every position; sliding layers: a ring of `ring` slots (common.nn.kv_cache.ring_size)
-        cls, args = (FlatKVCache, (max_context_len,)) if full else (RingKVCache, (cfg.sliding_window, ring))
-        cache = (int8(cls) if cfg.kv_cache_int8 else cls)(*args, kv, head_dim)
         self.self_attn = Attention(
             cfg.dim, cfg.n_heads, kv, head_dim, cache, kernel,
             qk_norm_eps=cfg.norm_eps, norm_offset=cfg.norm_offset, v_norm=cfg.v_norm, k_eq_v=cfg.k_eq_v and full,
@@ -185,8 +197,9 @@ class GemmaLayer(nn.Module):
         else:
             self.layer_scalar = None
 
-    def forward(self, x, start, cos, sin, rot, mask):
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), start, cos, sin, rot, mask))
+    def forward(self, x, start, cos, sin, rot, mask, key_rope=None):
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), start, cos, sin, rot, mask,
+                                                             key_rope))
         x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         return x if self.layer_scalar is None else x * self.layer_scalar
 
@@ -194,25 +207,35 @@ class GemmaLayer(nn.Module):
 class Body(nn.Module):
     """The HF `model.*` submodules, so HF state-dict keys load as they are."""
 
-    def __init__(self, cfg: GemmaConfig, max_context_len: int, kernel, ring: int):
+    def __init__(self, cfg: GemmaConfig, max_context_len: int, kernel, ring: int, max_seq_len: int):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(GemmaLayer(cfg, i, max_context_len, kernel, ring) for i in range(cfg.n_layers))
+        self.layers = nn.ModuleList(GemmaLayer(cfg, i, gemma_cache(cfg, i, max_context_len, ring, max_seq_len), kernel)
+                                    for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_offset)
 
 
 class Gemma(DecoderModel):
     """`max_seq_len`: the longest chunk one call takes (default: the context); it sizes the sliding layers' rings
-    so that every chunk up to it is exact."""
+    so that every chunk up to it is exact.
+
+    With an attention sink (cfg.attention_sink), positions run on past the context (sink + window): the full layers
+    keep the sinks and a rolling window (common.nn.kv_cache.SinkKVCache, RoPE by place in the cache, as
+    common.decoder's forward_sink); the sliding layers stay exact sliding-window attention at true positions,
+    their RoPE computed from the position rather than read from a table."""
 
     def __init__(self, cfg: GemmaConfig, max_context_len: int = 2048, kernel=SDPA, last_logits_only: bool = False,
                  max_seq_len: int | None = None):
         super().__init__()
-        self.cfg, self.max_context_len, self.kernel = cfg, max_context_len, kernel
+        self.cfg, self.kernel = cfg, kernel
+        # an attention sink attends to sink + window positions in the full layers, whatever context was asked for
+        self.max_context_len = max_context_len = sum(cfg.attention_sink) if cfg.attention_sink else max_context_len
         self.last_logits_only = last_logits_only
-        self.max_seq_len = max_seq_len or max_context_len
-        self.ring = ring_size(cfg.sliding_window, self.max_seq_len, max_context_len)
-        self.model = Body(cfg, max_context_len, kernel, self.ring)
+        self.max_seq_len = min(max_seq_len or max_context_len, max_context_len)
+        # past the context (a sink) the ring is always one: positions no longer fit a flat cache
+        self.ring = (cfg.sliding_window - 1 + self.max_seq_len if cfg.attention_sink
+                     else ring_size(cfg.sliding_window, self.max_seq_len, max_context_len))
+        self.model = Body(cfg, max_context_len, kernel, self.ring, self.max_seq_len)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.embed_scale = math.sqrt(cfg.dim)
         # rotate-half as a matmul per head size, when the XNNPACK lowering asks (rotate_half_as_matmul)
@@ -223,11 +246,17 @@ class Gemma(DecoderModel):
     def init_buffers(self, caches: bool = True) -> None:
         """(Re)create the runtime buffers: local and global RoPE tables, the full layers' causal mask, the KV caches."""
         cfg, n = self.cfg, self.max_context_len
-        for kind, rope, head_dim in (("local", cfg.local_rope, cfg.head_dim), ("global", cfg.global_rope,
-                                                                                 cfg.global_head_dim)):
-            cos, sin = rope_tables(n, rope.inv_freq(head_dim))
+        # a sink's full layers read positions up to sink + window - 1 + a chunk; its sliding layers compute theirs
+        # from the inverse frequencies (no table: their positions are unbounded)
+        sink = bool(cfg.attention_sink)
+        for kind, rope, head_dim, size in (("local", cfg.local_rope, cfg.head_dim, 0 if sink else n),
+                                           ("global", cfg.global_rope, cfg.global_head_dim,
+                                            sink_size(cfg, self.max_seq_len) + 1 if sink else n)):
+            cos, sin = rope_tables(size, rope.inv_freq(head_dim)) if size else (None, None)
             self.register_buffer(f"{kind}_cos", cos, persistent=False)
             self.register_buffer(f"{kind}_sin", sin, persistent=False)
+        self.register_buffer("local_inv_freq", cfg.local_rope.inv_freq(cfg.head_dim) if sink else None,
+                             persistent=False)
         self.register_buffer("causal_mask", causal_mask(n), persistent=False)
         if caches:
             for cache in self.caches():
@@ -241,17 +270,30 @@ class Gemma(DecoderModel):
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         seq_len = tokens.size(1)
         torch._check(seq_len <= self.max_seq_len)  # longer chunks would overwrite ring slots still to be read
-        start = start_position(input_pos, seq_len, self.max_context_len)
-        tables = {full: (cos.narrow(0, start, seq_len), sin.narrow(0, start, seq_len), rot)
-                  for full, cos, sin, rot in ((False, self.local_cos, self.local_sin, self.local_rot),
-                                              (True, self.global_cos, self.global_sin, self.global_rot))}
-        # full layers: causal by position where the kernel needs no mask (llama::custom_sdpa); sliding: the ring's
+        sink = self.cfg.attention_sink
+        start = start_position(input_pos, seq_len, SINK_POSITIONS if sink else self.max_context_len)
+        # per layer kind (full?): RoPE (cos, sin, rot), the mask, and a sink's key RoPE
+        if sink:
+            q_pos, key_pos, sink_mask = SinkKVCache.view(start, seq_len, *sink, sink_size(self.cfg, self.max_seq_len))
+            tables = {False: (*rope_at(torch.arange(seq_len) + start, self.local_inv_freq), self.local_rot),
+                      True: (self.global_cos.index_select(0, q_pos), self.global_sin.index_select(0, q_pos),
+                             self.global_rot)}
+            key_rope = {False: None, True: (self.global_cos.index_select(0, key_pos),
+                                            self.global_sin.index_select(0, key_pos))}
+        else:
+            tables = {full: (cos.narrow(0, start, seq_len), sin.narrow(0, start, seq_len), rot)
+                      for full, cos, sin, rot in ((False, self.local_cos, self.local_sin, self.local_rot),
+                                                  (True, self.global_cos, self.global_sin, self.global_rot))}
+            key_rope = {False: None, True: None}
+        # full layers: causal by position where the kernel needs no mask (llama::custom_sdpa), or the sink's view;
+        # sliding: the ring's
         masks = {False: RingKVCache.ring_mask(start, seq_len, self.ring, self.cfg.sliding_window),
-                 True: self.causal_mask.narrow(0, start, seq_len) if self.kernel.needs_mask else None}
+                 True: sink_mask if sink else
+                 self.causal_mask.narrow(0, start, seq_len) if self.kernel.needs_mask else None}
         x = self.model.embed_tokens(tokens) * self.embed_scale
         for layer in self.model.layers:
             cos, sin, rot = tables[layer.full]
-            x = layer(x, start, cos, sin, rot, masks[layer.full])
+            x = layer(x, start, cos, sin, rot, masks[layer.full], key_rope[layer.full])
         x = self.model.norm(x)
         if self.last_logits_only:
             x = x[:, -1:, :]
