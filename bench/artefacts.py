@@ -74,3 +74,42 @@ def export_stats(pte: str | Path) -> dict | None:
     """What cached_export measured when it made `pte` (None for exports cached before it measured)."""
     path = Path(pte).parent / STATS
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+# llama.cpp's formats the bench re-quantizes the GGUF to (besides the file's own), each scored for perplexity:
+# the fastest of equal or better perplexity is what our builds are compared with (bench.report)
+LLAMA_CPP_FORMATS = ("Q4_0", "Q8_0")
+
+
+def requantized_gguf(gguf: str, qtype: str, cache: Path = CACHE, log=None) -> Path:
+    """`gguf` re-quantized to llama.cpp's `qtype` (e.g. Q4_0) by llama.cpp's own quantizer (`llama_model_quantize`,
+    what `llama-quantize --allow-requantize` runs, with its default per-tensor rules), cached under `cache`."""
+    import ctypes
+    import os
+
+    import llama_cpp
+    from filelock import FileLock
+
+    from common.io import atomic_path
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype}", None)
+    if ftype is None:
+        raise UserError(f"llama.cpp format {qtype!r}: llama-cpp-python {llama_cpp.__version__} has no such file type")
+    st = Path(gguf).stat()
+    key = hashlib.sha256(f"{Path(gguf).resolve()}:{st.st_size}:{st.st_mtime_ns}:{qtype}:"
+                         f"{llama_cpp.__version__}".encode()).hexdigest()[:16]
+    out = cache / f"{Path(gguf).stem}-{qtype}-{key}.gguf"
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache / f"{out.name}.lock"):
+        if out.is_file():
+            return out
+        if log:
+            log(f"re-quantizing {Path(gguf).name} to {qtype} with llama.cpp's quantizer")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = ftype, True, os.cpu_count() or 1
+        with atomic_path(out) as tmp:
+            rc = llama_cpp.llama_model_quantize(str(gguf).encode(), str(tmp).encode(), ctypes.byref(params))
+            if rc != 0:
+                raise UserError(f"{gguf}: llama.cpp could not re-quantize it to {qtype} (llama_model_quantize "
+                                f"returned {rc})")
+    return out

@@ -106,6 +106,27 @@ class PteEngine(Engine):
         return logits
 
 
+class ExportLlmEngine(PteEngine):
+    """ExecuTorch's export_llm `.pte` (bench.export_llm) through the same Python runtime: forward(tokens [1, S],
+    input_pos [1]) -> the last position's logits, prompts fed in chunks of its get_max_seq_len."""
+
+    def load(self) -> None:
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(self.pte)
+        self.max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
+        self.method = program.load_method("forward")
+
+    def feed(self, tokens: list[int]):
+        import torch
+
+        for i in range(0, len(tokens), self.max_seq_len):
+            chunk = tokens[i : i + self.max_seq_len]
+            out = self.method.execute([torch.tensor([chunk], dtype=torch.long), torch.tensor([self.pos])])[0]
+            self.pos += len(chunk)
+        return out.reshape(-1, out.shape[-1])[-1]
+
+
 class LlamaCppEngine(Engine):
     """llama.cpp (llama-cpp-python) on the original GGUF; logits of the last position only, as ours."""
 

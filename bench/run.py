@@ -17,13 +17,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.artefacts import CACHE, cached_export, export_stats
+from bench.artefacts import CACHE, LLAMA_CPP_FORMATS, cached_export, export_stats, requantized_gguf
 from bench.registry import BenchModel, discover
 from common.errors import UserError
 from common.io import check_writable_dir, read_text_arg, staged_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
-ENGINES = ("ours", "cpp", "llama.cpp", "transformers")
+ENGINES = ("ours", "cpp", "export_llm", "llama.cpp", "transformers")
+MAX_DEPTH = -1  # in Settings.depths: as deep as the model allows
+DEPTH_ENGINES = ("ours", "cpp", "export_llm", "llama.cpp")  # transformers' eager fp32 is a reference, not a peer for speed
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class Settings:
     repeats: int = 3
     prompt_lens: tuple[int, ...] = (128, 512)
     decode_tokens: int = 128
+    # decode tok/s after a prompt of each depth (llama-bench's -d); MAX_DEPTH: the model's context less the decode,
+    # at most max_depth. Our builds are exported with the context the longest prompt or depth needs.
+    depths: tuple[int, ...] = ()
+    max_depth: int = 8192
     ppl_tokens: int = 512
     engines: tuple[str, ...] = ENGINES
     builds: tuple[str, ...] | None = None  # None: all of a model's builds
@@ -53,8 +59,36 @@ def build_cpp_runner(package: str) -> Path:
     return binary
 
 
-def plan_rows(model: BenchModel, s: Settings) -> list[dict]:
-    """The rows of one model, with what each needs built; nothing is built here."""
+def model_depths(model: BenchModel, s: Settings) -> list[int]:
+    """s.depths with MAX_DEPTH resolved: the model's context (its checkpoint's max_position_embeddings, at most
+    s.max_depth) less the decoded tokens."""
+    if MAX_DEPTH not in s.depths:
+        return list(s.depths)
+    from common.pipeline import open_checkpoint, read_config
+    from models import family
+
+    fam = family(model.package)
+    longest = min(read_config(fam, open_checkpoint(fam, model.gguf())).max_position_embeddings, s.max_depth)
+    return sorted({longest - s.decode_tokens - 1 if d == MAX_DEPTH else d for d in s.depths})
+
+
+def context_needed(s: Settings, depths: list[int]) -> int:
+    """Positions the longest prompt, or the deepest decode, fills."""
+    return max(*s.prompt_lens, *(d + s.decode_tokens + 1 for d in depths))
+
+
+def with_context(args: list[str], context: int) -> list[str]:
+    """Export flags with --max-context-len raised to `context` where they ask for less."""
+    args = list(args)
+    if "--max-context-len" in args:
+        i = args.index("--max-context-len") + 1
+        args[i] = str(max(int(args[i]), context))
+    return args
+
+
+def plan_rows(model: BenchModel, s: Settings, context: int = 0) -> list[dict]:
+    """The rows of one model, with what each needs built (our exports with at least `context` positions); nothing
+    is built here."""
     gguf = model.gguf()
     rows = []
     for b in model.builds:
@@ -62,12 +96,20 @@ def plan_rows(model: BenchModel, s: Settings) -> list[dict]:
             engine = "ours" if runner == "python" else "cpp"
             if (s.builds and b.name not in s.builds) or engine not in s.engines:
                 continue
-            rows.append({"model": model.name, "engine": engine, "build": b.name, "export_args": list(b.export_args),
+            rows.append({"model": model.name, "engine": engine, "build": b.name,
+                         "export_args": with_context(b.export_args, context),
                          "label": f"ours {b.name} ({'Python' if runner == 'python' else 'C++'})",
                          "checkpoint": b.checkpoint, "make_target": b.make_target})
+    if "export_llm" in s.engines and model.package == "llama3":  # its llama; other families: not a peer row
+        rows.append({"model": model.name, "engine": "export_llm", "label": "ExecuTorch export_llm 8da4w (Python)",
+                     "context": max(context, 1024)})
     qtype = gguf_type(gguf)
     if "llama.cpp" in s.engines:
         rows.append({"model": model.name, "engine": "llama.cpp", "label": f"llama.cpp {qtype}", "artefact": gguf})
+        for fmt in LLAMA_CPP_FORMATS:  # llama.cpp's own formats, re-quantized by its quantizer (prepare)
+            if fmt != qtype:
+                rows.append({"model": model.name, "engine": "llama.cpp", "label": f"llama.cpp {fmt} (from {qtype})",
+                             "requantize": fmt})
     if "transformers" in s.engines:
         rows.append({"model": model.name, "engine": "transformers", "label": "transformers fp32 (eager)",
                      "artefact": gguf})
@@ -102,8 +144,16 @@ def prepare(row: dict, model: BenchModel, s: Settings) -> None:
             row["export"] = export_stats(row["artefact"])
             if row["engine"] == "cpp":
                 row["runner"] = str(build_cpp_runner(model.package))
+        elif row["engine"] == "export_llm":
+            from bench.export_llm import cached_export_llm
+
+            row["artefact"] = str(cached_export_llm(model.gguf(), 128, row["context"], s.cache, log))
+            row["export"] = export_stats(row["artefact"])
         elif row["engine"] == "llama.cpp":
             import llama_cpp  # noqa: F401
+
+            if row.get("requantize"):
+                row["artefact"] = str(requantized_gguf(model.gguf(), row["requantize"], s.cache, log))
         elif row["engine"] == "transformers":
             import accelerate  # noqa: F401  transformers' GGUF loading needs it
         row["size_bytes"] = os.path.getsize(row["artefact"])
@@ -113,12 +163,16 @@ def prepare(row: dict, model: BenchModel, s: Settings) -> None:
         row["error"] = f"skipped: {e}"
 
 
-def run_row(row: dict, tokens: list[int], s: Settings, reference: Path | None = None) -> None:
-    """Run the row's worker process; its result goes under row['raw'], a failure under row['error']."""
+def run_row(row: dict, tokens: list[int], s: Settings, reference: Path | None = None,
+            depths: list[int] = ()) -> None:
+    """Run the row's worker process; its result goes under row['raw'], a failure under row['error']. `tokens`
+    covers the longest prompt and depth."""
     prompts = [tokens[:n] for n in s.prompt_lens]
+    depths = list(depths) if row["engine"] in DEPTH_ENGINES else []
     job = {"engine": row["engine"], "artefact": row["artefact"], "runner": row.get("runner"), "threads": s.threads,
            "repeats": s.repeats, "prompts": prompts, "decode_tokens": s.decode_tokens,
-           "n_ctx": max(s.prompt_lens) + s.decode_tokens + 16,
+           "depths": depths, "depth_tokens": tokens[: max(depths, default=0)],
+           "n_ctx": context_needed(s, depths) + 16,
            "ppl_tokens": tokens[: s.ppl_tokens] if row["engine"] != "cpp" else None,
            "reference": str(reference) if reference else None}
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,9 +205,11 @@ def reference_logprobs(model: BenchModel, tokens: list[int], path: Path) -> Path
     return path
 
 
-def run_bench(models: list[BenchModel], s: Settings) -> list[dict]:
-    """Plan, prepare and run every row; rows come back summarized (see bench.report)."""
+def run_bench(models: list[BenchModel], s: Settings, limits: dict[str, float] | None = None) -> list[dict]:
+    """Plan, prepare and run every row; rows come back summarized (see bench.report), with their speeds as
+    fractions of the machine's `limits` (bench.limits.measure) when given."""
     from bench.corpus import corpus
+    from bench.limits import fractions, matmul_params
     from bench.report import summarize
     from common.tokenizer import load_tokenizer
 
@@ -161,17 +217,21 @@ def run_bench(models: list[BenchModel], s: Settings) -> list[dict]:
     rows = []
     for model in models:
         tokens = load_tokenizer(model.gguf()).encode(text)
-        need = max(*s.prompt_lens, s.ppl_tokens)
-        if len(tokens) < need:
-            raise UserError(f"{path}: {len(tokens)} tokens, fewer than the {need} the settings need")
+        if len(tokens) < s.ppl_tokens:
+            raise UserError(f"{path}: {len(tokens)} tokens, fewer than the {s.ppl_tokens} scored for perplexity")
+        depths = model_depths(model, s)
+        context = context_needed(s, depths)
+        timed = tokens * -(-context // len(tokens))  # the text, repeated where a depth needs more: speed needs no new words
         with tempfile.TemporaryDirectory() as tmp:
             reference = reference_logprobs(model, tokens[: s.ppl_tokens], Path(tmp) / "reference.npy")
-            for row in plan_rows(model, s):
+            for row in plan_rows(model, s, context):
                 row["text"] = {"path": str(path), "sha256": digest}
                 prepare(row, model, s)
                 if "error" not in row:
-                    run_row(row, tokens, s, reference)
+                    run_row(row, timed, s, reference, depths)
                 rows.append(summarize(row, list(s.prompt_lens), s.decode_tokens))
+                if limits and "raw" in row and row["engine"] != "transformers":  # it runs fp32, not the file
+                    row["limits"] = fractions(row, limits, matmul_params(model.gguf()), max(s.prompt_lens))
     return rows
 
 
@@ -192,6 +252,20 @@ def _positive(value: str) -> int:
     return n
 
 
+def _depths(value: str) -> tuple[int, ...]:
+    if value.strip() == "none":
+        return ()
+    out = []
+    for v in _csv(value):
+        if v == "max":
+            out.append(MAX_DEPTH)
+        elif v.isdigit():
+            out.append(int(v))
+        else:
+            raise argparse.ArgumentTypeError(f"expected depths >= 0 or 'max', comma-separated, got {value!r}")
+    return tuple(out)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from common.cli import ArgumentParser
 
@@ -201,8 +275,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--builds", type=_csv, help="our builds to run, e.g. 8da4w,fp32 (default: all)")
     p.add_argument("--threads", type=_positive, default=os.cpu_count(), help="threads for every engine (default: all cores)")
     p.add_argument("--repeats", type=_positive, default=3, help="timed runs per measurement (median and best reported)")
-    p.add_argument("--prompt-lens", type=lambda v: tuple(_positive(x) for x in _csv(v)), default=(128, 512))
+    p.add_argument("--prompt-lens", type=lambda v: tuple(_positive(x) for x in _csv(v)), default=(128, 512, 2048))
     p.add_argument("--decode-tokens", type=_positive, default=128)
+    p.add_argument("--depths", type=_depths, default=(0, 512, 2048, MAX_DEPTH),
+                   help="decode after prompts of these lengths (llama-bench's -d; 'max': the model's context less "
+                        "the decode, at most --max-depth); 'none' skips the sweep (default: 0,512,2048,max)")
+    p.add_argument("--max-depth", type=_positive, default=8192, help="cap on 'max' in --depths (default 8192)")
     p.add_argument("--ppl-tokens", type=_positive, default=512, help="tokens of the text scored for perplexity (>= 2)")
     p.add_argument("--text", help="perplexity text (default: /usr/share/common-licenses/GPL-3)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for the JSON and PNG")
@@ -236,16 +314,21 @@ def main(argv: list[str] | None = None) -> int:
     check_writable_dir(args.out, "--out")
     if args.text:
         read_text_arg(args.text, "--text")  # now, not after ten minutes of exports
-    s = Settings(args.threads, args.repeats, args.prompt_lens, args.decode_tokens, args.ppl_tokens, args.engines,
-                 args.builds, args.text, Path(args.cache))
-    rows = run_bench(models, s)
-    table = markdown(rows, list(s.prompt_lens), s.decode_tokens)
+    s = Settings(args.threads, args.repeats, args.prompt_lens, args.decode_tokens, args.depths, args.max_depth,
+                 args.ppl_tokens, args.engines, args.builds, args.text, Path(args.cache))
+    from bench.limits import measure
+
+    limits = measure(s.threads)
+    log(f"this machine: read bandwidth {limits['read_bytes_per_s'] / 1e9:.1f} GB/s, int8 GEMM "
+        f"{limits['int8_ops_per_s'] / 1e9:.0f} GOPS ({s.threads} threads)")
+    rows = run_bench(models, s, limits)
+    table = markdown(rows, list(s.prompt_lens), s.decode_tokens, limits)
     print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(s).items()}
     with staged_outputs(out) as stage:  # the JSON and the chart land together or not at all
-        write_json(stage / f"bench-{stamp}.json", rows, settings)
+        write_json(stage / f"bench-{stamp}.json", rows, settings | {"limits": limits})
         write_chart(stage / f"bench-{stamp}.png", rows, list(s.prompt_lens), s.decode_tokens,
                     f"{s.threads} threads, median of {s.repeats}")
     print(f"wrote {out / f'bench-{stamp}.json'} and {out / f'bench-{stamp}.png'}")

@@ -24,6 +24,8 @@ def make_engine(job: dict):
     kind = job["engine"]
     if kind == "ours":
         return engines.PteEngine(job["artefact"], job["threads"])
+    if kind == "export_llm":
+        return engines.ExportLlmEngine(job["artefact"], job["threads"])
     if kind == "llama.cpp":
         return engines.LlamaCppEngine(job["artefact"], job["threads"], job["n_ctx"])
     if kind == "transformers":
@@ -31,14 +33,21 @@ def make_engine(job: dict):
     raise ValueError(f"unknown engine {kind!r}")
 
 
-def empty_result(prompts: list[list[int]]) -> dict:
-    return {"load_s": [], "prefill_s": {str(len(p)): [] for p in prompts}, "decode_s": [], "peak_rss_mib": 0.0}
+def empty_result(prompts: list[list[int]], depths: list[int]) -> dict:
+    return {"load_s": [], "prefill_s": {str(len(p)): [] for p in prompts}, "decode_s": [],
+            "decode_depth_s": {str(d): [] for d in depths}, "peak_rss_mib": 0.0}
+
+
+def depth_prompt(job: dict, depth: int) -> list[int]:
+    """The prompt a decode at `depth` follows: `depth` tokens of the text (depth 0: its first token alone)."""
+    return job["depth_tokens"][: max(depth, 1)] if depth else job["prompts"][0][:1]
 
 
 def run_in_process(job: dict) -> dict:
-    """Load (repeats times), warm up, then per repeat: prefill each prompt, and decode after the first prompt."""
-    repeats, prompts, n_decode = job["repeats"], job["prompts"], job["decode_tokens"]
-    res = empty_result(prompts)
+    """Load (repeats times), warm up, then per repeat: prefill each prompt, decode after the first prompt, and
+    decode after a prompt of each depth."""
+    repeats, prompts, n_decode, depths = job["repeats"], job["prompts"], job["decode_tokens"], job.get("depths", [])
+    res = empty_result(prompts, depths)
     for _ in range(repeats):
         engine = None  # the previous instance goes before the next loads: peak RSS is one engine's
         gc.collect()
@@ -54,6 +63,9 @@ def run_in_process(job: dict) -> dict:
             res["prefill_s"][str(len(p))].append(engine.prefill(p))
         engine.prefill(prompts[0])
         res["decode_s"].append(engine.decode(n_decode))
+        for d in depths:
+            engine.prefill(depth_prompt(job, d))
+            res["decode_depth_s"][str(d)].append(engine.decode(n_decode))
     res["peak_rss_mib"] = peak_rss_mib()  # before perplexity: transformers' full-sequence logits are not inference
     if job.get("ppl_tokens"):
         import numpy as np
@@ -71,8 +83,8 @@ STATS = re.compile(r"load ([\d.]+) ms .*\| prefill (\d+) tok at ([\d.]+) tok/s \
 
 def run_cpp(job: dict) -> dict:
     """The C++ runner, one process per measurement: its own stats line gives load, prefill, decode and peak RSS."""
-    repeats, prompts, n_decode = job["repeats"], job["prompts"], job["decode_tokens"]
-    res = empty_result(prompts)
+    repeats, prompts, n_decode, depths = job["repeats"], job["prompts"], job["decode_tokens"], job.get("depths", [])
+    res = empty_result(prompts, depths)
 
     def once(ids: list[int], new_tokens: int) -> tuple[float, float]:
         with tempfile.NamedTemporaryFile("w", suffix=".ids") as f:
@@ -96,6 +108,8 @@ def run_cpp(job: dict) -> dict:
             res["prefill_s"][str(len(p))].append(prefill)
             if p is prompts[0]:
                 res["decode_s"].append(decode)
+        for d in depths:
+            res["decode_depth_s"][str(d)].append(once(depth_prompt(job, d), n_decode + 1)[1])
     return res
 
 
