@@ -12,7 +12,8 @@ from models.llama3.model import FAMILY
 pytestmark = pytest.mark.slow
 
 # KL(fp32 cache || int8 cache) per token on SmolLM2 over 512 GPL-3 tokens in chunks of 64, measured 2026-11-27
-# (eager): mean 0.0010, max 0.027, top-1 agreement 96.9 %. The issue's bound is 0.01 on the mean.
+# (eager): mean 0.0010, max 0.027, top-1 agreement 96.9 %; on the fp32 .pte pair, 2026-11-28: mean 0.00095, max 0.026,
+# top-1 97.3 %. The issue's bound is 0.01 on the mean.
 KL_MAX = 0.01
 
 
@@ -43,10 +44,12 @@ def test_smollm2_int8_cache_kl_and_size(smollm2_gguf: str) -> None:
     assert cache_bytes(int8) == cache_bytes(fp32) * (64 + 5) // (64 * 4)
 
 
-def test_smollm2_int8_cache_pte_kl(smollm2_gguf: str, smollm2_pte) -> None:
-    """The issue's measure on the programs themselves: SmolLM2's `gguf` build (smollm2_pte, fp32 cache) against the
-    same build exported --quantize-kv-cache, fed 448 GPL-3 tokens one at a time after a 64-token prefill. Both run
-    the same int8-dynamic GEMMs on the same shapes, so what differs is the cache."""
+def test_smollm2_int8_cache_pte_kl(smollm2_gguf: str) -> None:
+    """The issue's measure on the programs themselves: SmolLM2 exported fp32 (the bench's fp32 build) with the fp32
+    cache and with --quantize-kv-cache, fed 448 GPL-3 tokens one at a time after a 64-token prefill. fp32 weights,
+    so that what differs is the cache: on an int8-dynamic build the GEMMs' own noise is larger than the cache's
+    effect (measured 2026-11-28 on the gguf build: KL 0.024 against 0.018 between two prefill splits of the same
+    fp32-cache program)."""
     from bench.artefacts import cached_export
     from bench.corpus import corpus
     from bench.registry import STANDARD_BUILDS
@@ -54,16 +57,16 @@ def test_smollm2_int8_cache_pte_kl(smollm2_gguf: str, smollm2_pte) -> None:
     from common.tokenizer import load_tokenizer
     from tests.helpers import kl_per_position, step_logits
 
-    build = next(b for b in STANDARD_BUILDS if b.name == "gguf")
+    build = next(b for b in STANDARD_BUILDS if b.name == "fp32")
+    fp32_pte = cached_export("llama3", smollm2_gguf, build.export_args, "smollm2-135m-fp32")  # the bench's file
     int8_pte = cached_export("llama3", smollm2_gguf, (*build.export_args, "--quantize-kv-cache"),
-                             "smollm2-135m-int8kv")  # not "...-gguf-*": that build's stale glob
+                             "smollm2-135m-int8kv")  # not "...-fp32-*": that build's stale glob
     ids = load_tokenizer(smollm2_gguf).encode(corpus()[1])[:512]
-    ref = step_logits(PteModel(smollm2_pte), ids[:64], ids[64:])
+    ref = step_logits(PteModel(fp32_pte), ids[:64], ids[64:])
     got = step_logits(PteModel(int8_pte), ids[:64], ids[64:])
     kl = kl_per_position(ref, got)
     top1 = (ref.argmax(-1) == got.argmax(-1)).double().mean().item()
-    print(f".pte KL(fp32 cache || int8 cache) mean {kl.mean():.5f}, max {kl.max():.4f}, top-1 agreement {top1:.1%}; "
-          f".pte {smollm2_pte.stat().st_size / 2**20:.1f} MiB either way (the cache is planned memory)")
+    print(f".pte KL(fp32 cache || int8 cache) mean {kl.mean():.5f}, max {kl.max():.4f}, top-1 agreement {top1:.1%}")
     assert 0 < kl.mean() <= KL_MAX
 
 
