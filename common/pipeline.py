@@ -136,7 +136,7 @@ def load_model(
 
 def with_field(family: Family, cfg, flag: str, name: str, value):
     """`cfg` with its attention field `name` set from export's `flag`; one error line for a family whose config
-    has no such field (Gemma's layer_windows: it sets its sliding layers from the checkpoint)."""
+    has no such field."""
     if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, name):
         raise UserError(f"{flag}: {family.title} models do not take it (their attention layers and caches come from "
                         "the checkpoint)")

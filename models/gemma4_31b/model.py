@@ -74,6 +74,9 @@ class GemmaConfig:
     kv_cache_int8: bool = False  # int8 keys and values in every layer's cache (export --quantize-kv-cache). Not HF's.
     # (sink, window): StreamingLLM's attention sink on the full layers (export --attention-sink); () = none. Not HF's.
     attention_sink: tuple[int, ...] = ()
+    # each layer's sliding window (0: full attention) in place of the checkpoint's pattern (export --local-global);
+    # a layer keeps its kind from layer_types (head size, RoPE table, K=V). () = the checkpoint's. Not HF's.
+    layer_windows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "sliding_window", "head_dim",
@@ -89,9 +92,22 @@ class GemmaConfig:
             if self.n_heads % kv:
                 raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of the KV heads {kv}")
         check_attention_sink(self.attention_sink)
+        if self.layer_windows and (len(self.layer_windows) != self.n_layers or min(self.layer_windows) < 0):
+            raise UserError(f"model config: layer_windows {list(self.layer_windows)}: expected {self.n_layers} "
+                            "window sizes >= 0 (0 = full attention)")
+        if self.layer_windows and self.attention_sink:
+            raise UserError("model config: an attention sink keeps Gemma's own sliding layers; it does not go with "
+                            "--local-global")
 
     def is_full(self, layer: int) -> bool:
+        """Whether layer `layer` is of the full kind (its head size, RoPE and K=V), whatever its window."""
         return self.layer_types[layer] == FULL
+
+    def window(self, layer: int) -> int:
+        """Layer `layer`'s sliding window (0: full attention): layer_windows', else the checkpoint's pattern."""
+        if self.layer_windows:
+            return self.layer_windows[layer]
+        return 0 if self.is_full(layer) else self.sliding_window
 
 
 def _rope(params: dict | None, default_theta: float) -> RopeConfig:
@@ -165,14 +181,18 @@ def config_from_hf(hf: dict[str, Any]) -> GemmaConfig:
         raise UserError(f"config.json: a value of an unexpected type ({type(e).__name__}: {e})") from None
 
 
-def gemma_cache(cfg: GemmaConfig, layer: int, max_context_len: int, ring: int, max_seq_len: int) -> FlatKVCache:
-    """Full layers: every position, or with an attention sink its sinks and window; sliding layers: a ring of
-    `ring` slots (common.nn.kv_cache.ring_size). int8 with cfg.kv_cache_int8."""
-    full = cfg.is_full(layer)
+def gemma_cache(cfg: GemmaConfig, layer: int, max_context_len: int, max_seq_len: int) -> FlatKVCache:
+    """Full attention: every position, or with an attention sink its sinks and window; a sliding window W: a ring
+    of W - 1 + max_seq_len slots (common.nn.kv_cache.ring_size: at most the context, except past it with a sink).
+    int8 with cfg.kv_cache_int8."""
+    full, window = cfg.is_full(layer), cfg.window(layer)
     if full and cfg.attention_sink:
         cls, args = SinkKVCache, (*cfg.attention_sink, sink_size(cfg, max_seq_len))
+    elif window:
+        ring = window - 1 + max_seq_len if cfg.attention_sink else ring_size(window, max_seq_len, max_context_len)
+        cls, args = RingKVCache, (window, ring)
     else:
-        cls, args = (FlatKVCache, (max_context_len,)) if full else (RingKVCache, (cfg.sliding_window, ring))
+        cls, args = FlatKVCache, (max_context_len,)
     return (int8(cls) if cfg.kv_cache_int8 else cls)(*args, *((cfg.n_global_kv_heads, cfg.global_head_dim) if full
                                                               else (cfg.n_kv_heads, cfg.head_dim)))
 
@@ -184,6 +204,7 @@ class GemmaLayer(nn.Module):
         head_dim = cfg.global_head_dim if full else cfg.head_dim
         kv = cfg.n_global_kv_heads if full else cfg.n_kv_heads
         self.full = full
+        self.window = cfg.window(layer)  # which of forward's masks the layer reads
         self.self_attn = Attention(
             cfg.dim, cfg.n_heads, kv, head_dim, cache, kernel,
             qk_norm_eps=cfg.norm_eps, norm_offset=cfg.norm_offset, v_norm=cfg.v_norm, k_eq_v=cfg.k_eq_v and full,
@@ -207,10 +228,10 @@ class GemmaLayer(nn.Module):
 class Body(nn.Module):
     """The HF `model.*` submodules, so HF state-dict keys load as they are."""
 
-    def __init__(self, cfg: GemmaConfig, max_context_len: int, kernel, ring: int, max_seq_len: int):
+    def __init__(self, cfg: GemmaConfig, max_context_len: int, kernel, max_seq_len: int):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(GemmaLayer(cfg, i, gemma_cache(cfg, i, max_context_len, ring, max_seq_len), kernel)
+        self.layers = nn.ModuleList(GemmaLayer(cfg, i, gemma_cache(cfg, i, max_context_len, max_seq_len), kernel)
                                     for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_offset)
 
@@ -232,10 +253,7 @@ class Gemma(DecoderModel):
         self.max_context_len = max_context_len = sum(cfg.attention_sink) if cfg.attention_sink else max_context_len
         self.last_logits_only = last_logits_only
         self.max_seq_len = min(max_seq_len or max_context_len, max_context_len)
-        # past the context (a sink) the ring is always one: positions no longer fit a flat cache
-        self.ring = (cfg.sliding_window - 1 + self.max_seq_len if cfg.attention_sink
-                     else ring_size(cfg.sliding_window, self.max_seq_len, max_context_len))
-        self.model = Body(cfg, max_context_len, kernel, self.ring, self.max_seq_len)
+        self.model = Body(cfg, max_context_len, kernel, self.max_seq_len)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.embed_scale = math.sqrt(cfg.dim)
         # rotate-half as a matmul per head size, when the XNNPACK lowering asks (rotate_half_as_matmul)
@@ -285,15 +303,16 @@ class Gemma(DecoderModel):
                       for full, cos, sin, rot in ((False, self.local_cos, self.local_sin, self.local_rot),
                                                   (True, self.global_cos, self.global_sin, self.global_rot))}
             key_rope = {False: None, True: None}
-        # full layers: causal by position where the kernel needs no mask (llama::custom_sdpa), or the sink's view;
-        # sliding: the ring's
-        masks = {False: RingKVCache.ring_mask(start, seq_len, self.ring, self.cfg.sliding_window),
-                 True: sink_mask if sink else
-                 self.causal_mask.narrow(0, start, seq_len) if self.kernel.needs_mask else None}
+        # per window: full attention reads causally by position where the kernel needs no mask (llama::custom_sdpa),
+        # or the sink's view; a sliding window its ring's
+        masks = {0: sink_mask if sink else self.causal_mask.narrow(0, start, seq_len) if self.kernel.needs_mask
+                 else None}
         x = self.model.embed_tokens(tokens) * self.embed_scale
         for layer in self.model.layers:
+            if layer.window not in masks:
+                masks[layer.window] = RingKVCache.ring_mask(start, seq_len, layer.self_attn.kv_cache.size, layer.window)
             cos, sin, rot = tables[layer.full]
-            x = layer(x, start, cos, sin, rot, masks[layer.full], key_rope[layer.full])
+            x = layer(x, start, cos, sin, rot, masks[layer.window], key_rope[layer.full])
         x = self.model.norm(x)
         if self.last_logits_only:
             x = x[:, -1:, :]
