@@ -108,13 +108,14 @@ class PteEngine(Engine):
 
 class ExportLlmEngine(PteEngine):
     """ExecuTorch's export_llm `.pte` (bench.export_llm) through the same Python runtime: forward(tokens [1, S],
-    input_pos [1]) -> the last position's logits, prompts fed in chunks of its get_max_seq_len."""
+    input_pos [1]) -> the last position's logits, prompts fed in chunks of its get_max_seq_len - 1."""
 
     def load(self) -> None:
         from executorch.runtime import Runtime
 
         program = Runtime.get().load_program(self.pte)
-        self.max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
+        # its tokens input is bounded at get_max_seq_len - 1 (export_llm's dynamic shape; 128 is refused)
+        self.max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0]) - 1
         self.method = program.load_method("forward")
 
     def feed(self, tokens: list[int]):

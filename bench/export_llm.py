@@ -95,7 +95,7 @@ def export_args(ckpt: Path, params: Path, out_dir: Path, max_seq_len: int, max_c
             "quantization.qmode=8da4w", "quantization.group_size=32", "quantization.embedding_quantize='4,32'",
             "backend.xnnpack.enabled=True", "backend.xnnpack.extended_ops=True",
             f"export.max_seq_length={max_seq_len}", f"export.max_context_length={max_context_len}",
-            f"export.output_dir={out_dir}", "export.output_name=model.pte"]
+            f"export.output_dir={out_dir}", f"export.output_name={out_dir / 'model.pte'}"]  # a bare name lands in the cwd
 
 
 def cached_export_llm(gguf: str, max_seq_len: int, max_context_len: int, cache: Path = CACHE, log=None) -> Path:
