@@ -88,7 +88,6 @@ def requantized_gguf(gguf: str, qtype: str, cache: Path = CACHE, log=None) -> Pa
     import os
 
     import llama_cpp
-    from filelock import FileLock
 
     from common.io import atomic_path
 
@@ -99,12 +98,8 @@ def requantized_gguf(gguf: str, qtype: str, cache: Path = CACHE, log=None) -> Pa
     key = hashlib.sha256(f"{Path(gguf).resolve()}:{st.st_size}:{st.st_mtime_ns}:{qtype}:"
                          f"{llama_cpp.__version__}".encode()).hexdigest()[:16]
     out = cache / f"{Path(gguf).stem}-{qtype}-{key}.gguf"
-    cache.mkdir(parents=True, exist_ok=True)
-    with FileLock(cache / f"{out.name}.lock"):
-        if out.is_file():
-            return out
-        if log:
-            log(f"re-quantizing {Path(gguf).name} to {qtype} with llama.cpp's quantizer")
+
+    def make() -> None:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype, params.allow_requantize, params.nthread = ftype, True, os.cpu_count() or 1
         with atomic_path(out) as tmp:
@@ -112,4 +107,20 @@ def requantized_gguf(gguf: str, qtype: str, cache: Path = CACHE, log=None) -> Pa
             if rc != 0:
                 raise UserError(f"{gguf}: llama.cpp could not re-quantize it to {qtype} (llama_model_quantize "
                                 f"returned {rc})")
+
+    return made_once(out, cache / f"{out.name}.lock", make,
+                     log and (lambda: log(f"re-quantizing {Path(gguf).name} to {qtype} with llama.cpp's quantizer")))
+
+
+def made_once(out: Path, lock: Path, make, announce=None) -> Path:
+    """`out`, made by `make()` unless it exists; under a file lock, so concurrent callers wait for one maker.
+    `announce()` runs first when it is made."""
+    from filelock import FileLock
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):
+        if not out.is_file():
+            if announce:
+                announce()
+            make()
     return out

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.artefacts import CACHE, ROOT, STATS, export_key
+from bench.artefacts import CACHE, ROOT, STATS, export_key, made_once
 from common.errors import UserError
 
 # ours -> export_llm (examples/models/llama: Meta's names); {} is the layer index
@@ -101,18 +101,12 @@ def export_args(ckpt: Path, params: Path, out_dir: Path, max_seq_len: int, max_c
 def cached_export_llm(gguf: str, max_seq_len: int, max_context_len: int, cache: Path = CACHE, log=None) -> Path:
     """export_llm's `.pte` of `gguf` (see the module docstring), cached like our exports, with its wall time and
     the export process's own peak RSS beside it (bench.artefacts.export_stats reads them)."""
-    from filelock import FileLock
-
     name = "export-llm"
     key = export_key("llama3", gguf, [name, str(max_seq_len), str(max_context_len)])
     out_dir = cache / f"{name}-{key}"
     out = out_dir / "model.pte"
-    cache.mkdir(parents=True, exist_ok=True)
-    with FileLock(cache / f"{name}.lock"):
-        if out.is_file():
-            return out
-        if log:
-            log(f"exporting with ExecuTorch's export_llm: {out}")
+
+    def make() -> None:
         work = out_dir / "work"
         ckpt, params = write_checkpoint(gguf, work)
         t0 = time.perf_counter()
@@ -130,4 +124,6 @@ def cached_export_llm(gguf: str, max_seq_len: int, max_context_len: int, cache: 
         (work / "model.pte").replace(out)
         (out_dir / STATS).write_text(json.dumps({"seconds": seconds, "peak_rss_mib": float(peak.group(1))}))
         ckpt.unlink()  # 0.5 GB of fp32 for SmolLM2; the .pte is what the bench keeps
-    return out
+
+    return made_once(out, cache / f"{name}.lock", make, log and (lambda: log(f"exporting with ExecuTorch's "
+                                                                              f"export_llm: {out}")))
