@@ -116,7 +116,10 @@ def cached_export_llm(gguf: str, max_seq_len: int, max_context_len: int, cache: 
                 "sys.argv = ['export_llm', *sys.argv[1:]]; "
                 "runpy.run_module('executorch.extension.llm.export.export_llm', run_name='__main__')")
         cmd = [sys.executable, "-c", shim, *export_args(ckpt, params, work, max_seq_len, max_context_len)]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"HYDRA_FULL_ERROR": "1"})
+        # run in `work`: hydra writes its outputs/ folder into the cwd
+        env = os.environ | {"HYDRA_FULL_ERROR": "1", "PYTHONPATH": os.pathsep.join(filter(None, [
+            str(ROOT), os.environ.get("PYTHONPATH")]))}
+        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - t0
         peak = re.search(r"peak RSS (\d+) MiB", res.stderr)
         if res.returncode != 0 or not (work / "model.pte").is_file() or not peak:
