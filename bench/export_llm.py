@@ -102,6 +102,7 @@ def cached_export_llm(gguf: str, max_seq_len: int, max_context_len: int, cache: 
     """export_llm's `.pte` of `gguf` (see the module docstring), cached like our exports, with its wall time and
     the export process's own peak RSS beside it (bench.artefacts.export_stats reads them)."""
     name = "export-llm"
+    cache = Path(cache).resolve()  # the export runs in a directory of its own
     key = export_key("llama3", gguf, [name, str(max_seq_len), str(max_context_len)])
     out_dir = cache / f"{name}-{key}"
     out = out_dir / "model.pte"
