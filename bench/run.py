@@ -318,9 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.ppl_tokens, args.engines, args.builds, args.text, Path(args.cache))
     from bench.limits import measure
 
-    limits = measure(s.threads)
-    log(f"this machine: read bandwidth {limits['read_bytes_per_s'] / 1e9:.1f} GB/s, int8 GEMM "
-        f"{limits['int8_ops_per_s'] / 1e9:.0f} GOPS ({s.threads} threads)")
+    limits = measure(s.threads)  # printed with the table (a bad --text still gets its one error line alone)
     rows = run_bench(models, s, limits)
     table = markdown(rows, list(s.prompt_lens), s.decode_tokens, limits)
     print(table)

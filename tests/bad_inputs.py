@@ -466,7 +466,7 @@ CASES: list[Case] = [
     Case("bench-text-latin1", "bench", ("--text", "{ws}/t.txt"), "--text {ws}/t.txt", "not UTF-8 text",
          files({"t.txt": "Liberté, égalité, fraternité".encode("latin-1")})),
     Case("bench-text-too-short", "bench", ("--text", "{ws}/t.txt", "--engines", "transformers"), "{ws}/t.txt",
-         "tokens, fewer than the 512 the settings need", files({"t.txt": "Too short to score."})),
+         "tokens, fewer than the 512 scored for perplexity", files({"t.txt": "Too short to score."})),
     Case("profile-pte-missing", "bench.profile", ("--pte", "{ws}/none.pte"), "{ws}/none.pte", "no such .pte file"),
     Case("profile-context-zero", "bench.profile", ("--pte", "{pte}", "--context", "0"), "--context",
          "expected a positive integer"),
