@@ -40,7 +40,7 @@ def empty_result(prompts: list[list[int]], depths: list[int]) -> dict:
 
 def depth_prompt(job: dict, depth: int) -> list[int]:
     """The prompt a decode at `depth` follows: `depth` tokens of the text (depth 0: its first token alone)."""
-    return job["depth_tokens"][: max(depth, 1)] if depth else job["prompts"][0][:1]
+    return job["depth_tokens"][:depth] if depth else job["prompts"][0][:1]
 
 
 def run_in_process(job: dict) -> dict:

@@ -87,9 +87,7 @@ class ModelConfig:
             positive_int(getattr(self, key), key, "model config")
         if self.n_heads % self.n_kv_heads:
             raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
-        if self.layer_windows and (len(self.layer_windows) != self.n_layers or min(self.layer_windows) < 0):
-            raise UserError(f"model config: layer_windows {list(self.layer_windows)}: expected {self.n_layers} "
-                            "window sizes >= 0 (0 = full attention)")
+        check_layer_windows(self.layer_windows, self.n_layers)
         check_attention_sink(self.attention_sink)
         if self.attention_sink and any(self.layer_windows):
             raise UserError("model config: an attention sink and sliding-window layers do not go together")
@@ -283,6 +281,13 @@ class DecoderModel(nn.Module):
             if allow(list(member_names(f"model.layers.{i}.mlp.gate_up_proj"))):
                 layer.mlp.fuse()
         return self
+
+
+def check_layer_windows(windows: tuple[int, ...], n_layers: int) -> None:
+    """A config's layer_windows: () or one window >= 0 per layer (0 = full attention)."""
+    if windows and (len(windows) != n_layers or min(windows) < 0):
+        raise UserError(f"model config: layer_windows {list(windows)}: expected {n_layers} window sizes >= 0 "
+                        "(0 = full attention)")
 
 
 def check_attention_sink(sink: tuple[int, ...]) -> None:

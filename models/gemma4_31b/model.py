@@ -19,7 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.decoder import SINK_POSITIONS, DecoderModel, check_attention_sink, gguf_getter, positive_int, sink_size
+from common.decoder import (
+    SINK_POSITIONS,
+    DecoderModel,
+    check_attention_sink,
+    check_layer_windows,
+    gguf_getter,
+    positive_int,
+    sink_size,
+)
 from common.errors import UserError
 from common.family import Family
 from common.gguf_loader import LAYER_NAMES, hf_name, vocab_and_tie
@@ -92,9 +100,7 @@ class GemmaConfig:
             if self.n_heads % kv:
                 raise UserError(f"model config: n_heads {self.n_heads} is not a multiple of the KV heads {kv}")
         check_attention_sink(self.attention_sink)
-        if self.layer_windows and (len(self.layer_windows) != self.n_layers or min(self.layer_windows) < 0):
-            raise UserError(f"model config: layer_windows {list(self.layer_windows)}: expected {self.n_layers} "
-                            "window sizes >= 0 (0 = full attention)")
+        check_layer_windows(self.layer_windows, self.n_layers)
         if self.layer_windows and self.attention_sink:
             raise UserError("model config: an attention sink keeps Gemma's own sliding layers; it does not go with "
                             "--local-global")
