@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-CATEGORIES = ("delegated linears", "other XNNPACK ops", "XNNPACK call overhead", "SDPA (llama::custom_sdpa)",
+CATEGORIES = ("delegated linears", "other XNNPACK ops", "XNNPACK call overhead", "SDPA (custom_sdpa)",
               "KV update (llama::update_cache)", "other portable ops", "runtime overhead", "sampling (argmax)",
               "Python overhead")
 
@@ -23,8 +23,8 @@ CATEGORIES = ("delegated linears", "other XNNPACK ops", "XNNPACK call overhead",
 def category(name: str, delegated: bool) -> str | None:
     if delegated:
         return "delegated linears" if name.startswith("Fully Connected") else "other XNNPACK ops"
-    if name == "llama::custom_sdpa.out":
-        return "SDPA (llama::custom_sdpa)"
+    if name in ("llama::custom_sdpa.out", "zoo::custom_sdpa.out"):
+        return "SDPA (custom_sdpa)"
     if name == "llama::update_cache.out":
         return "KV update (llama::update_cache)"
     if name in ("DELEGATE_CALL", "OPERATOR_CALL", "Method::execute") or name.startswith("Method::"):
@@ -69,7 +69,7 @@ def profile(pte: str, prompt: list[int], tokens: int, threads: int) -> dict[str,
             if cat:
                 ms[cat] += total
                 xnn_ms += total if ev.is_delegated_op else 0.0
-    portable = ms["SDPA (llama::custom_sdpa)"] + ms["KV update (llama::update_cache)"] + ms["other portable ops"]
+    portable = ms["SDPA (custom_sdpa)"] + ms["KV update (llama::update_cache)"] + ms["other portable ops"]
     ms["XNNPACK call overhead"] = max(delegate_ms - xnn_ms, 0.0)
     ms["runtime overhead"] = max(execute_ms - delegate_ms - portable, 0.0)
     ms["sampling (argmax)"] = sample_s * 1e3

@@ -1,29 +1,21 @@
-"""`python -m bench.sdpa_kernel`: one `llama::custom_sdpa` call at SmolLM2's attention shapes, ExecuTorch's kernel (the
-pip wheel's custom-ops library: what the Python runtime runs) against the zoo's (runners/kernels/llama.cpp: what
-the C++ runner runs), same run: microseconds per call for decode at several depths and for a 128-token prefill
-chunk, and the largest difference between the two outputs.
+"""`python -m bench.sdpa_kernel`: one attention call at SmolLM2's shapes, ExecuTorch's `llama::custom_sdpa` kernel (the
+pip wheel's custom-ops library) against the zoo's `zoo::custom_sdpa` (runners/kernels/sdpa.h, which the C++
+runners also run for `llama::custom_sdpa`), same run, same process: microseconds per call for decode at several
+depths and for a 128-token prefill chunk, and the largest difference between the two outputs.
 
-Each kernel runs in its own process: both register the same operator names, and ExecuTorch aborts on a second
-registration. The programs are one-op `.pte` files (no delegate) fed the same random query and caches. Prints a
-table; nothing is kept. `tests/test_llama_kernels.py` checks the zoo kernel's numbers through the same child.
+The programs are one-op `.pte` files (no delegate, the caches constants inside them) fed the same random query.
+Prints a table; nothing is kept. `tests/test_llama_kernels.py` checks the zoo kernel against torch with them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ("executorch", "zoo")
+KERNELS = ("llama", "zoo")  # the op namespace a program calls: ExecuTorch's kernel, or the zoo's
 
 
 @dataclass(frozen=True)
@@ -55,17 +47,17 @@ class Case:
 class _Sdpa(torch.nn.Module):
     """The caches are constants of the program, as a model's are its state: an input would be copied in per call."""
 
-    def __init__(self, case: Case):
+    def __init__(self, case: Case, namespace: str):
         super().__init__()
-        self.case = case
+        self.case, self.op = case, getattr(torch.ops, namespace).custom_sdpa
         _, k, v, *_ = case.inputs()
         self.register_buffer("k", k)
         self.register_buffer("v", v)
 
     def forward(self, q, mask=None):
         if mask is None:
-            return torch.ops.llama.custom_sdpa(q, self.k, self.v, self.case.start, None, 0.0, True)
-        return torch.ops.llama.custom_sdpa(q, self.k, self.v, self.case.start, mask, 0.0, False)
+            return self.op(q, self.k, self.v, self.case.start, None, 0.0, True)
+        return self.op(q, self.k, self.v, self.case.start, mask, 0.0, False)
 
 
 def program_inputs(case: Case) -> list[torch.Tensor]:
@@ -74,63 +66,29 @@ def program_inputs(case: Case) -> list[torch.Tensor]:
     return [q, *mask]
 
 
-def write_program(case: Case, path: Path) -> None:
-    """`case` as a one-op `.pte` (portable kernels; custom_sdpa is the llama library's)."""
+def method(case: Case, namespace: str):
+    """`case` as a one-op program calling `namespace`::custom_sdpa, loaded in this process's ExecuTorch runtime."""
     from executorch.exir import EdgeCompileConfig, to_edge
-
-    from common.kernels import library_for
-
-    library_for("llama::custom_sdpa").load()
-    ep = torch.export.export(_Sdpa(case), tuple(program_inputs(case)))
-    path.write_bytes(to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch().buffer)
-
-
-def load_kernels(which: str) -> None:
-    """Register `which` llama:: kernels in this process: ExecuTorch's custom-ops library, or the zoo's C++ file built
-    as a shared library (build/kernels/llama_zoo)."""
-    from common.kernels import library_for
-
-    lib = library_for("llama::custom_sdpa")
-    if which == "zoo":
-        lib = replace(lib, name="llama_zoo", python_module=None, python_shared=True)
-    lib.load()
-
-
-def child(which: str, work: Path, names: list[str], repeats: int) -> None:
-    """In a fresh process: run each case's program with `which` kernels; write outputs and microseconds per call."""
     from executorch.runtime import Runtime
-    from safetensors.torch import load_file, save_file
 
-    load_kernels(which)
-    times, outs = {}, {}
-    for name in names:
-        inputs = load_file(str(work / f"{name}.in.safetensors"))
-        args = [inputs[key] for key in sorted(inputs)]  # 0: q, 1: mask
-        method = Runtime.get().load_program(work / f"{name}.pte").load_method("forward")
-        outs[name] = method.execute(args)[0].clone()
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            method.execute(args)
-        times[name] = (time.perf_counter() - t0) / repeats * 1e6
-    save_file(outs, str(work / f"{which}.out.safetensors"))
-    (work / f"{which}.times.json").write_text(json.dumps(times))
+    from common.kernels import load_kernel_libraries
+
+    load_kernel_libraries()
+    ep = torch.export.export(_Sdpa(case, namespace), tuple(program_inputs(case)))
+    buffer = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch().buffer
+    program = Runtime.get().load_program(buffer)  # reads `buffer` in place: it must outlive the method
+    return buffer, program, program.load_method("forward")
 
 
-def run(cases: list[Case], which: str, work: Path, repeats: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Outputs and microseconds per call of `cases` with `which` kernels, in a child process."""
-    from safetensors.torch import load_file, save_file
-
-    for case in cases:
-        if not (work / f"{case.name}.pte").exists():
-            write_program(case, work / f"{case.name}.pte")
-            save_file({f"{i}": t for i, t in enumerate(program_inputs(case))}, str(work / f"{case.name}.in.safetensors"))
-    code = f"from bench.sdpa_kernel import child; child({which!r}, __import__('pathlib').Path({str(work)!r}), " \
-           f"{[c.name for c in cases]!r}, {repeats})"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{which} kernels: child exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return load_file(str(work / f"{which}.out.safetensors")), json.loads((work / f"{which}.times.json").read_text())
+def run(case: Case, namespace: str, repeats: int) -> tuple[torch.Tensor, float]:
+    """The output of `case` through `namespace`'s kernel, and microseconds per call (after one untimed call)."""
+    *_alive, forward = method(case, namespace)
+    args = program_inputs(case)
+    out = forward.execute(args)[0].clone()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        forward.execute(args)
+    return out, (time.perf_counter() - t0) / max(repeats, 1) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,16 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cases = [Case(f"decode at {d}", 1, d) for d in args.depths]
     cases += [Case(f"prefill 128 at {d}", 128, d) for d in (0, 2048)]
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {which: run(cases, which, Path(tmp), args.repeats) for which in KERNELS}
     print(f"{torch.get_num_threads()} threads; microseconds per call; SmolLM2 shapes (9 heads over 3 kv heads of 64)\n")
     print("| call | ExecuTorch's kernel | zoo kernel | speed-up | max abs diff |")
     print("|---|---|---|---|---|")
-    (et_out, et_us), (zoo_out, zoo_us) = results["executorch"], results["zoo"]
     for case in cases:
-        diff = (et_out[case.name] - zoo_out[case.name]).abs().max().item()
-        print(f"| {case.name} | {et_us[case.name]:.1f} | {zoo_us[case.name]:.1f} | "
-              f"×{et_us[case.name] / zoo_us[case.name]:.2f} | {diff:.1e} |")
+        (et_out, et_us), (zoo_out, zoo_us) = (run(case, ns, args.repeats) for ns in KERNELS)
+        print(f"| {case.name} | {et_us:.1f} | {zoo_us:.1f} | ×{et_us / zoo_us:.2f} | "
+              f"{(et_out - zoo_out).abs().max().item():.1e} |", flush=True)
     return 0
 
 

@@ -195,8 +195,8 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--max-seq-len", type=int, default=128, help="most tokens per forward call (prefill chunk)")
         p.add_argument("--max-context-len", type=int, default=2048, help="KV-cache length")
         p.add_argument("--custom-ops", action=argparse.BooleanOptionalAction, default=True,
-                       help="attention with ExecuTorch's llama::custom_sdpa/update_cache (faster; the Python runtime "
-                            "and the zoo's C++ runners both have kernels for them) instead of plain SDPA")
+                       help="attention with ExecuTorch's llama::update_cache and the zoo's custom_sdpa kernel (faster; "
+                            "the Python runtime and the zoo's C++ runners both run it) instead of plain SDPA")
         p.add_argument("--tokenizer", help="tokenizer source if the checkpoint has none (HF dir, tokenizer.json, GGUF)")
         p.add_argument("--embeddings-input", action="store_true",
                        help="add a forward_embeddings method: prefill from input embeddings [1, S, hidden] (e.g. a "

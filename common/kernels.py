@@ -51,6 +51,13 @@ KERNEL_LIBRARIES = (
         cpp_sources=("runners/kernels/llama.cpp",),  # the wheel's C++ SDK has none: ours
     ),
     KernelLibrary(
+        "sdpa",
+        ops=("zoo::custom_sdpa",),
+        python_module="common.nn.sdpa_op",  # the op's schema; eager and export run ExecuTorch's llama op
+        cpp_sources=("runners/kernels/sdpa.cpp",),  # the zoo's attention kernel (sdpa.h), also llama.cpp's
+        python_shared=True,
+    ),
+    KernelLibrary(
         "quantized",
         ops=("quantized_decomposed::embedding_4bit", "quantized_decomposed::embedding_byte"),
         python_module="executorch.kernels.quantized",
@@ -125,7 +132,8 @@ def build_shared_library(lib: KernelLibrary) -> Path:
     sources; one build at a time across processes (a file lock)."""
     out_dir = ROOT / "build" / "kernels" / lib.name
     target = out_dir / f"libzoo_{lib.name}.so"
-    inputs = [ROOT / s for s in lib.cpp_sources] + [ROOT / "runners" / "kernels" / "CMakeLists.txt"]
+    kernels = ROOT / "runners" / "kernels"
+    inputs = [ROOT / s for s in lib.cpp_sources] + [kernels / "CMakeLists.txt", *kernels.glob("*.h")]
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -152,4 +160,5 @@ def build_shared_library(lib: KernelLibrary) -> Path:
                                 + " | ".join(tail))
         if not target.exists():
             raise UserError(f"building kernel library {lib.name!r} wrote no {target}")
+        target.touch()  # up to date now, also where a header changed that none of its sources includes
         return target

@@ -1,8 +1,10 @@
 """Grouped-query attention over a KV cache, with the attention kernel as a strategy object.
 
-`SDPA` is plain PyTorch (exports to any backend, runs eagerly anywhere); `CUSTOM_OPS` is ExecuTorch's
-`llama::update_cache` / `llama::custom_sdpa` (faster: the kernel reads only positions < start + S, and needs no
-mask). A model takes one kernel and hands it to every attention layer.
+`SDPA` is plain PyTorch (exports to any backend, runs eagerly anywhere); `CustomOpsKernel` writes the cache with
+ExecuTorch's `llama::update_cache` and attends with `zoo::custom_sdpa`, ExecuTorch's `llama::custom_sdpa` under the
+zoo's name so the runtimes run the zoo's faster kernel (common/nn/sdpa_op.py; faster than plain SDPA: the kernel
+reads only positions < start + S, and needs no mask). A model takes one kernel and hands it to every attention
+layer.
 """
 
 from __future__ import annotations
@@ -45,16 +47,14 @@ class SdpaKernel:
 
 @dataclass(frozen=True)
 class CustomOpsKernel:
-    """ExecuTorch's llama:: custom ops (kernels in the Python runtime, and in our C++ runner's kernel library)."""
+    """ExecuTorch's llama:: cache ops and the zoo's custom_sdpa (kernels: common/kernels.py "llama" and "sdpa")."""
 
     name: str = "custom_ops"
     needs_mask: bool = False
     writes_cache_in_op: bool = True  # llama::update_cache
 
     def __post_init__(self) -> None:
-        from common.kernels import library_for
-
-        library_for("llama::custom_sdpa").load()  # registers llama::* for eager and export
+        import common.nn.sdpa_op  # noqa: F401  registers llama::* and zoo::custom_sdpa for eager and export
 
     def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
         torch.ops.llama.update_cache(x, cache, start)
@@ -66,8 +66,8 @@ class CustomOpsKernel:
         """With a mask [S, cache slots] the kernel reads every slot and the mask alone decides (a ring)."""
         extra = () if scale is None else (scale,)
         if mask is not None:
-            return torch.ops.llama.custom_sdpa(q, k, v, start, mask, 0.0, False, *extra)
-        return torch.ops.llama.custom_sdpa(q, k, v, start, None, 0.0, True, *extra)
+            return torch.ops.zoo.custom_sdpa(q, k, v, start, mask, 0.0, False, *extra)
+        return torch.ops.zoo.custom_sdpa(q, k, v, start, None, 0.0, True, *extra)
 
 
 SDPA = SdpaKernel()

@@ -1,0 +1,39 @@
+"""`zoo::custom_sdpa`: ExecuTorch's `llama::custom_sdpa` (same schema, same meaning) under the zoo's name.
+
+Exports with `--custom-ops` name this op, so a `.pte` runs the zoo's attention kernel (runners/kernels/sdpa.h)
+in the Python runtime as well as in the C++ runners: ExecuTorch's own kernel registers the `llama::` name in the
+Python runtime, a second registration of a name aborts, and the zoo's kernel is 3-7x faster at decode
+(`python -m bench.sdpa_kernel`). Eager and export run ExecuTorch's own implementation of the llama op; its kernel
+library is "sdpa" in common/kernels.py.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from common.kernels import library_for
+
+library_for("llama::custom_sdpa").load()  # the eager/meta implementations this op forwards to
+
+_SIGNATURE = ("Tensor query, Tensor key, Tensor value, SymInt start_pos, Tensor? attn_mask=None, "
+              "float dropout_p=0.0, bool is_causal=False, float? scale=None")
+# A fragment: the zoo namespace is shared with the tied head's and AQLM's ops (common/quant).
+_LIB = torch.library.Library("zoo", "FRAGMENT")
+_LIB.define(f"custom_sdpa({_SIGNATURE}) -> Tensor")
+_LIB.define(f"custom_sdpa.out({_SIGNATURE}, *, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _custom_sdpa(query, key, value, start_pos, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    return torch.ops.llama.custom_sdpa(query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale)
+
+
+def _custom_sdpa_out(query, key, value, start_pos, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *,
+                     out):
+    result = _custom_sdpa(query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale)
+    out.resize_(result.shape)
+    return out.copy_(result)
+
+
+_LIB.impl("custom_sdpa", _custom_sdpa, "CompositeExplicitAutograd")
+_LIB.impl("custom_sdpa.out", _custom_sdpa_out, "CompositeExplicitAutograd")
+_LIB.impl("custom_sdpa", _custom_sdpa, "Meta")  # the llama op's meta checks and shape
