@@ -309,7 +309,7 @@ class Gemma(DecoderModel):
                       for full, cos, sin, rot in ((False, self.local_cos, self.local_sin, self.local_rot),
                                                   (True, self.global_cos, self.global_sin, self.global_rot))}
             key_rope = {False: None, True: None}
-        # per window: full attention reads causally by position where the kernel needs no mask (llama::custom_sdpa),
+        # per window: full attention reads causally by position where the kernel needs no mask (zoo::custom_sdpa),
         # or the sink's view; a sliding window its ring's
         masks = {0: sink_mask if sink else self.causal_mask.narrow(0, start, seq_len) if self.kernel.needs_mask
                  else None}

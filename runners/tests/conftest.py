@@ -120,5 +120,5 @@ def tiny_qwen3_pte(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="session")
 def tiny_custom_ops_pte(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same tiny qwen3 with llama::custom_sdpa / llama::update_cache (the runner's own kernels run them)."""
+    """The same tiny qwen3 with the custom ops, zoo::custom_sdpa / llama::update_cache (the runner's own kernels run them)."""
     return _tiny_qwen3(tmp_path_factory.mktemp("tiny-custom-ops"), smollm2_tokenizer_dir, True, "xnnpack")

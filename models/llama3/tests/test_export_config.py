@@ -65,7 +65,7 @@ def test_debug_outputs(tiny, tmp_path) -> None:
     table = stdout[stdout.index("operator"):].splitlines()
     assert table[0].split() == ["operator", "delegated", "not", "delegated"]
     rows = {w[0]: (int(w[1]), int(w[2])) for w in (line.split() for line in table[1:]) if len(w) == 3}
-    assert rows["aten_linear_default"][0] > 0 and rows["llama_custom_sdpa_default"] == (0, t.hf.config.num_hidden_layers)
+    assert rows["aten_linear_default"][0] > 0 and rows["zoo_custom_sdpa_default"] == (0, t.hf.config.num_hidden_layers)
     delegated = int(stdout.split("delegated ops: ")[1].split(";")[0])
     assert sum(d for d, _ in rows.values()) == delegated
     record = parse_etrecord(str(tmp_path / "etrecord.bin"))
