@@ -66,15 +66,16 @@ def program_inputs(case: Case) -> list[torch.Tensor]:
     return [q, *mask]
 
 
-def method(case: Case, namespace: str):
-    """`case` as a one-op program calling `namespace`::custom_sdpa, loaded in this process's ExecuTorch runtime."""
+def method(case: Case, namespace: str, args: list[torch.Tensor]):
+    """`case` as a one-op program calling `namespace`::custom_sdpa (example inputs `args`), loaded in this
+    process's ExecuTorch runtime."""
     from executorch.exir import EdgeCompileConfig, to_edge
     from executorch.runtime import Runtime
 
     from common.kernels import load_kernel_libraries
 
     load_kernel_libraries()
-    ep = torch.export.export(_Sdpa(case, namespace), tuple(program_inputs(case)))
+    ep = torch.export.export(_Sdpa(case, namespace), tuple(args))
     buffer = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch().buffer
     program = Runtime.get().load_program(buffer)  # reads `buffer` in place: it must outlive the method
     return buffer, program, program.load_method("forward")
@@ -82,8 +83,8 @@ def method(case: Case, namespace: str):
 
 def run(case: Case, namespace: str, repeats: int) -> tuple[torch.Tensor, float]:
     """The output of `case` through `namespace`'s kernel, and microseconds per call (after one untimed call)."""
-    *_alive, forward = method(case, namespace)
     args = program_inputs(case)
+    *_alive, forward = method(case, namespace, args)
     out = forward.execute(args)[0].clone()
     t0 = time.perf_counter()
     for _ in range(repeats):

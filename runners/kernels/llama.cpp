@@ -8,21 +8,16 @@
 //
 // A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, it
 // registers its kernels before main. Declared for Python in common/kernels.py (library "llama").
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
-#include <executorch/runtime/kernel/thread_parallel_interface.h>
 
 #include "sdpa.h"
 
 namespace {
 
-using executorch::aten::optional;
 using executorch::aten::ScalarType;
 using executorch::aten::Tensor;
 using executorch::runtime::Error;

@@ -183,7 +183,8 @@ void attend_block(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t j0
 
 // out rows of query positions [i0, i1) of kv head kvh from `splits` partials over disjoint key ranges:
 // sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s. A row that sees no key at all gets zeros.
-inline void combine(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, const Partial* parts, int64_t splits, float* out) {
+inline void combine(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, const Partial* parts, int64_t splits,
+                    float* out) {
   const int64_t G = a.G, D = a.D, rows = (i1 - i0) * G;
   for (int64_t r = 0; r < rows; ++r) {
     float M = -INFINITY;
@@ -206,8 +207,8 @@ inline void combine(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, const Pa
 }
 
 inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                        int64_t start_pos, const optional<Tensor>& attn_mask, double dropout_p, bool is_causal,
-                        optional<double> scale, Tensor& out) {
+                               int64_t start_pos, const optional<Tensor>& attn_mask, double dropout_p, bool is_causal,
+                               optional<double> scale, Tensor& out) {
   ET_KERNEL_CHECK_MSG(ctx, is_float_4d(q) && is_float_4d(k) && is_float_4d(v), InvalidArgument, out,
                       "custom_sdpa: expected 4-D float query and caches");
   // Two calls: causal by position (no mask), or an additive float mask [S, L] over every cache slot (a sliding
@@ -257,17 +258,15 @@ inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const
       const int64_t s = task % splits, b = (task / splits) % blocks, kvh = task / (splits * blocks);
       const int64_t i0 = b * qb, i1 = std::min(S, i0 + qb);
       const int64_t j0 = s * span, j1 = std::min(max_keys, (s + 1) * span);
+      const Partial part = partial(task);
       switch (D) {  // the head sizes of the zoo's families get a compile-time D
-        case 64: attend_block<64>(a, kvh, i0, i1, j0, j1, partial(task), scores.data()); break;
-        case 128: attend_block<128>(a, kvh, i0, i1, j0, j1, partial(task), scores.data()); break;
-        case 256: attend_block<256>(a, kvh, i0, i1, j0, j1, partial(task), scores.data()); break;
-        case 512: attend_block<512>(a, kvh, i0, i1, j0, j1, partial(task), scores.data()); break;
-        default: attend_block<0>(a, kvh, i0, i1, j0, j1, partial(task), scores.data());
+        case 64: attend_block<64>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
+        case 128: attend_block<128>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
+        case 256: attend_block<256>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
+        case 512: attend_block<512>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
+        default: attend_block<0>(a, kvh, i0, i1, j0, j1, part, scores.data());
       }
-      if (splits == 1) {
-        const Partial part = partial(task);
-        combine(a, kvh, i0, i1, &part, 1, op);
-      }
+      if (splits == 1) combine(a, kvh, i0, i1, &part, 1, op);  // its own rows, on this thread
     }
   });
   if (splits > 1) {
