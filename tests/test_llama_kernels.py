@@ -1,7 +1,8 @@
-"""The zoo's `llama::custom_sdpa` kernel (runners/kernels/llama.cpp, what the C++ runners run) against attention
-computed by torch, on shapes chosen to reach every path: decode calls whose keys are split across threads and
-combined, prefill blocks whose rows see different numbers of keys, head sizes with and without a compile-time
-instantiation and not a multiple of 8, grouped and ungrouped heads, and the masked call (most slots hidden).
+"""The zoo's attention kernel (runners/kernels/sdpa.h: `zoo::custom_sdpa`, and `llama::custom_sdpa` in the C++
+runners) against attention computed by torch, on shapes chosen to reach every path: decode calls whose keys are
+split across threads and combined, prefill blocks whose rows see different numbers of keys (also within one value
+pass over several rows), head sizes with and without a compile-time instantiation and not a multiple of 8, grouped
+and ungrouped heads, and the masked call (most slots hidden).
 
 Each case is a one-op `.pte` calling `zoo::custom_sdpa` in the Python runtime (bench.sdpa_kernel); the C++
 runners register the same kernel body for `llama::custom_sdpa` too. fp32 throughout: only summation order differs
@@ -21,6 +22,7 @@ CASES = [
     Case("decode-split-mqa", seq=1, start=1999, heads=4, kv_heads=1, head_dim=128, slots=2048),
     Case("prefill-odd", seq=13, start=37, heads=6, kv_heads=2, head_dim=48, slots=128),
     Case("prefill-tiles", seq=20, start=150, heads=4, kv_heads=4, head_dim=256, slots=256),
+    Case("prefill-grouped", seq=19, start=100, heads=8, kv_heads=2, head_dim=64, slots=256),  # rows of 2 positions share a value pass
     Case("head-20", seq=5, start=70, heads=4, kv_heads=2, head_dim=20, slots=96),
     Case("head-512", seq=3, start=100, heads=2, kv_heads=1, head_dim=512, slots=128),
     Case("masked-decode", seq=1, start=0, heads=8, kv_heads=2, head_dim=32, slots=700, masked=True),

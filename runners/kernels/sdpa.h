@@ -44,6 +44,28 @@ inline f8 load8(const float* p) {
 inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
 inline f8 splat8(float x) { return f8{} + x; }
 inline float hsum8(f8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+inline f8 max8(f8 a, f8 b) { return a > b ? a : b; }
+inline float hmax8(f8 v) { return std::max(std::max(std::max(v[0], v[1]), std::max(v[2], v[3])),
+                                           std::max(std::max(v[4], v[5]), std::max(v[6], v[7]))); }
+inline bool any_finite8(f8 v) {  // any lane above -inf (a mask chunk that shows a slot)
+  const i8 m = v > splat8(-INFINITY);
+  return ((m[0] | m[1]) | (m[2] | m[3])) | ((m[4] | m[5]) | (m[6] | m[7]));
+}
+// {hsum8(a[0]), ..., hsum8(a[7])}: three rounds of pairwise sums of interleaved lanes (a transpose as it adds).
+inline f8 reduce8(const f8* a) {
+  auto pairs = [](f8 x, f8 y) {  // {x01, y01, x23, y23, x45, y45, x67, y67}, xij = x[i] + x[j]
+    return __builtin_shufflevector(x, y, 0, 8, 2, 10, 4, 12, 6, 14) +
+           __builtin_shufflevector(x, y, 1, 9, 3, 11, 5, 13, 7, 15);
+  };
+  auto quads = [](f8 x, f8 y) {  // of two pairs() results: {x0..3 sums of lanes 0-3 | 4-7 ...}
+    return __builtin_shufflevector(x, y, 0, 1, 8, 9, 4, 5, 12, 13) +
+           __builtin_shufflevector(x, y, 2, 3, 10, 11, 6, 7, 14, 15);
+  };
+  const f8 lo = quads(pairs(a[0], a[1]), pairs(a[2], a[3]));  // {a0..a3 over lanes 0-3, a0..a3 over lanes 4-7}
+  const f8 hi = quads(pairs(a[4], a[5]), pairs(a[6], a[7]));
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(lo, hi, 4, 5, 6, 7, 12, 13, 14, 15);
+}
 
 // exp(x) for x <= 0 (scores less their row's max), eight at a time: Cephes' expf (x = k ln2 + r in two parts,
 // k rounded by the 1.5 * 2^23 trick, a degree-5 polynomial, 2^k built in the exponent bits), about 2 ulp.
@@ -64,17 +86,30 @@ inline f8 exp8_nonpositive(f8 x) {
   return (f8)((i8)(p * (f8)two_k) & ~under);
 }
 
-// x[j] = exp(x[j]) for x <= 0, in place (the tail through a padded copy).
-inline void exp_nonpositive(float* x, int64_t n) {
+// x[j] = exp(x[j] - m) for x <= m, in place (the tail through a padded copy); returns their sum.
+inline float exp_shifted_sum(float* x, int64_t n, float m) {
+  f8 sum{};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) store8(x + j, exp8_nonpositive(load8(x + j)));
+  for (; j + 8 <= n; j += 8) {
+    const f8 e = exp8_nonpositive(load8(x + j) - m);
+    store8(x + j, e);
+    sum += e;
+  }
   if (j < n) {
     float tail[8];
     std::fill(tail, tail + 8, -INFINITY);
     std::copy(x + j, x + n, tail);
-    store8(tail, exp8_nonpositive(load8(tail)));
+    const f8 e = exp8_nonpositive(load8(tail) - m);
+    store8(tail, e);
     std::copy(tail, tail + (n - j), x + j);
+    sum += e;
   }
+  return hsum8(sum);
+}
+inline float exp_nonpositive(float x) {
+  float y = x;
+  exp_shifted_sum(&y, 1, 0.0f);
+  return y;
 }
 
 // The shape of one custom_sdpa call. Query rows are (position i, head h); the G = Hq / Hkv heads of one kv head
@@ -113,89 +148,170 @@ inline void store_chunk(float* row, int64_t c, int64_t d, f8 v) {
 
 constexpr int64_t kMaxHeadDim = 512;  // Gemma 4's global heads; the runtime-size path keeps rows on the stack
 
-// Attention of query positions [i0, i1) of kv head kvh over keys [j0, j1), into `part` (rows (i - i0) * G + g),
-// a tile of kKeyTile keys at a time. DC: the head size when known at compile time (custom_sdpa_out dispatches the
-// common ones; 0: a.D at run time), so a row's query and value accumulator stay in registers across a tile's keys.
+// Vector registers the compiler may use: AVX-512VL and NEON have 32, AVX2 16. The value pass keeps R rows'
+// accumulators (R * D / 8 vectors) and the value row's chunks live at once.
+#if defined(__AVX512VL__) || defined(__aarch64__)
+constexpr int64_t kVectorRegisters = 32;
+#else
+constexpr int64_t kVectorRegisters = 16;
+#endif
+
+// Rows whose value accumulators a compile-time head size DC keeps in registers together: 3 for D = 64 on AVX-512
+// (SmolLM2's 3 query heads per kv head), 1 for D >= 128 or on AVX2, 1 for a run-time size.
+constexpr int64_t value_rows(int64_t DC) {
+  return DC <= 0 ? 1 : std::max<int64_t>(1, std::min<int64_t>(4, (kVectorRegisters - 8) / ((DC + 7) / 8)));
+}
+
+// Asks for 8 rows of d values, `stride` apart, to be brought into L2: a tile of one kv head's keys or values reads
+// 4 lines of every 12 (SmolLM2's [L, 3, 64] float cache), a pattern the hardware's prefetchers follow poorly; at
+// depth 8063 this took a decode call from 1.13 to 0.84 ms. Prefetches never fault, even past the end.
+inline void prefetch_rows(const float* p, int64_t stride, int64_t d) {
+  for (int64_t u = 0; u < 8; ++u)
+    for (int64_t x = 0; x < d; x += 16) __builtin_prefetch(p + u * stride + x, 0, 2);  // 16 floats: a 64-byte line
+}
+
+// A thread's working rows for one kv head's tile, qb * G rows of them.
+struct Scratch {
+  explicit Scratch(int64_t rows)
+      : scores(static_cast<size_t>(rows * kKeyTile)), alpha(static_cast<size_t>(rows)), seen(static_cast<size_t>(rows)) {}
+  std::vector<float> scores;  // [rows, kKeyTile]: a tile's scores, then its softmax weights
+  std::vector<float> alpha;   // [rows]: how much earlier tiles' acc and l shrink, exp(m_old - m_new)
+  std::vector<int64_t> seen;  // [rows]: keys of the tile a row sees (its later weights are 0)
+};
+
+// One tile of keys [t0, t0 + nt) for `rows` query rows of kv head kvh: rows lr = (i - i0) * G + g, each with its
+// online-softmax state in part at prow(lr). Scores first, row by row; then values, R rows at a time, so a value
+// row read from L1 serves R rows' accumulators (and gives R * D / 8 independent FMA chains, not D / 8).
 template <int64_t DC>
-void attend_block(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t j0, int64_t j1, Partial part,
-                  float* scores) {
+void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0, int64_t nt, Partial part,
+                 Scratch& scratch) {
+  constexpr int64_t R = value_rows(DC);
   const int64_t D = DC > 0 ? DC : a.D;
   const int64_t V = (D + 7) / 8;  // vectors per row
   const int64_t G = a.G, rows = (i1 - i0) * G, kv_stride = a.Hkv * D;
-  std::fill(part.m, part.m + rows, -INFINITY);
-  std::fill(part.l, part.l + rows, 0.0f);
-  std::fill(part.acc, part.acc + rows * D, 0.0f);
-  j1 = std::min(j1, a.keys(i1 - 1));  // the block's last position sees the most keys
-  const float* kbase = a.k + kvh * D;
-  const float* vbase = a.v + kvh * D;
-  for (int64_t t0 = j0; t0 < j1; t0 += kKeyTile) {
-    const int64_t nt = std::min(kKeyTile, j1 - t0);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = i0 + r / G, h = kvh * G + r % G;
-      const float* mrow = a.mask ? a.mask + i * a.mask_stride + t0 : nullptr;
-      const int64_t visible = std::max<int64_t>(0, std::min(nt, a.keys(i) - t0));  // causal: later keys hidden
-      float* s = scores + r * kKeyTile;
-      f8 q[DC > 0 ? (DC + 7) / 8 : kMaxHeadDim / 8];
-      for (int64_t c = 0; c < V; ++c) q[c] = load_chunk(a.q + (i * a.Hq + h) * D, c, D) * a.scale;
-      float mx = -INFINITY;
-      for (int64_t t = 0; t < visible; ++t) {
-        // A slot the mask hides (outside the window, or not written yet) costs no dot product: in a ring of
-        // window - 1 + max_seq_len slots most are hidden from an early query.
-        if (mrow && mrow[t] == -INFINITY) {
-          s[t] = -INFINITY;
-          continue;
-        }
-        const float* krow = kbase + (t0 + t) * kv_stride;
-        f8 acc0{}, acc1{};
-        int64_t c = 0;
-        for (; c + 1 < V; c += 2) {
-          acc0 += q[c] * load_chunk(krow, c, D);
-          acc1 += q[c + 1] * load_chunk(krow, c + 1, D);
-        }
-        if (c < V) acc0 += q[c] * load_chunk(krow, c, D);
-        s[t] = hsum8(acc0 + acc1) + (mrow ? mrow[t] : 0.0f);
-        mx = std::max(mx, s[t]);
+  const float* kbase = a.k + (t0 * a.Hkv + kvh) * D;
+  const float* vbase = a.v + (t0 * a.Hkv + kvh) * D;
+  float* scores = scratch.scores.data();
+  float* alpha = scratch.alpha.data();
+  int64_t* seen = scratch.seen.data();
+  for (int64_t lr = 0; lr < rows; ++lr) {
+    const int64_t i = i0 + lr / G, h = kvh * G + lr % G, r = (i - i0) * a.Hq + h;
+    const float* mrow = a.mask ? a.mask + i * a.mask_stride + t0 : nullptr;
+    const int64_t visible = std::max<int64_t>(0, std::min(nt, a.keys(i) - t0));  // causal: later keys hidden
+    float* s = scores + lr * kKeyTile;
+    std::fill(s + visible, s + nt, 0.0f);
+    seen[lr] = visible;
+    alpha[lr] = 1.0f;
+    f8 q[DC > 0 ? (DC + 7) / 8 : kMaxHeadDim / 8];
+    for (int64_t c = 0; c < V; ++c) q[c] = load_chunk(a.q + (i * a.Hq + h) * D, c, D) * a.scale;
+    // Eight keys at a time: eight independent dot products (one FMA chain each, where a single key's two chains
+    // left the FMA units waiting on latency), summed across lanes together by reduce8.
+    f8 mx8 = splat8(-INFINITY);
+    int64_t t = 0;
+    for (; t + 8 <= visible; t += 8) {
+      const f8 m8 = mrow ? load8(mrow + t) : f8{};
+      // Slots the mask hides cost no dot products: in a ring of window - 1 + max_seq_len slots most are hidden
+      // from an early query.
+      if (mrow && !any_finite8(m8)) {
+        store8(s + t, m8);
+        continue;
       }
-      const float m_new = std::max(part.m[r], mx);
-      if (m_new == -INFINITY) continue;  // nothing visible yet
-      for (int64_t t = 0; t < visible; ++t) s[t] -= m_new;
-      exp_nonpositive(s, visible);
-      float sum = 0;
-      for (int64_t t = 0; t < visible; ++t) sum += s[t];
-      float old = part.m[r] - m_new;  // rescale what earlier tiles accumulated
-      exp_nonpositive(&old, 1);
-      part.l[r] = part.l[r] * old + sum;
-      part.m[r] = m_new;
-      // acc = acc * old + sum_t p[t] v[t]; the tile's value rows stay in L1 for the block's other rows
-      float* out = part.acc + r * D;
-      f8 o[DC > 0 ? (DC + 7) / 8 : kMaxHeadDim / 8];
-      for (int64_t c = 0; c < V; ++c) o[c] = load_chunk(out, c, D) * old;
-      for (int64_t t = 0; t < visible; ++t) {
-        if (s[t] == 0.0f) continue;  // hidden by the mask
-        const f8 p = splat8(s[t]);
-        const float* vrow = vbase + (t0 + t) * kv_stride;
-        for (int64_t c = 0; c < V; ++c) o[c] += p * load_chunk(vrow, c, D);
+      const float* krow = kbase + t * kv_stride;
+      if (lr == 0 && t0 + kKeyTile < a.L) {  // the next tile's rows of this kv head, into L2 as this one computes
+        prefetch_rows(krow + kKeyTile * kv_stride, kv_stride, D);
+        prefetch_rows(vbase + (t + kKeyTile) * kv_stride, kv_stride, D);
       }
-      for (int64_t c = 0; c < V; ++c) store_chunk(out, c, D, o[c]);
+      f8 acc[8] = {};
+      for (int64_t c = 0; c < V; ++c)
+        for (int64_t u = 0; u < 8; ++u) acc[u] += q[c] * load_chunk(krow + u * kv_stride, c, D);
+      const f8 s8 = reduce8(acc) + m8;
+      store8(s + t, s8);
+      mx8 = max8(mx8, s8);
     }
+    float mx = hmax8(mx8);
+    for (; t < visible; ++t) {
+      if (mrow && mrow[t] == -INFINITY) {
+        s[t] = -INFINITY;
+        continue;
+      }
+      const float* krow = kbase + t * kv_stride;
+      f8 acc0{};
+      for (int64_t c = 0; c < V; ++c) acc0 += q[c] * load_chunk(krow, c, D);
+      s[t] = hsum8(acc0) + (mrow ? mrow[t] : 0.0f);
+      mx = std::max(mx, s[t]);
+    }
+    const float m_new = std::max(part.m[r], mx);
+    if (m_new == -INFINITY) {  // nothing visible yet: no weights
+      std::fill(s, s + nt, 0.0f);
+      continue;
+    }
+    const float sum = exp_shifted_sum(s, visible, m_new);
+    const float old = exp_nonpositive(part.m[r] - m_new);  // rescale what earlier tiles accumulated
+    part.l[r] = part.l[r] * old + sum;
+    part.m[r] = m_new;
+    alpha[lr] = old;
+  }
+  // acc = acc * alpha + sum_t p[t] v[t], R rows at a time
+  for (int64_t lr0 = 0; lr0 < rows; lr0 += R) {
+    const int64_t nr = std::min(R, rows - lr0);
+    float* out[R];
+    const float* p[R];
+    f8 o[R][DC > 0 ? (DC + 7) / 8 : kMaxHeadDim / 8];
+    int64_t upto = 0;
+    for (int64_t u = 0; u < R; ++u) {
+      const int64_t lr = lr0 + std::min(u, nr - 1);  // past the last row: repeat it (its weights, not stored)
+      out[u] = part.acc + ((lr / G) * a.Hq + kvh * G + lr % G) * D;
+      p[u] = scores + lr * kKeyTile;
+      for (int64_t c = 0; c < V; ++c) o[u][c] = load_chunk(out[u], c, D) * alpha[lr];
+      upto = std::max(upto, seen[lr]);
+    }
+    for (int64_t t = 0; t < upto; ++t) {
+      bool any = false;  // a slot hidden from all R rows (a ring's mask) costs nothing
+      for (int64_t u = 0; u < R; ++u) any |= p[u][t] != 0.0f;
+      if (!any) continue;
+      f8 w[R];
+      for (int64_t u = 0; u < R; ++u) w[u] = splat8(p[u][t]);
+      const float* vrow = vbase + t * kv_stride;
+      for (int64_t c = 0; c < V; ++c) {
+        const f8 vc = load_chunk(vrow, c, D);
+        for (int64_t u = 0; u < R; ++u) o[u][c] += w[u] * vc;
+      }
+    }
+    for (int64_t u = 0; u < nr; ++u)
+      for (int64_t c = 0; c < V; ++c) store_chunk(out[u], c, D, o[u][c]);
   }
 }
 
-// out rows of query positions [i0, i1) of kv head kvh from `splits` partials over disjoint key ranges:
+// Attention of query positions [i0, i1) (at most kQueryBlock), every head, over keys [j0, j1), into `part` (row
+// r = (i - i0) * Hq + h): tile by tile, and within a tile kv head by kv head, so the caches are read in the order
+// they lie in memory ([L, Hkv, D]: a tile of every kv head is one contiguous range). DC: the head size when known at compile time (custom_sdpa_out dispatches the common
+// ones; 0: a.D at run time), so a row's query and value accumulators stay in registers across a tile's keys.
+template <int64_t DC>
+void attend_block(const Sdpa& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1, Partial part,
+                  Scratch& scratch) {
+  const int64_t rows = (i1 - i0) * a.Hq;
+  std::fill(part.m, part.m + rows, -INFINITY);
+  std::fill(part.l, part.l + rows, 0.0f);
+  std::fill(part.acc, part.acc + rows * a.D, 0.0f);
+  j1 = std::min(j1, a.keys(i1 - 1));  // the block's last position sees the most keys
+  for (int64_t t0 = j0; t0 < j1; t0 += kKeyTile)
+    for (int64_t kvh = 0; kvh < a.Hkv; ++kvh)
+      attend_tile<DC>(a, kvh, i0, i1, t0, std::min(kKeyTile, j1 - t0), part, scratch);
+}
+
+// out rows of query positions [i0, i1) from `splits` partials over disjoint key ranges:
 // sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s. A row that sees no key at all gets zeros.
-inline void combine(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, const Partial* parts, int64_t splits,
-                    float* out) {
-  const int64_t G = a.G, D = a.D, rows = (i1 - i0) * G;
+inline void combine(const Sdpa& a, int64_t i0, int64_t i1, const Partial* parts, int64_t splits, float* out) {
+  const int64_t D = a.D, rows = (i1 - i0) * a.Hq;
   for (int64_t r = 0; r < rows; ++r) {
     float M = -INFINITY;
     for (int64_t s = 0; s < splits; ++s) M = std::max(M, parts[s].m[r]);
-    float* orow = out + ((i0 + r / G) * a.Hq + kvh * G + r % G) * D;
+    float* orow = out + (i0 * a.Hq + r) * D;
     std::fill(orow, orow + D, 0.0f);
     if (M == -INFINITY) continue;
     float l = 0;
     for (int64_t s = 0; s < splits; ++s) {
-      float w = parts[s].m[r] - M;
-      exp_nonpositive(&w, 1);
+      const float w = exp_nonpositive(parts[s].m[r] - M);
       if (w == 0.0f) continue;
       l += w * parts[s].l[r];
       const float* acc = parts[s].acc + r * D;
@@ -233,19 +349,18 @@ inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const
                scale.has_value() ? static_cast<float>(scale.value()) : 1.0f / std::sqrt(static_cast<float>(D))};
   float* op = out.mutable_data_ptr<float>();
 
-  // Tasks: (kv head, block of query positions, range of keys). Prefill has blocks enough for every thread; a
-  // decode call (one position, a few kv heads) has not, so its keys are split into ranges whose partial softmaxes
-  // are combined after (flash decoding).
-  const int64_t qb = std::min(kQueryBlock, S), blocks = (S + qb - 1) / qb, rows = qb * a.G;
+  // Tasks: (block of query positions, range of keys), every head. Prefill has blocks enough for every thread; a
+  // decode call (one position) has not, so its keys are split into ranges whose partial softmaxes are combined
+  // after (flash decoding).
+  const int64_t qb = std::min(kQueryBlock, S), blocks = (S + qb - 1) / qb, rows = qb * Hq;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
   const int64_t max_keys = a.keys(S - 1);
   int64_t splits = 1;
-  if (Hkv * blocks < 2 * threads)
-    splits = std::max<int64_t>(1, std::min((2 * threads + Hkv * blocks - 1) / (Hkv * blocks),
-                                           max_keys / kMinSplitKeys));
+  if (blocks < 2 * threads)
+    splits = std::max<int64_t>(1, std::min((2 * threads + blocks - 1) / blocks, max_keys / kMinSplitKeys));
   const int64_t span = (max_keys + splits - 1) / splits;  // keys per range
-  const int64_t tasks = Hkv * blocks * splits;
-  // Per task: m and l [rows], acc [rows, D]; and per thread-task a scores tile [rows, kKeyTile].
+  const int64_t tasks = blocks * splits;
+  // Per task: m and l [rows], acc [rows, D]; and per thread a Scratch.
   const int64_t part_floats = rows * (2 + D);
   std::vector<float> state(static_cast<size_t>(tasks * part_floats));
   auto partial = [&](int64_t task) {
@@ -253,28 +368,26 @@ inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const
     return Partial{base, base + rows, base + 2 * rows};
   };
   executorch::extension::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(rows * kKeyTile));
+    Scratch scratch(qb * a.G);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t s = task % splits, b = (task / splits) % blocks, kvh = task / (splits * blocks);
-      const int64_t i0 = b * qb, i1 = std::min(S, i0 + qb);
+      const int64_t s = task % splits, i0 = (task / splits) * qb, i1 = std::min(S, i0 + qb);
       const int64_t j0 = s * span, j1 = std::min(max_keys, (s + 1) * span);
       const Partial part = partial(task);
       switch (D) {  // the head sizes of the zoo's families get a compile-time D
-        case 64: attend_block<64>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
-        case 128: attend_block<128>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
-        case 256: attend_block<256>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
-        case 512: attend_block<512>(a, kvh, i0, i1, j0, j1, part, scores.data()); break;
-        default: attend_block<0>(a, kvh, i0, i1, j0, j1, part, scores.data());
+        case 64: attend_block<64>(a, i0, i1, j0, j1, part, scratch); break;
+        case 128: attend_block<128>(a, i0, i1, j0, j1, part, scratch); break;
+        case 256: attend_block<256>(a, i0, i1, j0, j1, part, scratch); break;
+        case 512: attend_block<512>(a, i0, i1, j0, j1, part, scratch); break;
+        default: attend_block<0>(a, i0, i1, j0, j1, part, scratch);
       }
-      if (splits == 1) combine(a, kvh, i0, i1, &part, 1, op);  // its own rows, on this thread
+      if (splits == 1) combine(a, i0, i1, &part, 1, op);  // its own rows, on this thread
     }
   });
   if (splits > 1) {
     std::vector<Partial> parts(static_cast<size_t>(splits));
-    for (int64_t kb = 0; kb < Hkv * blocks; ++kb) {  // kb = kvh * blocks + b; its splits are tasks kb * splits + s
-      for (int64_t s = 0; s < splits; ++s) parts[s] = partial(kb * splits + s);
-      const int64_t i0 = (kb % blocks) * qb;
-      combine(a, kb / blocks, i0, std::min(S, i0 + qb), parts.data(), splits, op);
+    for (int64_t b = 0; b < blocks; ++b) {  // block b's splits are tasks b * splits + s
+      for (int64_t s = 0; s < splits; ++s) parts[s] = partial(b * splits + s);
+      combine(a, b * qb, std::min(S, b * qb + qb), parts.data(), splits, op);
     }
   }
   return out;
