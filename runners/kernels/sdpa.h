@@ -266,9 +266,11 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
       upto = std::max(upto, seen[lr]);
     }
     for (int64_t t = 0; t < upto; ++t) {
-      bool any = false;  // a slot hidden from all R rows (a ring's mask) costs nothing
-      for (int64_t u = 0; u < R; ++u) any |= p[u][t] != 0.0f;
-      if (!any) continue;
+      if (a.mask) {  // a slot hidden from all R rows (a ring's mask) costs nothing
+        bool any = false;
+        for (int64_t u = 0; u < R; ++u) any |= p[u][t] != 0.0f;
+        if (!any) continue;
+      }
       f8 w[R];
       for (int64_t u = 0; u < R; ++u) w[u] = splat8(p[u][t]);
       const float* vrow = vbase + t * kv_stride;
