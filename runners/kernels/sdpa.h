@@ -106,11 +106,7 @@ inline float exp_shifted_sum(float* x, int64_t n, float m) {
   }
   return hsum8(sum);
 }
-inline float exp_nonpositive(float x) {
-  float y = x;
-  exp_shifted_sum(&y, 1, 0.0f);
-  return y;
-}
+inline float exp_nonpositive(float x) { return x >= -87.3f ? std::exp(x) : 0.0f; }  // one value (-inf: 0)
 
 // The shape of one custom_sdpa call. Query rows are (position i, head h); the G = Hq / Hkv heads of one kv head
 // are taken together so each key and value row is read once for all of them.
@@ -173,10 +169,12 @@ inline void prefetch_rows(const float* p, int64_t stride, int64_t d) {
 // A thread's working rows for one kv head's tile, qb * G rows of them.
 struct Scratch {
   explicit Scratch(int64_t rows)
-      : scores(static_cast<size_t>(rows * kKeyTile)), alpha(static_cast<size_t>(rows)), seen(static_cast<size_t>(rows)) {}
+      : scores(static_cast<size_t>(rows * kKeyTile)), alpha(static_cast<size_t>(rows)), seen(static_cast<size_t>(rows)),
+        part_row(static_cast<size_t>(rows)) {}
   std::vector<float> scores;  // [rows, kKeyTile]: a tile's scores, then its softmax weights
   std::vector<float> alpha;   // [rows]: how much earlier tiles' acc and l shrink, exp(m_old - m_new)
   std::vector<int64_t> seen;  // [rows]: keys of the tile a row sees (its later weights are 0)
+  std::vector<int64_t> part_row;  // [rows]: the row's index in the block's Partial, (i - i0) * Hq + h
 };
 
 // One tile of keys [t0, t0 + nt) for `rows` query rows of kv head kvh: rows lr = (i - i0) * G + g, each with its
@@ -194,63 +192,68 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
   float* scores = scratch.scores.data();
   float* alpha = scratch.alpha.data();
   int64_t* seen = scratch.seen.data();
-  for (int64_t lr = 0; lr < rows; ++lr) {
-    const int64_t i = i0 + lr / G, h = kvh * G + lr % G, r = (i - i0) * a.Hq + h;
-    const float* mrow = a.mask ? a.mask + i * a.mask_stride + t0 : nullptr;
-    const int64_t visible = std::max<int64_t>(0, std::min(nt, a.keys(i) - t0));  // causal: later keys hidden
-    float* s = scores + lr * kKeyTile;
-    std::fill(s + visible, s + nt, 0.0f);
-    seen[lr] = visible;
-    alpha[lr] = 1.0f;
-    f8 q[DC > 0 ? (DC + 7) / 8 : kMaxHeadDim / 8];
-    for (int64_t c = 0; c < V; ++c) q[c] = load_chunk(a.q + (i * a.Hq + h) * D, c, D) * a.scale;
-    // Eight keys at a time: eight independent dot products (one FMA chain each, where a single key's two chains
-    // left the FMA units waiting on latency), summed across lanes together by reduce8.
-    f8 mx8 = splat8(-INFINITY);
-    int64_t t = 0;
-    for (; t + 8 <= visible; t += 8) {
-      const f8 m8 = mrow ? load8(mrow + t) : f8{};
-      // Slots the mask hides cost no dot products: in a ring of window - 1 + max_seq_len slots most are hidden
-      // from an early query.
-      if (mrow && !any_finite8(m8)) {
-        store8(s + t, m8);
+  int64_t* part_row = scratch.part_row.data();
+  // Row lr is (position i, head kvh * G + g), counted rather than divided out of lr: an integer divide costs tens
+  // of cycles, and this runs for every row of every tile.
+  for (int64_t i = i0, lr = 0; i < i1; ++i)
+    for (int64_t g = 0; g < G; ++g, ++lr) {
+      const int64_t h = kvh * G + g, r = (i - i0) * a.Hq + h;
+      part_row[lr] = r;
+      const float* mrow = a.mask ? a.mask + i * a.mask_stride + t0 : nullptr;
+      const int64_t visible = std::max<int64_t>(0, std::min(nt, a.keys(i) - t0));  // causal: later keys hidden
+      float* s = scores + lr * kKeyTile;
+      std::fill(s + visible, s + nt, 0.0f);
+      seen[lr] = visible;
+      alpha[lr] = 1.0f;
+      f8 q[DC > 0 ? (DC + 7) / 8 : kMaxHeadDim / 8];
+      for (int64_t c = 0; c < V; ++c) q[c] = load_chunk(a.q + (i * a.Hq + h) * D, c, D) * a.scale;
+      // Eight keys at a time: eight independent dot products (one FMA chain each, where a single key's two chains
+      // left the FMA units waiting on latency), summed across lanes together by reduce8.
+      f8 mx8 = splat8(-INFINITY);
+      int64_t t = 0;
+      for (; t + 8 <= visible; t += 8) {
+        const f8 m8 = mrow ? load8(mrow + t) : f8{};
+        // Slots the mask hides cost no dot products: in a ring of window - 1 + max_seq_len slots most are hidden
+        // from an early query.
+        if (mrow && !any_finite8(m8)) {
+          store8(s + t, m8);
+          continue;
+        }
+        const float* krow = kbase + t * kv_stride;
+        if (lr == 0 && t0 + kKeyTile < a.L) {  // the next tile's rows of this kv head, into L2 as this one computes
+          prefetch_rows(krow + kKeyTile * kv_stride, kv_stride, D);
+          prefetch_rows(vbase + (t + kKeyTile) * kv_stride, kv_stride, D);
+        }
+        f8 acc[8] = {};
+        for (int64_t c = 0; c < V; ++c)
+          for (int64_t u = 0; u < 8; ++u) acc[u] += q[c] * load_chunk(krow + u * kv_stride, c, D);
+        const f8 s8 = reduce8(acc) + m8;
+        store8(s + t, s8);
+        mx8 = max8(mx8, s8);
+      }
+      float mx = hmax8(mx8);
+      for (; t < visible; ++t) {
+        if (mrow && mrow[t] == -INFINITY) {
+          s[t] = -INFINITY;
+          continue;
+        }
+        const float* krow = kbase + t * kv_stride;
+        f8 acc0{};
+        for (int64_t c = 0; c < V; ++c) acc0 += q[c] * load_chunk(krow, c, D);
+        s[t] = hsum8(acc0) + (mrow ? mrow[t] : 0.0f);
+        mx = std::max(mx, s[t]);
+      }
+      const float m_new = std::max(part.m[r], mx);
+      if (m_new == -INFINITY) {  // nothing visible yet: no weights
+        std::fill(s, s + nt, 0.0f);
         continue;
       }
-      const float* krow = kbase + t * kv_stride;
-      if (lr == 0 && t0 + kKeyTile < a.L) {  // the next tile's rows of this kv head, into L2 as this one computes
-        prefetch_rows(krow + kKeyTile * kv_stride, kv_stride, D);
-        prefetch_rows(vbase + (t + kKeyTile) * kv_stride, kv_stride, D);
-      }
-      f8 acc[8] = {};
-      for (int64_t c = 0; c < V; ++c)
-        for (int64_t u = 0; u < 8; ++u) acc[u] += q[c] * load_chunk(krow + u * kv_stride, c, D);
-      const f8 s8 = reduce8(acc) + m8;
-      store8(s + t, s8);
-      mx8 = max8(mx8, s8);
+      const float sum = exp_shifted_sum(s, visible, m_new);
+      const float old = exp_nonpositive(part.m[r] - m_new);  // rescale what earlier tiles accumulated
+      part.l[r] = part.l[r] * old + sum;
+      part.m[r] = m_new;
+      alpha[lr] = old;
     }
-    float mx = hmax8(mx8);
-    for (; t < visible; ++t) {
-      if (mrow && mrow[t] == -INFINITY) {
-        s[t] = -INFINITY;
-        continue;
-      }
-      const float* krow = kbase + t * kv_stride;
-      f8 acc0{};
-      for (int64_t c = 0; c < V; ++c) acc0 += q[c] * load_chunk(krow, c, D);
-      s[t] = hsum8(acc0) + (mrow ? mrow[t] : 0.0f);
-      mx = std::max(mx, s[t]);
-    }
-    const float m_new = std::max(part.m[r], mx);
-    if (m_new == -INFINITY) {  // nothing visible yet: no weights
-      std::fill(s, s + nt, 0.0f);
-      continue;
-    }
-    const float sum = exp_shifted_sum(s, visible, m_new);
-    const float old = exp_nonpositive(part.m[r] - m_new);  // rescale what earlier tiles accumulated
-    part.l[r] = part.l[r] * old + sum;
-    part.m[r] = m_new;
-    alpha[lr] = old;
-  }
   // acc = acc * alpha + sum_t p[t] v[t], R rows at a time
   for (int64_t lr0 = 0; lr0 < rows; lr0 += R) {
     const int64_t nr = std::min(R, rows - lr0);
@@ -260,7 +263,7 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
     int64_t upto = 0;
     for (int64_t u = 0; u < R; ++u) {
       const int64_t lr = lr0 + std::min(u, nr - 1);  // past the last row: repeat it (its weights, not stored)
-      out[u] = part.acc + ((lr / G) * a.Hq + kvh * G + lr % G) * D;
+      out[u] = part.acc + part_row[lr] * D;
       p[u] = scores + lr * kKeyTile;
       for (int64_t c = 0; c < V; ++c) o[u][c] = load_chunk(out[u], c, D) * alpha[lr];
       upto = std::max(upto, seen[lr]);
@@ -286,8 +289,9 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
 
 // Attention of query positions [i0, i1) (at most kQueryBlock), every head, over keys [j0, j1), into `part` (row
 // r = (i - i0) * Hq + h): tile by tile, and within a tile kv head by kv head, so the caches are read in the order
-// they lie in memory ([L, Hkv, D]: a tile of every kv head is one contiguous range). DC: the head size when known at compile time (custom_sdpa_out dispatches the common
-// ones; 0: a.D at run time), so a row's query and value accumulators stay in registers across a tile's keys.
+// they lie in memory ([L, Hkv, D]: a tile of every kv head is one contiguous range). DC: the head size when known
+// at compile time (custom_sdpa_out dispatches the common ones; 0: a.D at run time), so a row's query and value
+// accumulators stay in registers across a tile's keys.
 template <int64_t DC>
 void attend_block(const Sdpa& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1, Partial part,
                   Scratch& scratch) {
