@@ -178,8 +178,9 @@ struct Scratch {
 };
 
 // One tile of keys [t0, t0 + nt) for `rows` query rows of kv head kvh: rows lr = (i - i0) * G + g, each with its
-// online-softmax state in part at prow(lr). Scores first, row by row; then values, R rows at a time, so a value
-// row read from L1 serves R rows' accumulators (and gives R * D / 8 independent FMA chains, not D / 8).
+// online-softmax state in part at row part_row[lr] (recorded here for the value pass). Scores first, row by row;
+// then values, R rows at a time, so a value row read from L1 serves R rows' accumulators (and gives R * D / 8
+// independent FMA chains, not D / 8).
 template <int64_t DC>
 void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0, int64_t nt, Partial part,
                  Scratch& scratch) {
