@@ -226,7 +226,9 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
           prefetch_rows(vbase + (t + kKeyTile) * kv_stride, kv_stride, D);
         }
         f8 acc[8] = {};
+#pragma GCC unroll 64
         for (int64_t c = 0; c < V; ++c)
+#pragma GCC unroll 8
           for (int64_t u = 0; u < 8; ++u) acc[u] += q[c] * load_chunk(krow + u * kv_stride, c, D);
         const f8 s8 = reduce8(acc) + m8;
         store8(s + t, s8);
