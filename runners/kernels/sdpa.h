@@ -42,7 +42,7 @@ inline f8 load8(const float* p) {
   return v;
 }
 inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
-inline f8 splat8(float x) { return f8{} + x; }
+inline f8 splat8(float x) { return f8{x, x, x, x, x, x, x, x}; }
 inline float hsum8(f8 v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
 inline f8 max8(f8 a, f8 b) { return a > b ? a : b; }
 inline float hmax8(f8 v) { return std::max(std::max(std::max(v[0], v[1]), std::max(v[2], v[3])),
