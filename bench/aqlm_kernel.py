@@ -23,6 +23,9 @@ def _program(module: torch.nn.Module, x: torch.Tensor, xnnpack: bool):
     ep = torch.export.export(module, (x,))
     et = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()] if xnnpack else [],
                                      compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+    from common.runtime import leave_cores_to_executorch
+
+    leave_cores_to_executorch()
     program = Runtime.get().load_program(et.buffer)
     return program, program.load_method("forward")  # the method needs its program alive
 

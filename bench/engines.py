@@ -85,10 +85,12 @@ class PteEngine(Engine):
         from executorch.runtime import Runtime
 
         from common.kernels import load_kernel_libraries
+        from common.runtime import leave_cores_to_executorch
 
         load_kernel_libraries()
         Runtime.get()
         _unsafe_reset_threadpool(self.threads)
+        leave_cores_to_executorch()  # also export_llm's program, which does not go through open_program
 
     def load(self) -> None:
         from common.runtime import PteModel

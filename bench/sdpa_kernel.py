@@ -97,12 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--depths", type=int, nargs="+", default=[0, 512, 2048, 8063])
     args = p.parse_args(argv)
+    from common.runtime import leave_cores_to_executorch
+
     threads = torch.get_num_threads()  # ExecuTorch's thread pool has one thread per core too
-    # torch to one thread: building the programs runs torch ops, and after any op over enough elements (also in
-    # each call's output copy) torch's OpenMP team spin-waits on the cores the ExecuTorch thread pool is using.
-    # Measured: a 128-token chunk at depth 2048 took 13.2 ms per call with 2 threads as with 1; 6.8 ms once torch
-    # had one thread.
-    torch.set_num_threads(1)
+    leave_cores_to_executorch()  # a 128-token chunk at depth 2048 took 13.2 ms per call with torch's threads, 6.8 without
     cases = [Case(f"decode at {d}", 1, d) for d in args.depths]
     cases += [Case(f"prefill 128 at {d}", 128, d) for d in (0, 2048)]
     print(f"{threads} threads; microseconds per call; SmolLM2 shapes (9 heads over 3 kv heads of 64)\n")

@@ -334,7 +334,8 @@ def sampler_config(args):
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """Threads, warm-up and measurement flags (the C++ runners take the same)."""
     p.add_argument("--cpu-threads", type=int, default=None, metavar="N",
-                   help="threads for ExecuTorch's thread pool and torch (default, or 0: the machine's)")
+                   help="threads for ExecuTorch's thread pool, and torch's with --checkpoint (a .pte leaves torch one: "
+                        "common.runtime.leave_cores_to_executorch) (default, or 0: the machine's)")
     p.add_argument("--warmup", action="store_true", help="run the prompt once, untimed, before the timed run")
     p.add_argument("--stats-json", metavar="FILE",
                    help="write load time, time to first token, prefill and decode tok/s, peak RSS as JSON")

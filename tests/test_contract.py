@@ -112,6 +112,21 @@ def test_python_runtime_refuses_another_contract(ptes: dict[str, Path]) -> None:
         PteModel(ptes["sgt4t"])
 
 
+def test_python_runtime_leaves_the_cores_to_executorch(ptes: dict[str, Path]) -> None:
+    """Opening a program drops torch to one thread: its OpenMP threads spin after each parallel op on the cores
+    ExecuTorch's thread pool needs (common.runtime.leave_cores_to_executorch); the program still computes."""
+    from common.runtime import PteModel
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model = PteModel(ptes["causal_lm"])
+        assert torch.get_num_threads() == 1
+        assert torch.isfinite(model.forward([1, 2, 3], 0)).all()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_unstamped_llm_program_reads_as_causal_lm(tmp_path: Path) -> None:
     """An ExecuTorch export_llm program carries the runner's constant methods but no stamp: still drivable."""
     from executorch.exir import to_edge
