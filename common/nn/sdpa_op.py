@@ -2,7 +2,7 @@
 
 Exports with `--custom-ops` name this op, so a `.pte` runs the zoo's attention kernel (runners/kernels/sdpa.h)
 in the Python runtime as well as in the C++ runners: ExecuTorch's own kernel registers the `llama::` name in the
-Python runtime, a second registration of a name aborts, and the zoo's kernel is 4-9x faster at decode
+Python runtime, a second registration of a name aborts, and the zoo's kernel is 2-7x faster at decode
 (`python -m bench.sdpa_kernel`). Eager and export run ExecuTorch's own implementation of the llama op; its kernel
 library is "sdpa" in common/kernels.py.
 """
