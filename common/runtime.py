@@ -43,15 +43,13 @@ def leave_cores_to_executorch() -> None:
 
 def open_program(path: str | os.PathLike, **kwargs):
     """(the ExecuTorch program at `path` with the zoo's kernel libraries loaded, when its loading began) or a
-    UserError naming the file; `kwargs` go to Runtime.load_program. Leaves the cores to ExecuTorch
-    (leave_cores_to_executorch)."""
+    UserError naming the file; `kwargs` go to Runtime.load_program."""
     from executorch.runtime import Runtime
 
     from common.kernels import load_kernel_libraries
 
     path = check_pte_file(path)
     load_kernel_libraries()
-    leave_cores_to_executorch()
     t0 = time.perf_counter()
     try:
         return Runtime.get().load_program(path, **kwargs), t0
@@ -76,7 +74,8 @@ def missing_operators(path: str) -> list[str]:
 
 
 class PteModel:
-    """A causal-LM `.pte` (common.contract.CAUSAL_LM), loaded with `executorch.runtime`.
+    """A causal-LM `.pte` (common.contract.CAUSAL_LM), loaded with `executorch.runtime`; torch keeps one thread from
+    then on (leave_cores_to_executorch).
 
     `etdump` records an ETDump (op-level timings) for bench.profile."""
 
@@ -86,6 +85,7 @@ class PteModel:
         kwargs = {"enable_etdump": True, "debug_buffer_size": 0} if etdump else {}
         path = os.fspath(path)
         self.program, t0 = open_program(path, **kwargs)
+        leave_cores_to_executorch()  # it runs per token; an SGT program (once per prompt) may sit beside eager code
         self.path = path
         try:
             CAUSAL_LM.check(path, set(self.program.method_names), self._value)
