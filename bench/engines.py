@@ -90,7 +90,7 @@ class PteEngine(Engine):
         load_kernel_libraries()
         Runtime.get()
         _unsafe_reset_threadpool(self.threads)
-        leave_cores_to_executorch()  # also export_llm's program, which does not go through open_program
+        leave_cores_to_executorch()  # also export_llm's program, which does not go through PteModel
 
     def load(self) -> None:
         from common.runtime import PteModel

@@ -225,7 +225,7 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
           prefetch_rows(krow + kKeyTile * kv_stride, kv_stride, D);
           prefetch_rows(vbase + (t + kKeyTile) * kv_stride, kv_stride, D);
         }
-        f8 acc[8] = {};
+        f8 acc[8] = {};  // fully unrolled: GCC 12 otherwise kept 5 of the 8 on the stack (Zen 4), 1.45x slower
 #pragma GCC unroll 64
         for (int64_t c = 0; c < V; ++c)
 #pragma GCC unroll 8
