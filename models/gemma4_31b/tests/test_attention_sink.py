@@ -57,8 +57,10 @@ def test_within_the_context_a_sink_changes_nothing(tiny, custom_ops: bool) -> No
         ref = all_logits(plain, IDS[: SINK + WINDOW], chunk)
         out = all_logits(sink, IDS, chunk)  # runs on to 3x the context
         inside = (SINK + WINDOW) // chunk * chunk  # the chunks that end within the context
-        # custom_sdpa reads a cache of another length here (sink + window - 1 + SEQ slots): float rounding only
-        assert (out[:inside] - ref[:inside]).abs().max() <= 1e-6 * ref.abs().max(), chunk
+        # custom_sdpa reads a cache of another length here (sink + window - 1 + SEQ slots), and CPU GEMMs round
+        # differently by shape: float rounding only (1.9e-6 of the largest logit measured on a Zen 4 EPYC, 0 on a
+        # Xeon); a sink that changed anything inside the context would differ by far more
+        assert (out[:inside] - ref[:inside]).abs().max() <= 1e-5 * ref.abs().max(), chunk
         assert torch.isfinite(out).all()
     # past the context, the chunk's last query sees the sinks where a token-by-token run does
     by_token, by_chunk = all_logits(sink, IDS, 1), all_logits(sink, IDS, SEQ)

@@ -121,7 +121,8 @@ def test_padding_changes_nothing_before_it(sgt_dir: Path) -> None:
         full = sgt.mu_sigma(ids, noise, attn)
         prefix = sgt.mu_sigma(ids[:, :n], noise[:, :n], attn[:, :n])
     for f, p in zip(full, prefix, strict=True):
-        torch.testing.assert_close(f[:, :n], p, atol=1e-6, rtol=1e-6)
+        # float rounding only: CPU GEMMs round differently by the sequence length (relative 2e-6 on a Zen 4 EPYC)
+        torch.testing.assert_close(f[:, :n], p, atol=1e-5, rtol=1e-5)
 
 
 def test_size_report_gives_the_specs_llama_3_1_8b_arithmetic() -> None:
