@@ -23,9 +23,6 @@ def _program(module: torch.nn.Module, x: torch.Tensor, xnnpack: bool):
     ep = torch.export.export(module, (x,))
     et = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()] if xnnpack else [],
                                      compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-    from common.runtime import leave_cores_to_executorch
-
-    leave_cores_to_executorch()
     program = Runtime.get().load_program(et.buffer)
     return program, program.load_method("forward")  # the method needs its program alive
 
@@ -64,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, nargs="+", default=[1, 128])
     args = p.parse_args(argv)
     from common.kernels import load_kernel_libraries
+    from common.runtime import leave_cores_to_executorch
 
     load_kernel_libraries()
+    leave_cores_to_executorch()  # once, for every program timed below
     print(f"{'shape (in x out)':>18} {'build':>14} {'weight KiB':>10} " + " ".join(f"{f'{m} rows us':>12}" for m in args.rows))
     for n_in, n_out in SHAPES:
         for name, module, xnnpack, nbytes in builds(n_in, n_out):

@@ -113,8 +113,9 @@ def test_python_runtime_refuses_another_contract(ptes: dict[str, Path]) -> None:
 
 
 def test_python_runtime_leaves_the_cores_to_executorch(ptes: dict[str, Path]) -> None:
-    """Opening a language model's program drops torch to one thread: its OpenMP threads spin after each parallel op on the cores
-    ExecuTorch's thread pool needs (common.runtime.leave_cores_to_executorch); the program still computes."""
+    """Opening a language model's program drops torch to one thread: its OpenMP threads spin after each parallel
+    op on the cores ExecuTorch's thread pool needs (common.runtime.leave_cores_to_executorch); the program still
+    computes."""
     from common.runtime import PteModel
 
     before = torch.get_num_threads()
