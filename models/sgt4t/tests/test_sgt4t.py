@@ -205,7 +205,11 @@ def test_pte_matches_eager(sgt_dir: Path, sgt_pte, quantize: str) -> None:
         assert torch.equal(out[0, ~noised], x[0, ~noised])
         samples.append(((out - x - mu) / sigma)[0, noised])
     eps = torch.stack(samples)
-    assert all((eps[i] != eps[i + 1]).all() for i in range(len(samples) - 1))  # two calls never agree
+    # Fresh noise per call: consecutive calls share (almost) no element. Not none: eps is read back through fp32
+    # rounding of x + mu + sigma * eps, in steps of up to 2.4e-5 here: two draws land on the same step in at most
+    # about one run in 70 (CI failed so on 2026-11-28). A seeded or reused draw would share every element.
+    shared = max(float((eps[i] == eps[i + 1]).float().mean()) for i in range(len(samples) - 1))
+    assert shared < 0.01, shared
     n = eps.numel()
     # standard normal: the sample mean is N(0, 1/n) and the sample variance ~ N(1, 2/n); 5 standard errors
     assert abs(float(eps.mean())) < 5 / math.sqrt(n), float(eps.mean())
