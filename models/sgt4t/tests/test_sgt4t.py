@@ -102,7 +102,8 @@ def test_noise_only_where_both_masks_are_set_and_fresh_every_call(sgt_dir: Path)
         mu, sigma = sgt.mu_sigma(ids, noise, attn)
     noised = (noise & attn.bool())[0]
     assert torch.equal(a[0, ~noised], x[0, ~noised])  # bit for bit
-    assert (a[0, noised] - b[0, noised]).abs().min() > 0  # every noised element differs between calls
+    # fresh noise: the calls share (almost) no noised element; fp32 rounding makes a few shared ones possible
+    assert float((a[0, noised] == b[0, noised]).float().mean()) < 0.01
     # the noise is x~ - x - mu = sigma * eps
     eps = (a - x - mu) / sigma
     assert torch.allclose(a[0, noised], (x + mu + sigma * eps)[0, noised])
