@@ -19,6 +19,7 @@ from bench.sdpa_kernel import Case, run
 CASES = [
     Case("decode-first", seq=1, start=0, heads=9, kv_heads=3, head_dim=64, slots=64),
     Case("decode-split", seq=1, start=1500, heads=9, kv_heads=3, head_dim=64, slots=2048),
+    Case("decode-split-short", seq=1, start=130, heads=9, kv_heads=3, head_dim=64, slots=256),  # 3 tiles, 2 ranges
     Case("decode-split-mqa", seq=1, start=1999, heads=4, kv_heads=1, head_dim=128, slots=2048),
     Case("prefill-odd", seq=13, start=37, heads=6, kv_heads=2, head_dim=48, slots=128),
     Case("prefill-tiles", seq=20, start=150, heads=4, kv_heads=4, head_dim=256, slots=256),
