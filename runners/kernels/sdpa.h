@@ -128,9 +128,6 @@ struct Partial {
 
 constexpr int64_t kKeyTile = 64;     // keys per tile: scores [rows, 64] and acc [rows, D] stay in L1
 constexpr int64_t kQueryBlock = 8;   // query positions per task in a prefill call
-// A decode call splits its keys across threads in ranges of at least this. At 256, a call over fewer than 512 keys
-// ran on one thread: SmolLM2 8da4w decoded at 6.0 ms a token at depth 384 and 4.9 at depth 512 (Zen 4, 2 cores).
-constexpr int64_t kMinSplitKeys = 32;
 
 // Chunk c (floats 8c .. 8c + 7) of a row of d floats; past the row's end, zeros (a head size not a multiple of 8).
 inline f8 load_chunk(const float* row, int64_t c, int64_t d) {
@@ -366,13 +363,13 @@ inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const
   const int64_t qb = std::min(kQueryBlock, S), blocks = (S + qb - 1) / qb, rows = qb * Hq;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
   const int64_t max_keys = a.keys(S - 1);
-  int64_t splits = 1;
-  if (blocks < 2 * threads)
-    splits = std::max<int64_t>(1, std::min((2 * threads + blocks - 1) / blocks, max_keys / kMinSplitKeys));
   // Range s is tiles [s * n / splits, (s + 1) * n / splits) of the n tiles: whole tiles, balanced to one tile (equal
-  // ranges of keys left a ragged tile in each, its last keys run one by one).
+  // ranges of keys left a ragged tile in each, its last keys run one by one). A range is at least a tile: ranges of
+  // at least 256 keys, as before, left a call under 512 keys on one thread, and SmolLM2 8da4w decoding at 6.0 ms a
+  // token at depth 384 against 4.9 at depth 512 (Zen 4, 2 cores).
   const int64_t n_tiles = (max_keys + kKeyTile - 1) / kKeyTile;
-  splits = std::min(splits, n_tiles);
+  const int64_t splits_wanted = blocks < 2 * threads ? (2 * threads + blocks - 1) / blocks : 1;
+  int64_t splits = std::min(splits_wanted, n_tiles);
   if (splits > threads) splits -= splits % threads;  // as many ranges per thread (3 on 2 threads: 2 wait for 1)
   auto range_start = [&](int64_t s) { return std::min(max_keys, s * n_tiles / splits * kKeyTile); };
   const int64_t tasks = blocks * splits;
