@@ -2,14 +2,12 @@
 //
 //   input [..., I] float, codes [O, I/8, 2] int8 (code % 256), codebooks [2, 256, 1, 8] float, scales [O, 1, 1, 1]
 //   float, bias [O] float or none -> out [..., O] float
-//   out[m, o] = scales[o] * sum_j (LUT[m, j, 0, codes[o, j, 0]] + LUT[m, j, 1, codes[o, j, 1]]) + bias[o]
-//   LUT[m, j, c, k] = <input[m, 8j : 8j + 8], codebooks[c, k]>
+//   out[m, o] = scales[o] * sum_j <books[0, codes[o, j, 0]] + books[1, codes[o, j, 1]], input[m, 8j : 8j + 8]> + bias[o]
 //
 // Two paths, by the number of input rows M:
-//  - decode (M < kGemmRows): per row, the lookup table (I/8 x 2 x 256 floats, from the kernel context's temp
-//    allocator) replaces per-weight dequantization: the weights are read as 2 bits each; each output is a sum of
-//    2 table reads per group (8 groups per AVX-512 gather; scalar reads elsewhere). Parallel over output rows
-//    (each output written by one thread: no shared +=), the table built in parallel over groups.
+//  - decode (M < kGemmRows): per input row, each output a dot product with its weights dequantized in registers:
+//    two codewords per group of 8 weights, straight from the codebooks (L1) into FMAs; the weights are read as 2
+//    bits each. Parallel over blocks of 4 output rows (each output written by one thread: no shared +=).
 //  - prefill (M >= kGemmRows): dequantize once, 16 output rows at a time, into a transposed tile [I][16], and
 //    multiply it, 128 input columns at a time (L1), with 6 input rows at a time in registers (GCC vector types:
 //    one zmm on AVX-512, two ymm on AVX2, four q registers on NEON: a compile flag away). Parallel over tiles of
@@ -23,10 +21,6 @@
 #include <optional>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
@@ -38,12 +32,19 @@ using executorch::aten::Tensor;
 using executorch::runtime::Error;
 using executorch::runtime::KernelRuntimeContext;
 
-constexpr int64_t kGroup = 8, kCodes = 256, kBooks = 2, kTable = kBooks * kCodes;  // table floats per group
+constexpr int64_t kGroup = 8, kCodes = 256, kBooks = 2;
 constexpr int64_t kGemmRows = 8;  // input rows from which dequantize-once + GEMM beats one table per row
 constexpr int64_t kNR = 16, kMR = 6;  // GEMM register tile: 16 outputs x 6 input rows
 constexpr int64_t kKC = 128;  // GEMM input columns per pass over the rows (tests: I = 200 spans two)
 
 typedef float v16 __attribute__((vector_size(64)));  // 16 floats: the compiler maps it to the target's registers
+typedef float v8 __attribute__((vector_size(32)));   // one codeword: a ymm on AVX2 / AVX-512, two q registers on NEON
+
+inline v8 load8(const float* p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
 
 struct Aqlm {
   const int8_t* codes;  // [O, G, 2]
@@ -53,96 +54,65 @@ struct Aqlm {
   int64_t O, G;
 };
 
-// lut[j * 512 + c * 256 + k] = <x[8j : 8j + 8], books[c, k]>, with books_t = books as [2][8][256] (k fastest).
-void build_lut(const float* x, const float* books_t, int64_t G, float* lut) {
-  executorch::extension::parallel_for(0, G, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j)
-      for (int64_t c = 0; c < kBooks; ++c) {
-        float* t = lut + j * kTable + c * kCodes;
-        const float* bt = books_t + c * kGroup * kCodes;
-        for (int64_t k = 0; k < kCodes; ++k) t[k] = x[j * kGroup] * bt[k];
-        for (int64_t b = 1; b < kGroup; ++b) {
-          const float xb = x[j * kGroup + b];
-          const float* row = bt + b * kCodes;
-          for (int64_t k = 0; k < kCodes; ++k) t[k] += xb * row[k];
-        }
-      }
-  });
-}
-
-// y[o] = scales[o] * sum_j (lut[j, 0, code[o, j, 0]] + lut[j, 1, code[o, j, 1]]) + bias[o] for o in [begin, end).
-// Loop order: a block of kRowBlock rows sweeps the table kChunk groups at a time, so the 16 KiB of table being
-// read stays in L1 (the whole table, I/8 x 2 KiB, is L2-sized: gathering from it row by row was 5x slower). Each
-// row keeps a vector of partial sums, reduced once at the end. HF's layout needs no transposition: a row's codes
-// for one chunk are 16 contiguous bytes.
-constexpr int64_t kChunk = 8, kRowBlock = 128;
-
-void lut_rows(const float* lut, const uint8_t* codes, const Aqlm& w, int64_t begin, int64_t end, float* y) {
-  const int64_t G = w.G, full = G / kChunk * kChunk;
-  for (int64_t ob = begin; ob < end; ob += kRowBlock) {
-    const int64_t n = std::min(kRowBlock, end - ob);
-    float sums[kRowBlock];
-#if defined(__AVX512F__)
-    // 8 groups per gather: codes c0 c1 c0 c1 ... -> table offsets g * 512 + c * 256 + code. Measured in the Python
-    // runtime on our 2-core Xeon (576 x 1536, 1 row): 190 us, against 355 us for the scalar reads below (which win,
-    // 130 vs 200 us, single-threaded outside ExecuTorch's thread pool: its spinning workers share the core)
-    __m512 acc[kRowBlock];
-    for (int64_t r = 0; r < n; ++r) acc[r] = _mm512_setzero_ps();
-    const __m512i off = _mm512_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304, 2560, 2816, 3072,
-                                          3328, 3584, 3840);
-    for (int64_t j0 = 0; j0 < full; j0 += kChunk) {
-      const float* t = lut + j0 * kTable;
-      const uint8_t* c = codes + (ob * G + j0) * kBooks;
-      for (int64_t r = 0; r < n; ++r, c += G * kBooks) {
-        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
-        acc[r] = _mm512_add_ps(acc[r], _mm512_i32gather_ps(_mm512_add_epi32(idx, off), t, 4));
+// Decode: R output rows (R <= 4) for one input row x, each a dot product with its weights dequantized in registers.
+// A group's 8 weights are scales[o] * (books[0, c0] + books[1, c1]); the two codewords (32 bytes each, from the
+// 16 KiB of codebooks that stay in L1) go straight into two FMAs with the group's 8 inputs, into two accumulators per
+// row (no add on the chain, and no per-weight dequantization pass). Four groups' codes are one 8-byte load split
+// with shifts; their 4 x 8 inputs are loaded once for the R rows. y[o] = scales[o] * sum + bias[o].
+// Measured single-threaded on the 2-core EPYC (576 -> 1536, one row): 58 us, against 184 us for 2 table reads per
+// group from a per-row lookup table <x_group, codeword> (the spec's LUT GEMV, this kernel until 2026-11-29; its
+// table, I/8 x 2 KiB, is L2-sized, and building it costs 512 x I multiply-adds) and 100 us for the table read by
+// 16-row AVX-512 gathers over group-major codes.
+template <int R>
+void dot_rows(const Aqlm& w, const float* x, int64_t o0, float* y) {
+  const auto* codes = reinterpret_cast<const uint8_t*>(w.codes) + o0 * w.G * kBooks;
+  const float* b0 = w.books;
+  const float* b1 = w.books + kCodes * kGroup;
+  v8 a0[R], a1[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = v8{};
+  const int64_t full = w.G / 4 * 4;
+  for (int64_t j = 0; j < full; j += 4) {
+    v8 xv[4];
+    std::memcpy(xv, x + j * kGroup, sizeof(xv));
+    for (int r = 0; r < R; ++r) {
+      uint64_t c;  // c0 c1 of groups j .. j + 3, low byte first
+      std::memcpy(&c, codes + (r * w.G + j) * kBooks, 8);
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        a0[r] += load8(b0 + ((c >> (16 * g)) & 255) * kGroup) * xv[g];
+        a1[r] += load8(b1 + ((c >> (16 * g + 8)) & 255) * kGroup) * xv[g];
       }
     }
-    for (int64_t r = 0; r < n; ++r) sums[r] = _mm512_reduce_add_ps(acc[r]);
-#else
-    // scalar table reads, 4 partial sums per row breaking the add chain; 16 codes in two 8-byte loads split with
-    // shifts (ALU work instead of a load per code)
-    for (int64_t r = 0; r < n; ++r) sums[r] = 0;
-    for (int64_t j0 = 0; j0 < full; j0 += kChunk) {
-      const float* t = lut + j0 * kTable;
-      const uint8_t* c = codes + (ob * G + j0) * kBooks;
-      for (int64_t r = 0; r < n; ++r, c += G * kBooks) {
-        uint64_t lo, hi;
-        std::memcpy(&lo, c, 8);
-        std::memcpy(&hi, c + 8, 8);
-        float p[4] = {0, 0, 0, 0};
-        for (int g = 0; g < 4; ++g) {  // groups g (codes from lo) and g + 4 (from hi)
-          p[g] += t[g * kTable + ((lo >> (16 * g)) & 255)] + t[g * kTable + kCodes + ((lo >> (16 * g + 8)) & 255)];
-          p[g] += t[(g + 4) * kTable + ((hi >> (16 * g)) & 255)] +
-                  t[(g + 4) * kTable + kCodes + ((hi >> (16 * g + 8)) & 255)];
-        }
-        sums[r] += (p[0] + p[1]) + (p[2] + p[3]);
-      }
+  }
+  for (int64_t j = full; j < w.G; ++j) {
+    const v8 xv = load8(x + j * kGroup);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* c = codes + (r * w.G + j) * kBooks;
+      a0[r] += load8(b0 + c[0] * kGroup) * xv;
+      a1[r] += load8(b1 + c[1] * kGroup) * xv;
     }
-#endif
-    for (int64_t r = 0; r < n; ++r) {  // the groups past the last full chunk
-      const uint8_t* c = codes + (ob + r) * G * kBooks;
-      for (int64_t j = full; j < G; ++j) sums[r] += lut[j * kTable + c[2 * j]] + lut[j * kTable + kCodes + c[2 * j + 1]];
-      const int64_t o = ob + r;
-      y[o] = sums[r] * w.scales[o] + (w.bias ? w.bias[o] : 0.0f);
-    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const v8 a = a0[r] + a1[r];
+    const float sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    y[o0 + r] = sum * w.scales[o0 + r] + (w.bias ? w.bias[o0 + r] : 0.0f);
   }
 }
 
-void decode_rows(const Aqlm& w, const float* x, int64_t M, float* y, float* lut) {
-  alignas(64) float books_t[kBooks * kGroup * kCodes];
-  for (int64_t c = 0; c < kBooks; ++c)
-    for (int64_t k = 0; k < kCodes; ++k)
-      for (int64_t b = 0; b < kGroup; ++b) books_t[(c * kGroup + b) * kCodes + k] = w.books[(c * kCodes + k) * kGroup + b];
-  const int64_t I = w.G * kGroup;
-  const auto* codes = reinterpret_cast<const uint8_t*>(w.codes);
-  for (int64_t m = 0; m < M; ++m) {
-    build_lut(x + m * I, books_t, w.G, lut);
-    float* ym = y + m * w.O;
-    executorch::extension::parallel_for(0, w.O, 64, [&](int64_t begin, int64_t end) {
-      lut_rows(lut, codes, w, begin, end, ym);
+using DotRows = void (*)(const Aqlm&, const float*, int64_t, float*);
+constexpr int64_t kDotRows = 4;
+constexpr DotRows kDot[kDotRows + 1] = {nullptr, dot_rows<1>, dot_rows<2>, dot_rows<3>, dot_rows<4>};
+
+// Each input row: parallel over blocks of 4 output rows (each output written by one thread: no shared +=).
+void decode_rows(const Aqlm& w, const float* x, int64_t M, float* y) {
+  const int64_t I = w.G * kGroup, blocks = (w.O + kDotRows - 1) / kDotRows;
+  for (int64_t m = 0; m < M; ++m)
+    executorch::extension::parallel_for(0, blocks, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t o0 = b * kDotRows;
+        kDot[std::min(kDotRows, w.O - o0)](w, x + m * I, o0, y + m * w.O);
+      }
     });
-  }
 }
 
 // Output rows [o0, o0 + 16) dequantized into wt [I][16] (rows past O as zeros). Group-outer: a group's 8 tile
@@ -251,21 +221,7 @@ Tensor& code2x8_lut_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, c
     gemm_rows(w, xp, M, yp);
     return out;
   }
-  // the table (G * 2 KiB) from the method's temp allocator; a runtime that gives a kernel none (NotFound) gets
-  // this thread's heap buffer instead
-  const size_t bytes = static_cast<size_t>(G * kTable) * sizeof(float);
-  auto temp = ctx.allocate_temp(bytes, 64);
-  ET_KERNEL_CHECK_MSG(ctx, temp.ok() || temp.error() == Error::NotFound, MemoryAllocationFailed, out,
-                      "code2x8_lut_matmat: cannot allocate its %zu-byte lookup table", bytes);
-  thread_local std::vector<float> fallback;
-  float* lut = nullptr;
-  if (temp.ok()) {
-    lut = static_cast<float*>(temp.get());
-  } else {
-    fallback.resize(static_cast<size_t>(G * kTable));
-    lut = fallback.data();
-  }
-  decode_rows(w, xp, M, yp, lut);
+  decode_rows(w, xp, M, yp);
   return out;
 }
 
