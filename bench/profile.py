@@ -4,9 +4,9 @@
 
 Prefills `--context` tokens of the bench text, then times `--tokens` decode steps exactly as the Python runner
 takes them (argmax sampling, one `Method.execute` per token) with ETDump on, and splits each step into:
-delegated linears (XNNPACK GEMM events), other XNNPACK ops, XNNPACK call overhead (delegate call time not
-inside any XNNPACK op), SDPA and KV-cache update (llama custom ops), other portable ops, the runtime's own
-per-execute overhead, sampling, and Python (wall time outside `execute`).
+delegated linears (XNNPACK GEMM events), AQLM linears (our kernel), other XNNPACK ops, XNNPACK call overhead
+(delegate call time not inside any XNNPACK op), SDPA and KV-cache update (llama custom ops), other portable ops,
+the runtime's own per-execute overhead, sampling, and Python (wall time outside `execute`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-CATEGORIES = ("delegated linears", "other XNNPACK ops", "XNNPACK call overhead", "SDPA (custom_sdpa)",
-              "KV update (llama::update_cache)", "other portable ops", "runtime overhead", "sampling (argmax)",
-              "Python overhead")
+CATEGORIES = ("delegated linears", "AQLM linears (zoo kernel)", "other XNNPACK ops", "XNNPACK call overhead",
+              "SDPA (custom_sdpa)", "KV update (llama::update_cache)", "other portable ops", "runtime overhead",
+              "sampling (argmax)", "Python overhead")
 
 
 def category(name: str, delegated: bool) -> str | None:
@@ -25,6 +25,8 @@ def category(name: str, delegated: bool) -> str | None:
         return "delegated linears" if name.startswith("Fully Connected") else "other XNNPACK ops"
     if name in ("llama::custom_sdpa.out", "zoo::custom_sdpa.out"):
         return "SDPA (custom_sdpa)"
+    if name == "zoo::code2x8_lut_matmat.out":
+        return "AQLM linears (zoo kernel)"
     if name == "llama::update_cache.out":
         return "KV update (llama::update_cache)"
     if name in ("DELEGATE_CALL", "OPERATOR_CALL", "Method::execute") or name.startswith("Method::"):

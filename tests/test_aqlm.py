@@ -63,12 +63,12 @@ def test_aqlm_linear_exports_as_the_op() -> None:
         AqlmLinear(60, 4)
 
 
-@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+@pytest.mark.parametrize("rows", [1, 7, 8, 13])
 def test_pte_runs_the_kernel_as_eager(rows: int) -> None:
     """A program holding zoo::code2x8_lut_matmat.out runs in the Python runtime on runners/kernels/aqlm.cpp (library
-    "aqlm" in common/kernels.py) and gives eager's output: the lookup-table path (1, 3 rows; 25 groups = a 16-group
-    gather step, an 8-group one and a scalar tail) and the dequantize + GEMM path (8, 13 rows: two 6-row register
-    tiles and a 1-row rest), on 37 outputs (two 16-row tiles and a part)."""
+    "aqlm" in common/kernels.py) and gives eager's output: the decode path (1 and 7 rows; 25 groups = six 4-group
+    steps and a tail group; 37 outputs = nine 4-row blocks and a 1-row one) and the dequantize + GEMM path (8, 13
+    rows: two 6-row register tiles and a 1-row rest; 37 outputs = two 16-row tiles and a part)."""
     from executorch.exir import EdgeCompileConfig, to_edge
     from executorch.runtime import Runtime
 
