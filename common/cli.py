@@ -80,10 +80,11 @@ def _recipe(args, checkpoint: str | None = None, family: Family | None = None):
         if args.quantize or args.embedding_bits or args.group_size != 32:
             raise UserError("--recipe FILE replaces --quantize, --group-size and --embedding-bits; pass one or the other")
         return load_recipe(args.recipe)
-    from common.pipeline import is_quantized_dir
+    from common.pipeline import is_published_quantized, is_quantized_dir
 
-    if args.quantize is None and checkpoint and is_quantized_dir(Path(checkpoint)):
-        return preset("fp32")  # a quantize_and_save directory: as it was saved
+    if args.quantize is None and checkpoint and (is_quantized_dir(Path(checkpoint))
+                                                 or is_published_quantized(Path(checkpoint))):
+        return preset("fp32")  # a quantize_and_save directory or an HF AQLM checkpoint: as it was saved
     if family is not None and args.quantize in family.recipes:
         if args.embedding_bits or args.group_size != 32:
             raise UserError(f"--quantize {args.quantize} sets its own group sizes and embedding; drop --group-size "

@@ -44,6 +44,14 @@ from common.quant import (
 from common.tokenizer import Tokenizer, load_tokenizer
 
 
+def is_published_quantized(path: Path) -> bool:
+    """Whether `path` is an HF checkpoint dir published quantized (config.json with a `quantization_config`)."""
+    try:
+        return "quantization_config" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def is_quantized_dir(path: Path) -> bool:
     """Whether `path` holds a quantize_and_save output (config.json with the zoo's recipe, and nothing else of
     note): the only non-empty directory quantize_and_save may replace."""

@@ -208,6 +208,21 @@ def test_bad_aqlm_checkpoints_give_one_line(hf_aqlm, tmp_path: Path, case: str, 
     assert err.startswith("error: ") and err.count("\n") == 1 and not (tmp_path / "x.pte").exists()
 
 
+def test_export_cli_takes_an_hf_aqlm_checkpoint_as_published(hf_aqlm, tmp_path: Path, capsys) -> None:
+    """`export --checkpoint HF_AQLM_DIR` with no --quantize exports it as saved (the AQLM op in the program), as a
+    quantize_and_save directory does; --quantize 8da4w of it is refused in one line."""
+    from common.cli import export_main, run_cli
+
+    pte = tmp_path / "hf.pte"
+    assert run_cli(export_main(FAMILY), ["--checkpoint", str(hf_aqlm[1]), "--output", str(pte),
+                                         "--max-seq-len", "8", "--max-context-len", "32"]) == 0
+    assert b"zoo::code2x8_lut_matmat" in pte.read_bytes() and str(pte) in capsys.readouterr().out
+    assert run_cli(export_main(FAMILY), ["--checkpoint", str(hf_aqlm[1]), "--quantize", "8da4w",
+                                         "--output", str(tmp_path / "x.pte")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already quantized as aqlm-2x8" in err and not (tmp_path / "x.pte").exists()
+
+
 def test_export_refuses_to_fit_aqlm(hf_aqlm, tmp_path: Path, capsys) -> None:
     """`export --quantize aqlm-2x8` of a float checkpoint says to run quantize_and_save (the fit needs calibration)."""
     from common.cli import export_main, run_cli
