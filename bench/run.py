@@ -73,8 +73,9 @@ def model_depths(model: BenchModel, s: Settings) -> list[int]:
 
 
 def context_needed(s: Settings, depths: list[int]) -> int:
-    """Positions the longest prompt, or the deepest decode, fills."""
-    return max(*s.prompt_lens, *(d + s.decode_tokens + 1 for d in depths))
+    """Positions the longest prompt and the token its prefill timing decodes (the C++ runner refuses a prompt that
+    fills the context), or the deepest decode, fill."""
+    return max(*(n + 1 for n in s.prompt_lens), *(d + s.decode_tokens + 1 for d in depths))
 
 
 def with_context(args: list[str], context: int) -> list[str]:

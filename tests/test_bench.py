@@ -58,7 +58,9 @@ def test_row_from_a_missing_made_checkpoint_is_skipped_naming_its_target(tmp_pat
 
 
 def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
-    s = Settings(threads=2, repeats=2, prompt_lens=(16, 40), decode_tokens=8, depths=(0, 24), ppl_tokens=48,
+    # the longest prompt, 100, more than the build's context (96): the export is raised to hold it and the token the
+    # C++ runner's prefill timing decodes after it
+    s = Settings(threads=2, repeats=2, prompt_lens=(16, 100), decode_tokens=8, depths=(0, 24), ppl_tokens=48,
                  engines=("ours", "cpp", "llama.cpp", "transformers"), cache=cache)
     from bench.limits import measure
 
@@ -68,7 +70,7 @@ def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
     for row in (ours, hf):
         assert "error" not in row, row.get("error")
         assert len(row["raw"]["load_s"]) == 2 and len(row["raw"]["decode_s"]) == 2
-        for n in ("16", "40"):
+        for n in ("16", "100"):
             assert row["prefill_tps"][n]["best"] >= row["prefill_tps"][n]["median"] > 0
         assert row["decode_tps"]["median"] > 0 and row["peak_rss_mib"] > 50
     assert ours["size_bytes"] > 0 and ours["artefact"].endswith("model.pte")
