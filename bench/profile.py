@@ -71,7 +71,8 @@ def profile(pte: str, prompt: list[int], tokens: int, threads: int) -> dict[str,
             if cat:
                 ms[cat] += total
                 xnn_ms += total if ev.is_delegated_op else 0.0
-    portable = ms["SDPA (custom_sdpa)"] + ms["KV update (llama::update_cache)"] + ms["other portable ops"]
+    portable = sum(ms[k] for k in ("AQLM linears (zoo kernel)", "SDPA (custom_sdpa)", "KV update (llama::update_cache)",
+                                   "other portable ops"))  # the runtime's (non-delegated) operators
     ms["XNNPACK call overhead"] = max(delegate_ms - xnn_ms, 0.0)
     ms["runtime overhead"] = max(execute_ms - delegate_ms - portable, 0.0)
     ms["sampling (argmax)"] = sample_s * 1e3
