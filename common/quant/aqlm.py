@@ -12,7 +12,8 @@ Face's `aqlm` layout (what users publish, and what we keep on disk):
     W[o, 8j + b] = scales[o] * sum_m codebooks[m, codes[o, j, m] % 256, 0, b]
 
 `zoo::code2x8_lut_matmat(input, codes, codebooks, scales, *, bias=None)` is `input @ W^T + bias`; eagerly it
-dequantizes (here), and `lut_matmat` is the lookup-table algorithm a runtime kernel runs, kept as its reference.
+dequantizes (here), and `lut_matmat` is the spec's lookup-table algorithm, kept as a reference (the runtime kernel
+dequantizes codewords in registers instead: faster on x86, README "AQLM").
 Its runtime kernel is runners/kernels/aqlm.cpp (library "aqlm" in common/kernels.py): linked into the C++ runners,
 loaded into the Python runtime. The quantizer: common/quant/aqlm_fit.py (a layer) and aqlm_model.py (a model).
 """
@@ -44,7 +45,7 @@ def dequantize_2x8(codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.T
 
 def lut_matmat(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor,
                bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The kernel's algorithm for rows x [..., I]: per row a table LUT[j, m, k] = <x[8j:8j+8], codebooks[m, k]>,
+    """The spec's lookup-table algorithm for rows x [..., I]: per row a table LUT[j, m, k] = <x[8j:8j+8], codebooks[m, k]>,
     then y[o] = scales[o] * sum_j (LUT[j, 0, codes[o, j, 0]] + LUT[j, 1, codes[o, j, 1]]) + bias[o]."""
     lead, (n_out, n_groups) = x.shape[:-1], codes.shape[:2]
     rows = x.float().reshape(-1, n_groups, IN_GROUP)  # [N, G, 8]
