@@ -33,7 +33,7 @@ using executorch::runtime::Error;
 using executorch::runtime::KernelRuntimeContext;
 
 constexpr int64_t kGroup = 8, kCodes = 256, kBooks = 2;
-constexpr int64_t kGemmRows = 8;  // input rows from which dequantize-once + GEMM beats one table per row
+constexpr int64_t kGemmRows = 8;  // input rows from which dequantize-once + GEMM beats a dot-product pass per row
 constexpr int64_t kNR = 16, kMR = 6;  // GEMM register tile: 16 outputs x 6 input rows
 constexpr int64_t kKC = 128;  // GEMM input columns per pass over the rows (tests: I = 200 spans two)
 
@@ -75,7 +75,7 @@ void dot_rows(const Aqlm& w, const float* x, int64_t o0, float* y) {
     v8 xv[4];
     std::memcpy(xv, x + j * kGroup, sizeof(xv));
     for (int r = 0; r < R; ++r) {
-      uint64_t c;  // c0 c1 of groups j .. j + 3, low byte first
+      uint64_t c;  // c0 c1 of groups j .. j + 3, low byte first (little-endian: x86, Arm)
       std::memcpy(&c, codes + (r * w.G + j) * kBooks, 8);
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
