@@ -15,9 +15,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
-CATEGORIES = ("delegated linears", "AQLM linears (zoo kernel)", "other XNNPACK ops", "XNNPACK call overhead",
-              "SDPA (custom_sdpa)", "KV update (llama::update_cache)", "other portable ops", "runtime overhead",
-              "sampling (argmax)", "Python overhead")
+# the runtime's own (non-delegated) operators: subtracted from Method::execute to leave the runtime's overhead
+OPERATOR_CATEGORIES = ("AQLM linears (zoo kernel)", "SDPA (custom_sdpa)", "KV update (llama::update_cache)",
+                       "other portable ops")
+CATEGORIES = ("delegated linears", "other XNNPACK ops", "XNNPACK call overhead", *OPERATOR_CATEGORIES,
+              "runtime overhead", "sampling (argmax)", "Python overhead")
 
 
 def category(name: str, delegated: bool) -> str | None:
@@ -71,8 +73,7 @@ def profile(pte: str, prompt: list[int], tokens: int, threads: int) -> dict[str,
             if cat:
                 ms[cat] += total
                 xnn_ms += total if ev.is_delegated_op else 0.0
-    portable = sum(ms[k] for k in ("AQLM linears (zoo kernel)", "SDPA (custom_sdpa)", "KV update (llama::update_cache)",
-                                   "other portable ops"))  # the runtime's (non-delegated) operators
+    portable = sum(ms[k] for k in OPERATOR_CATEGORIES)
     ms["XNNPACK call overhead"] = max(delegate_ms - xnn_ms, 0.0)
     ms["runtime overhead"] = max(execute_ms - delegate_ms - portable, 0.0)
     ms["sampling (argmax)"] = sample_s * 1e3
