@@ -36,6 +36,7 @@ constexpr int64_t kGroup = 8, kCodes = 256, kBooks = 2;
 constexpr int64_t kGemmRows = 8;  // input rows from which dequantize-once + GEMM beats a dot-product pass per row
 constexpr int64_t kNR = 16, kMR = 6;  // GEMM register tile: 16 outputs x 6 input rows
 constexpr int64_t kKC = 128;  // GEMM input columns per pass over the rows (tests: I = 200 spans two)
+static_assert(kNR % kGroup == 0, "dequantize_tile transposes 8-row halves");
 
 typedef float v16 __attribute__((vector_size(64)));  // 16 floats: the compiler maps it to the target's registers
 typedef float v8 __attribute__((vector_size(32)));   // one codeword: a ymm on AVX2 / AVX-512, two q registers on NEON
@@ -115,23 +116,47 @@ void decode_rows(const Aqlm& w, const float* x, int64_t M, float* y) {
     });
 }
 
-// Output rows [o0, o0 + 16) dequantized into wt [I][16] (rows past O as zeros). Group-outer: a group's 8 tile
-// lines are written whole while they are in L1 (row-outer touched every line of the tile 16 times).
+// r[c][e] -> r[e][c] for an 8x8 block in three rounds of two-input shuffles (24 in all; GCC >= 12 and clang).
+inline void transpose8(v8 r[8]) {
+  v8 t[8];
+  for (int k = 0; k < 8; k += 2) {  // pairs of rows interleaved: t[k] = r[k][0] r[k+1][0] r[k][1] r[k+1][1] | [4] [5]
+    t[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int k = 0; k < 8; k += 4) {  // quads: r[k] = column 0 of rows k..k+3 | column 4, r[k+1] columns 1 | 5, ...
+    r[k] = __builtin_shufflevector(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[k + 1] = __builtin_shufflevector(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    r[k + 2] = __builtin_shufflevector(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[k + 3] = __builtin_shufflevector(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int k = 0; k < 4; ++k) {  // halves joined: t[e] = column e of all 8 rows
+    t[k] = __builtin_shufflevector(r[k], r[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    t[k + 4] = __builtin_shufflevector(r[k], r[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+  for (int k = 0; k < 8; ++k) r[k] = t[k];
+}
+
+// Output rows [o0, o0 + 16) dequantized into wt [I][16] (rows past O as zeros). Per group, each half-tile's 8 rows
+// are dequantized as vectors and transposed in registers, then stored as 8 whole lines: 2.3x faster than 128 scalar
+// stores per group (measured, 576 -> 1536: 152 against 352 us a call, single-threaded), which at 128 input rows was
+// 14 % of the GEMM's time.
 void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
   const auto* codes = reinterpret_cast<const uint8_t*>(w.codes);
   const int64_t n = std::min<int64_t>(kNR, w.O - o0);
   for (int64_t j = 0; j < w.G; ++j) {
     float* dst = wt + j * kGroup * kNR;
-    for (int64_t c = 0; c < kNR; ++c) {
-      if (c >= n) {
-        for (int64_t e = 0; e < kGroup; ++e) dst[e * kNR + c] = 0;
-        continue;
+    for (int64_t h = 0; h < kNR; h += kGroup) {
+      v8 r[kGroup];
+      for (int64_t c = 0; c < kGroup; ++c) {
+        if (h + c >= n) {
+          r[c] = v8{};
+          continue;
+        }
+        const uint8_t* code = codes + ((o0 + h + c) * w.G + j) * kBooks;
+        r[c] = w.scales[o0 + h + c] * (load8(w.books + code[0] * kGroup) + load8(w.books + (kCodes + code[1]) * kGroup));
       }
-      const uint8_t* code = codes + ((o0 + c) * w.G + j) * kBooks;
-      const float* a = w.books + code[0] * kGroup;
-      const float* b = w.books + (kCodes + code[1]) * kGroup;
-      const float s = w.scales[o0 + c];
-      for (int64_t e = 0; e < kGroup; ++e) dst[e * kNR + c] = s * (a[e] + b[e]);
+      transpose8(r);
+      for (int64_t e = 0; e < kGroup; ++e) std::memcpy(dst + e * kNR + h, &r[e], sizeof(v8));
     }
   }
 }
