@@ -145,8 +145,9 @@ def quantize_main(family: Family) -> Callable[[list[str] | None], int]:
         _add_recipe_args(p, "8da4w", family)
         p.add_argument("--output", required=True, help="output directory")
         g = p.add_argument_group("AQLM (--quantize aqlm-2x8, or a recipe with scheme aqlm)")
-        g.add_argument("--calibration-tokens", type=int, default=4096,
-                       help="tokens of calibration text (common/calibration.py) for the fit and the tuning")
+        g.add_argument("--calibration-tokens", type=int, default=None,
+                       help="tokens of calibration text (common/calibration.py) for the fit and the tuning "
+                            "(default: all of it, 18,102 for SmolLM2's tokenizer)")
         g.add_argument("--fit-rounds", type=int, default=2, help="codebook/scale/code rounds per linear")
         g.add_argument("--tune-steps", type=int, default=200,
                        help="end-to-end tuning steps (codebooks, scales, norms against the float model; 0 = none)")
@@ -172,13 +173,13 @@ def _calibration(args, recipe):
     from common.quant.aqlm_fit import FitConfig
     from common.quant.aqlm_model import TuneConfig
 
-    flags = {"--calibration-tokens": args.calibration_tokens != 4096, "--fit-rounds": args.fit_rounds != 2,
+    flags = {"--calibration-tokens": args.calibration_tokens is not None, "--fit-rounds": args.fit_rounds != 2,
              "--tune-steps": args.tune_steps != 200, "--tune-minutes": args.tune_minutes is not None}
     if not recipe.needs_calibration and any(flags.values()):
         raise UserError(f"{', '.join(f for f, given in flags.items() if given)}: only for AQLM (--quantize aqlm-2x8)")
     for flag, value, lo in (("--calibration-tokens", args.calibration_tokens, 128), ("--fit-rounds", args.fit_rounds, 0),
                             ("--tune-steps", args.tune_steps, 0)):
-        if value < lo:
+        if value is not None and value < lo:
             raise UserError(f"{flag} {value}: expected at least {lo}")
     if args.tune_minutes is not None and not args.tune_minutes > 0:
         raise UserError(f"--tune-minutes {args.tune_minutes}: expected a positive number")

@@ -275,6 +275,23 @@ def test_export_refuses_to_fit_aqlm(hf_aqlm, tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 1 and "quantize_and_save" in err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--quantize", "8da4w", "--calibration-tokens", "512"], "--calibration-tokens: only for AQLM"),
+    (["--quantize", "aqlm-2x8", "--calibration-tokens", "64"], "--calibration-tokens 64: expected at least 128"),
+])
+def test_quantize_refuses_bad_calibration_flags(hf_aqlm, tmp_path: Path, flags: list[str], message: str,
+                                                capsys) -> None:
+    """quantize_and_save's AQLM flags (default: all the calibration text) are refused in one line where they cannot
+    apply, before any work, and nothing is written."""
+    from common.cli import quantize_main, run_cli
+
+    float_dir = hf_aqlm[1].parent / "float" / "hf"
+    assert run_cli(quantize_main(FAMILY), ["--checkpoint", str(float_dir), *flags,
+                                           "--output", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not (tmp_path / "q").exists()
+
+
 def test_fit_cache_never_deletes_what_it_did_not_write(tmp_path: Path) -> None:
     """A directory at the fit cache's path that a fit did not write is refused (one line) and left as it was; a
     cache made for another key is emptied."""
