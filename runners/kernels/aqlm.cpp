@@ -116,22 +116,31 @@ void decode_rows(const Aqlm& w, const float* x, int64_t M, float* y) {
     });
 }
 
-// r[c][e] -> r[e][c] for an 8x8 block in three rounds of two-input shuffles (24 in all; GCC >= 12 and clang).
+// Lanes of two v8 picked by 8 constant indices (0-7: a, 8-15: b): GCC has __builtin_shuffle since 4.7 (its
+// __builtin_shufflevector only since 12: Ubuntu 22.04's GCC 11 lacks it), clang only __builtin_shufflevector.
+#if defined(__clang__)
+#define ZOO_SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int32_t lanes8 __attribute__((vector_size(32)));  // the shuffle mask type for v8
+#define ZOO_SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, lanes8{__VA_ARGS__})
+#endif
+
+// r[c][e] -> r[e][c] for an 8x8 block in three rounds of two-input shuffles (24 in all).
 inline void transpose8(v8 r[8]) {
   v8 t[8];
   for (int k = 0; k < 8; k += 2) {  // pairs of rows interleaved: t[k] = r[k][0] r[k+1][0] r[k][1] r[k+1][1] | [4] [5]
-    t[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    t[k] = ZOO_SHUFFLE8(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[k + 1] = ZOO_SHUFFLE8(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
   }
   for (int k = 0; k < 8; k += 4) {  // quads: r[k] = column 0 of rows k..k+3 | column 4, r[k+1] columns 1 | 5, ...
-    r[k] = __builtin_shufflevector(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-    r[k + 1] = __builtin_shufflevector(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-    r[k + 2] = __builtin_shufflevector(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-    r[k + 3] = __builtin_shufflevector(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    r[k] = ZOO_SHUFFLE8(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[k + 1] = ZOO_SHUFFLE8(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    r[k + 2] = ZOO_SHUFFLE8(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[k + 3] = ZOO_SHUFFLE8(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
   }
   for (int k = 0; k < 4; ++k) {  // halves joined: t[e] = column e of all 8 rows
-    t[k] = __builtin_shufflevector(r[k], r[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    t[k + 4] = __builtin_shufflevector(r[k], r[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    t[k] = ZOO_SHUFFLE8(r[k], r[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    t[k + 4] = ZOO_SHUFFLE8(r[k], r[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
   for (int k = 0; k < 8; ++k) r[k] = t[k];
 }
