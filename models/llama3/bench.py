@@ -1,5 +1,5 @@
 """Benchmark rows of the llama3 package: SmolLM2-135M-Instruct from its bundled Q4_1 GGUF, and its AQLM 2x8
-build (`make aqlm-smollm2` fits it once, about 45 min; the row is skipped until then)."""
+build (`make aqlm-smollm2` fits it once, about 42 min; the row is skipped until then)."""
 
 from bench.registry import STANDARD_BUILDS, BenchModel, Build
 from models.llama3.model import smollm2_gguf

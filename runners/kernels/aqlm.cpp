@@ -162,7 +162,8 @@ void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
           continue;
         }
         const uint8_t* code = codes + ((o0 + h + c) * w.G + j) * kBooks;
-        r[c] = w.scales[o0 + h + c] * (load8(w.books + code[0] * kGroup) + load8(w.books + (kCodes + code[1]) * kGroup));
+        const v8 sum = load8(w.books + code[0] * kGroup) + load8(w.books + (kCodes + code[1]) * kGroup);
+        r[c] = w.scales[o0 + h + c] * sum;
       }
       transpose8(r);
       for (int64_t e = 0; e < kGroup; ++e) std::memcpy(dst + e * kNR + h, &r[e], sizeof(v8));
