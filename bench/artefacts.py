@@ -60,14 +60,16 @@ def cached_export(package: str, checkpoint: str, args: Sequence[str], name: str,
         res = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - t0
         peak = re.search(r"peak RSS (\d+) MiB", res.stdout)  # the export's own (common.io.peak_rss_mib)
-        if res.returncode == 0 and out.is_file() and peak:
-            (out.parent / STATS).write_text(json.dumps({"seconds": seconds, "peak_rss_mib": float(peak.group(1))}))
+        linears = re.search(r"block linear weights .*?\((\d+) bytes", res.stdout)  # common.quant.footprint
+        if res.returncode == 0 and out.is_file() and peak and linears:
+            (out.parent / STATS).write_text(json.dumps({"seconds": seconds, "peak_rss_mib": float(peak.group(1)),
+                                                        "block_linear_bytes": int(linears.group(1))}))
     if res.returncode != 0 or not out.is_file():
         raise UserError(f"export of {name} failed (exit {res.returncode}; its error is printed above)")
     return out
 
 
-STATS = "export.json"  # beside a cached export: its wall seconds and the export process's peak RSS
+STATS = "export.json"  # beside a cached export: its wall seconds, the export process's peak RSS, block linear bytes
 
 
 def export_stats(pte: str | Path) -> dict | None:

@@ -112,6 +112,16 @@ def _export(row: dict) -> str:
     return f"{e['seconds']:.0f} ({e['peak_rss_mib']:.0f})" if e else "—"
 
 
+def _linears(row: dict, group: list[dict]) -> str:
+    """The export's block linear weight bytes (common.quant.footprint) and their share of the 8da4w build's."""
+    mine = (row.get("export") or {}).get("block_linear_bytes")
+    if mine is None:
+        return "—"
+    ref = next((r["export"]["block_linear_bytes"] for r in group if r.get("build") == "8da4w"
+                and (r.get("export") or {}).get("block_linear_bytes")), None)
+    return f"{mine / 1e6:.1f} MB" + (f" ({mine / ref:.0%} of 8da4w)" if ref and row.get("build") != "8da4w" else "")
+
+
 def _fraction(row: dict, key: str) -> str:
     value = row.get("limits", {}).get(key)
     return "—" if value is None else f"{value:.0%}"
@@ -120,7 +130,7 @@ def _fraction(row: dict, key: str) -> str:
 def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int, limits: dict | None = None) -> str:
     """One table per model; speeds are 'median (best) ×ratio-to-llama.cpp' (see references); with the machine's
     `limits` (bench.limits), decode as a share of bandwidth / bytes per token and prefill of the int8 peak."""
-    head = ["engine", "artefact", "load s", *[f"prefill {n} tok/s" for n in prompt_lens],
+    head = ["engine", "artefact", "block linear weights", "load s", *[f"prefill {n} tok/s" for n in prompt_lens],
             f"decode {decode_tokens} tok/s", "peak RSS MiB", "perplexity", "KL vs fp32", "top-1 vs fp32",
             "export s (peak RSS MiB)", "decode of BW limit", f"prefill {max(prompt_lens)} of int8 peak"]
     out = []
@@ -137,7 +147,7 @@ def markdown(rows: list[dict], prompt_lens: list[int], decode_tokens: int, limit
                 continue
             refs = references(r, group)
             speeds = [_speed(r, str(n), refs) for n in prompt_lens]
-            out.append(f"| {r['label']} | {size} | {r['load_s']['median']:.2f} | " + " | ".join(speeds)
+            out.append(f"| {r['label']} | {size} | {_linears(r, group)} | {r['load_s']['median']:.2f} | " + " | ".join(speeds)
                        + f" | {_speed(r, 'decode', refs)} | {r['peak_rss_mib']:.0f} | {_cell(r.get('perplexity'), '{:.3f}')}"
                        + f" | {_cell(r.get('kl'), '{:.4f}')} | {_cell(r.get('top1'), '{:.3f}')} | {_export(r)}"
                        + f" | {_fraction(r, 'decode_of_bandwidth')} | {_fraction(r, 'prefill_of_int8_peak')} |")

@@ -283,7 +283,7 @@ def sink_window(text: str) -> tuple[int, int]:
 
 def _export(family: Family, args) -> int:
     from common.export import ExportDebug, format_summary
-    from common.io import human_size, peak_rss_mib
+    from common.io import human_bytes, human_size, peak_rss_mib
     from common.nn.attention import attention_kernel
     from common.pipeline import export_model, resolve_checkpoint
 
@@ -304,6 +304,8 @@ def _export(family: Family, args) -> int:
     print(f"exported {ckpt} ({recipe.name}, {args.dtype}, {args.backend}, max_seq_len {args.max_seq_len}, "
           f"context {context}{sink}) in {time.perf_counter() - t0:.1f}s, peak RSS {peak_rss_mib():.0f} MiB")
     print(format_summary(summary, table=args.verbose, stages=args.profile_export))
+    linears = summary.block_linears
+    print(f"block linear weights {human_bytes(linears.bytes)} ({linears.bytes} bytes, {linears.bits:.2f} bits a weight)")
     print(f"wrote {summary.path} — {human_size(summary.path)}")
     print(f"wrote {os.path.join(out_dir, 'tokenizer.json')}")
     for path in (debug.etrecord, debug.memory_trace):

@@ -25,6 +25,7 @@ from common.contract import Contract
 from common.errors import UserError
 from common.io import atomic_path
 from common.nn.norm import RMSNorm
+from common.quant.footprint import Footprint
 
 BACKENDS = ("xnnpack", "portable")
 # --dtype: the activations' and float weights' type. bf16 only where every kernel has it: the portable backend with
@@ -40,6 +41,7 @@ class ExportSummary:
     operators: tuple[str, ...]  # operators the runtime must provide
     stages: dict[str, float] = field(default_factory=dict)  # export stage -> wall seconds
     table: dict[str, tuple[int, int]] = field(default_factory=dict)  # edge op -> (delegated, not delegated) nodes
+    block_linears: Footprint | None = None  # the transformer blocks' linear weights as the program stores them
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,11 @@ def read_text_arg(path: str | os.PathLike, flag: str) -> str:
 def human_size(path: str | os.PathLike) -> str:
     """Size of a file or directory as e.g. '98.2 MB'."""
     p = Path(path)
-    n = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    return human_bytes(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size)
+
+
+def human_bytes(n: float) -> str:
+    """A byte count as e.g. '98.2 MB' (decimal units, as `ls -h --si`)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -41,6 +41,7 @@ from common.quant import (
     replace_module,
     resolve_gguf,
 )
+from common.quant.footprint import block_linears
 from common.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -296,12 +297,14 @@ def export_model(
         if dtype != "fp32":  # the weights and buffers in place (the bound methods share them), then fp32 around them
             model.to(DTYPES[dtype])
             modules = {name: CastIO(module, DTYPES[dtype]) for name, module in modules.items()}
+        linears = block_linears(model)  # after the dtype cast: what the program stores
         summary = export_pte(modules, stage / out.name, family.contract, constants, backend,
                              {"max_seq_len": model.max_seq_len, "hidden": cfg.dim}, share_mutable_buffers=embeddings_input,
                              debug=debug)
         tokenizer.save(stage)
         check_export_dir(output)  # again: the directory may have changed during the export
-    return dataclasses.replace(summary, path=out, stages={"load + quantize": load_s} | summary.stages), tokenizer
+    return dataclasses.replace(summary, path=out, stages={"load + quantize": load_s} | summary.stages,
+                               block_linears=linears), tokenizer
 
 
 def _units(model: nn.Module, tied: bool) -> list[str]:

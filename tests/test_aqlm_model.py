@@ -256,7 +256,12 @@ def test_export_cli_takes_an_hf_aqlm_checkpoint_as_published(hf_aqlm, tmp_path: 
     pte = tmp_path / "hf.pte"
     assert run_cli(export_main(FAMILY), ["--checkpoint", str(hf_aqlm[1]), "--output", str(pte),
                                          "--max-seq-len", "8", "--max-context-len", "32"]) == 0
-    assert b"zoo::code2x8_lut_matmat" in pte.read_bytes() and str(pte) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert b"zoo::code2x8_lut_matmat" in pte.read_bytes() and str(pte) in out
+    # the block linears' bytes it prints: 2 bits a weight of codes, two 256 x 8 fp32 codebooks and an fp32 scale a row
+    shapes = [layer.get_submodule(name).weight.shape for layer in hf_aqlm[0].model.layers for name in LINEARS]
+    stored = sum(o * i // 4 + 2 * 256 * 8 * 4 + 4 * o for o, i in shapes)
+    assert f"({stored} bytes, {8 * stored / sum(o * i for o, i in shapes):.2f} bits a weight)" in out
     assert run_cli(export_main(FAMILY), ["--checkpoint", str(hf_aqlm[1]), "--quantize", "8da4w",
                                          "--output", str(tmp_path / "x.pte")]) == 2
     err = capsys.readouterr().err

@@ -90,6 +90,11 @@ def test_bench_rows_on_tiny_model(tiny_model: BenchModel, cache) -> None:
     # than a tiny export's when the suite has run SmolLM2; it holds at least the interpreter and torch)
     assert ours["export"]["seconds"] > 1 and 200 < ours["export"]["peak_rss_mib"] < 4096
     assert rows["ours fp32 (C++)"]["export"] == ours["export"]  # the same cached file
+    # ... and the block linears' bytes it printed: the GGUF's F32 block matrices, 4 bytes a weight
+    from gguf import GGUFReader
+
+    matrices = [t for t in GGUFReader(tiny_model.gguf()).tensors if t.name.startswith("blk.") and len(t.shape) == 2]
+    assert ours["export"]["block_linear_bytes"] == 4 * sum(int(t.n_elements) for t in matrices)
     # Same weights, same tokens, fp32 both: perplexities agree closely (random weights: ppl near the vocab size).
     assert math.isfinite(ours["perplexity"]) and ours["perplexity"] > 1
     assert ours["perplexity"] == pytest.approx(hf["perplexity"], rel=1e-3)
@@ -136,6 +141,8 @@ def test_our_rows_are_compared_with_the_fastest_llama_cpp_format_as_good() -> No
     cpp = row("ours 8da4w (C++)", "cpp", None, 300, "8da4w")
     best = row("ours fp32 (Python)", "ours", 16.0, 50, "fp32")
     hf = row("transformers fp32 (eager)", "transformers", 16.0, 10)
+    for r, n in ((ours, 60e6), (cpp, 60e6), (best, 424e6)):  # the export's block linear bytes (common.quant.footprint)
+        r["export"] = {"seconds": 1.0, "peak_rss_mib": 1.0, "block_linear_bytes": n}
     group = [ours, cpp, best, shipped, q4, q8, hf]
     assert references(ours, group) == [shipped, q8] == references(cpp, group)
     assert references(best, group) == [q8]  # none as good as 16.0: the best llama.cpp format
@@ -144,6 +151,7 @@ def test_our_rows_are_compared_with_the_fastest_llama_cpp_format_as_good() -> No
     assert "| 200.0 (200.0) ×2.00 Q4_1 |" in table  # fastest of Q4_1 (100) and Q8_0 (80); Q4_0 is worse
     assert "| 300.0 (300.0) ×3.00 Q4_1 |" in table and "| 50.0 (50.0) ×0.62 Q8_0 |" in table
     assert "| 150.0 (150.0) ×1.50 |" in table  # llama.cpp's Q4_0 against the file as shipped
+    assert table.count("| 60.0 MB |") == 2 and "| 424.0 MB (707% of 8da4w) |" in table  # shares of the 8da4w build's
 
 
 def test_cli_writes_table_json_and_chart(tiny_model: BenchModel, cache, tmp_path, monkeypatch, capsys) -> None:

@@ -154,3 +154,27 @@ def test_rules_written_for_member_names_apply_after_fusing() -> None:
     assert hasattr(attn.qkv_proj.weight, "qdata") and tuple(attn.qkv_proj.weight.block_size) == (1, 32)
     assert type(attn.o_proj.weight) is nn.Parameter  # not named by the rule
     assert type(mlp.gate_up_proj.weight) is nn.Parameter  # gate/up agree (both float): fused, float
+
+
+def test_block_linear_footprint_is_what_the_pte_stores(tmp_path) -> None:
+    """Programs that differ only in their block linears' scheme differ in size by what `block_linears` counts for
+    each (the XNNPACK serializer packs int4 two a byte with bf16 group scales; int8 with fp32 per-channel scales)."""
+    from common.contract import CAUSAL_LM, causal_lm_constants
+    from common.export import export_pte
+    from common.quant.footprint import block_linears
+
+    cfg = ModelConfig(vocab_size=96, dim=256, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=512, head_dim=64)
+    size, counted = {}, {}
+    for s in ("fp32", "8da4w", "8da8w"):
+        torch.manual_seed(0)
+        model = quantize_model(Transformer(cfg, 16, last_logits_only=True).eval(), Recipe(s, (Rule(r".*layers\..*", s, 64),)))
+        counted[s] = block_linears(model)
+        export_pte(model, tmp_path / f"{s}.pte", CAUSAL_LM, causal_lm_constants(cfg, 4, 16, (1,)))
+        size[s] = (tmp_path / f"{s}.pte").stat().st_size
+    weights = 2 * (2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 512)  # q, o; k, v; gate, up, down: 2 layers
+    assert {c.weights for c in counted.values()} == {weights} and counted["fp32"].bits == 32
+    # int4 + a bf16 scale per 64 weights; int8 + an fp32 scale per row of 256 or 512 inputs
+    assert counted["8da4w"].bits == 4.25 and 8 < counted["8da8w"].bits < 8.2
+    for s in ("8da4w", "8da8w"):  # a scale's width wrong would be 0.9 % (8da4w) of the difference
+        saved = size["fp32"] - size[s]  # measured 2026-11-29: 0.14 % less than counted (per-tensor metadata)
+        assert saved == pytest.approx(counted["fp32"].bytes - counted[s].bytes, rel=2e-3), (size, counted)
