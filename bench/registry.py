@@ -33,6 +33,9 @@ STANDARD_BUILDS = (
     Build("8da8w", ("--quantize", "8da8w", "--embedding-bits", "8", *_SHAPE)),
     Build("8da4w", ("--quantize", "8da4w", "--embedding-bits", "4", *_SHAPE), runners=("python", "cpp")),
     Build("gguf", ("--quantize", "gguf", *_SHAPE), runners=("python", "cpp")),  # the file's own blocks (`make demo`)
+    # 8da4w with float16 keys and values: half the bytes a deep decode reads (llama.cpp's default cache is f16)
+    Build("8da4w-kv16", ("--quantize", "8da4w", "--embedding-bits", "4", "--kv-cache-dtype", "fp16", *_SHAPE),
+          runners=("python", "cpp")),
 )
 
 

@@ -30,12 +30,13 @@ class Case:
     head_dim: int = 64
     slots: int = 8192
     masked: bool = False  # an additive [seq, slots] mask over every slot instead of the causal rule
+    cache_dtype: torch.dtype = torch.float32  # float16: export --kv-cache-dtype fp16's caches (the zoo's kernel only)
 
     def inputs(self, seed: int = 0) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
         q = torch.randn(1, self.seq, self.heads, self.head_dim, generator=g)
-        k = torch.randn(1, self.slots, self.kv_heads, self.head_dim, generator=g)
-        v = torch.randn(1, self.slots, self.kv_heads, self.head_dim, generator=g)
+        k = torch.randn(1, self.slots, self.kv_heads, self.head_dim, generator=g).to(self.cache_dtype)
+        v = torch.randn(1, self.slots, self.kv_heads, self.head_dim, generator=g).to(self.cache_dtype)
         if not self.masked:
             return [q, k, v]
         hidden = torch.rand(self.seq, self.slots, generator=g) < 0.5  # a ring's mask: most slots hidden

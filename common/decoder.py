@@ -24,7 +24,7 @@ from common.nn.kv_cache import (
     RingKVCache,
     SinkKVCache,
     causal_mask,
-    int8,
+    make_cache,
     ring_size,
     start_position,
 )
@@ -81,6 +81,7 @@ class ModelConfig:
     # (sink, window): StreamingLLM's attention sink (export --attention-sink); () = none. Not an HF key.
     attention_sink: tuple[int, ...] = ()
     kv_cache_int8: bool = False  # int8 keys and values (export --quantize-kv-cache). Not an HF key.
+    kv_cache_dtype: str = "fp32"  # "fp16": float16 keys and values (export --kv-cache-dtype). Not an HF key.
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "head_dim"):
@@ -244,8 +245,8 @@ class Body(nn.Module):
 
 def layer_cache(cfg: ModelConfig, layer: int, max_seq_len: int, max_context_len: int) -> nn.Module:
     """A full layer's flat cache, or a sliding layer's ring (common.nn.kv_cache.ring_size: exact for every chunk up
-    to max_seq_len), or an attention sink's; int8 with cfg.kv_cache_int8. A window as long as the context is full
-    attention."""
+    to max_seq_len), or an attention sink's; int8 or float16 as cfg says (make_cache). A window as long as the
+    context is full attention."""
     window = cfg.window(layer)
     if cfg.attention_sink:
         sink, window = cfg.attention_sink
@@ -254,7 +255,7 @@ def layer_cache(cfg: ModelConfig, layer: int, max_seq_len: int, max_context_len:
         cls, args = FlatKVCache, (max_context_len,)
     else:
         cls, args = RingKVCache, (window, ring_size(window, max_seq_len, max_context_len))
-    return (int8(cls) if cfg.kv_cache_int8 else cls)(*args, cfg.n_kv_heads, cfg.head_dim)
+    return make_cache(cls, args, cfg.n_kv_heads, cfg.head_dim, cfg)
 
 
 class DecoderModel(nn.Module):

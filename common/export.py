@@ -165,7 +165,8 @@ def bound_method(module: nn.Module, name: str) -> nn.Module:
     return wrapper
 
 
-def check_dtype(dtype: str, backend: str, custom_ops: bool, float_weights: bool, int8_cache: bool) -> None:
+def check_dtype(dtype: str, backend: str, custom_ops: bool, float_weights: bool, int8_cache: bool,
+                kv_cache_dtype: str = "fp32") -> None:
     """One error line for a --dtype the chosen kernels cannot run."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
@@ -175,7 +176,8 @@ def check_dtype(dtype: str, backend: str, custom_ops: bool, float_weights: bool,
                              (custom_ops, "ExecuTorch's llama:: custom ops are fp32 only; add --no-custom-ops"),
                              (not float_weights, "quantized weights dequantize to fp32; use --quantize fp32 (bf16 "
                                                  "halves the float weights)"),
-                             (int8_cache, "the int8 KV cache dequantizes to fp32; drop --quantize-kv-cache")):
+                             (int8_cache, "the int8 KV cache dequantizes to fp32; drop --quantize-kv-cache"),
+                             (kv_cache_dtype != "fp32", "the cache follows the program's dtype; drop --kv-cache-dtype")):
         if unsupported:
             raise UserError(f"--dtype {dtype}: {why}")
 

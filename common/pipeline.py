@@ -29,6 +29,7 @@ from common.export import (
 from common.family import Family
 from common.io import atomic_dir, check_output_dir, check_output_file, staged_outputs
 from common.nn.attention import SDPA
+from common.nn.kv_cache import KV_DTYPES
 from common.nn.linear import member_names
 from common.quant import (
     TIED_TABLE,
@@ -106,12 +107,13 @@ def load_model(
     local_global: tuple[int, ...] | None = None,
     attention_sink: tuple[int, int] | None = None,
     quantize_kv_cache: bool = False,
+    kv_cache_dtype: str = "fp32",
 ) -> tuple[nn.Module, Any, Recipe | None]:
     """Build the model and stream weights in; a quantize_and_save dir comes back already quantized (and fused as
     it was saved: dirs written before fusing was part of quantize_and_save load unfused). `max_seq_len`: the
     longest chunk one call will take (default: the context). `local_global`: per-layer sliding windows (0: full),
     repeated over the layers, replacing the checkpoint's. `attention_sink`: (sink, window), StreamingLLM's.
-    `quantize_kv_cache`: int8 keys and values."""
+    `quantize_kv_cache`: int8 keys and values; `kv_cache_dtype`: "fp16" keeps them as float16."""
     ckpt = open_checkpoint(family, checkpoint)
     cfg = read_config(family, ckpt)
     if local_global is not None:
@@ -123,6 +125,12 @@ def load_model(
         cfg = with_field(family, cfg, "--attention-sink", "attention_sink", tuple(attention_sink))
     if quantize_kv_cache:
         cfg = with_field(family, cfg, "--quantize-kv-cache", "kv_cache_int8", True)
+    if kv_cache_dtype != "fp32":
+        if kv_cache_dtype not in KV_DTYPES:
+            raise UserError(f"--kv-cache-dtype {kv_cache_dtype!r}: expected one of {', '.join(KV_DTYPES)}")
+        if quantize_kv_cache:
+            raise UserError(f"--kv-cache-dtype {kv_cache_dtype}: --quantize-kv-cache stores the cache as int8; pass one")
+        cfg = with_field(family, cfg, "--kv-cache-dtype", "kv_cache_dtype", kv_cache_dtype)
     saved = dict(ckpt.saved_recipe or {})
     fused = saved.pop("fused", False)
     recipe = Recipe.from_dict(saved, f"{ckpt.path}/config.json {QUANT_KEY}") if saved else hf_quantized_recipe(ckpt)
@@ -263,15 +271,16 @@ def export_model(
     attention_sink: tuple[int, int] | None = None,
     quantize_kv_cache: bool = False,
     dtype: str = "fp32",
+    kv_cache_dtype: str = "fp32",
 ) -> tuple[ExportSummary, Tokenizer]:
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
     the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
-    `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`, `quantize_kv_cache`:
-    load_model's (a sink's program attends to sink + window positions, and says so in `get_attention_sink`).
+    `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`, `quantize_kv_cache`,
+    `kv_cache_dtype`: load_model's (a sink's program attends to sink + window positions, and says so in `get_attention_sink`).
     `dtype`: what the program computes in (DTYPES; bf16 where its kernels have it), behind fp32 inputs and logits."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
-    check_dtype(dtype, backend, kernel.name == "custom_ops", recipe.is_float, quantize_kv_cache)
+    check_dtype(dtype, backend, kernel.name == "custom_ops", recipe.is_float, quantize_kv_cache, kv_cache_dtype)
     check_output_file(output)  # before minutes of export, not after
     check_export_dir(output)
     check_seq_len(max_seq_len, max_context_len)
@@ -281,7 +290,7 @@ def export_model(
     model, cfg = prepare_quantized(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
         max_seq_len=max_seq_len, local_global=local_global, attention_sink=attention_sink,
-        quantize_kv_cache=quantize_kv_cache)
+        quantize_kv_cache=quantize_kv_cache, kv_cache_dtype=kv_cache_dtype)
     load_s = time.perf_counter() - t0
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, model.max_seq_len, model.max_context_len, eos)

@@ -38,7 +38,7 @@ def test_registry_finds_smollm2() -> None:
     models = discover()
     assert models["smollm2-135m"].package == "llama3"
     builds = {b.name: b for b in models["smollm2-135m"].builds}
-    assert set(builds) == {"fp32", "8da8w", "8da4w", "gguf", "aqlm-2x8"}
+    assert set(builds) == {"fp32", "8da8w", "8da4w", "gguf", "8da4w-kv16", "aqlm-2x8"}
     assert builds["aqlm-2x8"].checkpoint == "build/aqlm/smollm2-aqlm-2x8"  # the Makefile's AQLM_DIR
 
 

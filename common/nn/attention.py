@@ -39,8 +39,8 @@ class SdpaKernel:
     def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
         """q: [B, S, Hq, D], k/v: [B, N, Hkv, D] -> [B, S, Hq, D]."""
         rep = q.size(2) // k.size(2)
-        k = k.transpose(1, 2).repeat_interleave(rep, dim=1)
-        v = v.transpose(1, 2).repeat_interleave(rep, dim=1)
+        k = k.to(q.dtype).transpose(1, 2).repeat_interleave(rep, dim=1)  # a float16 cache: widened, as the kernel does
+        v = v.to(q.dtype).transpose(1, 2).repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, scale=scale)
         return out.transpose(1, 2)
 

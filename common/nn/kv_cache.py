@@ -6,7 +6,8 @@ kernel's business (common.nn.attention); which positions attention may read is t
 
 Three layouts: `FlatKVCache` (position p in slot p: full attention), `RingKVCache` (a sliding-window layer's
 last `window - 1 + max_seq_len` positions, position p in slot p % size) and `SinkKVCache` (StreamingLLM's sinks
-and a ring); each also in int8 (`int8(cls)`: export --quantize-kv-cache). `NoCache` keeps nothing: attention reads
+and a ring); each also in int8 (`int8(cls)`: export --quantize-kv-cache) or float16 (export --kv-cache-dtype fp16:
+half the bytes a deep decode reads; attention widens them to float32). `NoCache` keeps nothing: attention reads
 only the call's own k, v (a stack run over whole sequences, such as an SGT estimator or a training step).
 """
 
@@ -59,6 +60,7 @@ class FlatKVCache(nn.Module):
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v ([B, S, H, D]) at `start` (see start_position) with `kernel`; return what attention reads."""
         slots = self.slots(start, k.size(1))
+        k, v = k.to(self.k_cache.dtype), v.to(self.v_cache.dtype)  # a float16 cache keeps halves (--kv-cache-dtype)
         self.write(self.k_cache, start, slots, k, kernel)
         self.write(self.v_cache, start, slots, v, kernel)
         return self.k_cache, self.v_cache
@@ -225,3 +227,13 @@ class QuantizedSinkKVCache(Int8Storage, SinkKVCache):
 def int8(cls: type[FlatKVCache]) -> type[FlatKVCache]:
     """The int8 form of a cache class (flat, ring or sink)."""
     return {FlatKVCache: QuantizedKVCache, RingKVCache: QuantizedRingKVCache, SinkKVCache: QuantizedSinkKVCache}[cls]
+
+
+KV_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # export --kv-cache-dtype
+
+
+def make_cache(cls: type[FlatKVCache], args: tuple, n_kv_heads: int, head_dim: int, cfg) -> FlatKVCache:
+    """`cls(*args, n_kv_heads, head_dim)` stored as `cfg` says: int8 (cfg.kv_cache_int8), else cfg.kv_cache_dtype."""
+    if cfg.kv_cache_int8:
+        return int8(cls)(*args, n_kv_heads, head_dim)
+    return cls(*args, n_kv_heads, head_dim, dtype=KV_DTYPES[cfg.kv_cache_dtype])

@@ -24,6 +24,9 @@ _LIB.define(f"custom_sdpa.out({_SIGNATURE}, *, Tensor(a!) out) -> Tensor(a!)")
 
 
 def _custom_sdpa(query, key, value, start_pos, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    # float16 caches (--kv-cache-dtype fp16) widened to the query's float32, as the zoo's kernel reads them: the llama
+    # op takes one dtype for all three
+    key, value = key.to(query.dtype), value.to(query.dtype)
     return torch.ops.llama.custom_sdpa(query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale)
 
 

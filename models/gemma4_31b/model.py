@@ -32,7 +32,7 @@ from common.errors import UserError
 from common.family import Family
 from common.gguf_loader import LAYER_NAMES, hf_name, vocab_and_tie
 from common.nn.attention import SDPA, Attention
-from common.nn.kv_cache import FlatKVCache, RingKVCache, SinkKVCache, causal_mask, int8, ring_size, start_position
+from common.nn.kv_cache import FlatKVCache, RingKVCache, SinkKVCache, causal_mask, make_cache, ring_size, start_position
 from common.nn.mlp import GatedMLP
 from common.nn.norm import RMSNorm
 from common.nn.rope import inv_frequencies, rope_at, rope_tables, rotate_half_matrix
@@ -80,6 +80,7 @@ class GemmaConfig:
     tie_embeddings: bool = True  # every Gemma ties them (common.checkpoint's tie map reads this)
     model_type: str = "gemma4_text"
     kv_cache_int8: bool = False  # int8 keys and values in every layer's cache (export --quantize-kv-cache). Not HF's.
+    kv_cache_dtype: str = "fp32"  # "fp16": float16 keys and values (export --kv-cache-dtype). Not HF's.
     # (sink, window): StreamingLLM's attention sink on the full layers (export --attention-sink); () = none. Not HF's.
     attention_sink: tuple[int, ...] = ()
     # each layer's sliding window (0: full attention) in place of the checkpoint's pattern (export --local-global);
@@ -190,7 +191,7 @@ def config_from_hf(hf: dict[str, Any]) -> GemmaConfig:
 def gemma_cache(cfg: GemmaConfig, layer: int, max_context_len: int, max_seq_len: int) -> FlatKVCache:
     """Full attention: every position, or with an attention sink its sinks and window; a sliding window W: a ring
     of W - 1 + max_seq_len slots (common.nn.kv_cache.ring_size: at most the context, except past it with a sink).
-    int8 with cfg.kv_cache_int8."""
+    int8 or float16 as cfg says (make_cache)."""
     full, window = cfg.is_full(layer), cfg.window(layer)
     if full and cfg.attention_sink:
         cls, args = SinkKVCache, (*cfg.attention_sink, sink_size(cfg, max_seq_len))
@@ -199,8 +200,8 @@ def gemma_cache(cfg: GemmaConfig, layer: int, max_context_len: int, max_seq_len:
         cls, args = RingKVCache, (window, ring)
     else:
         cls, args = FlatKVCache, (max_context_len,)
-    return (int8(cls) if cfg.kv_cache_int8 else cls)(*args, *((cfg.n_global_kv_heads, cfg.global_head_dim) if full
-                                                              else (cfg.n_kv_heads, cfg.head_dim)))
+    return make_cache(cls, args, *((cfg.n_global_kv_heads, cfg.global_head_dim) if full
+                                   else (cfg.n_kv_heads, cfg.head_dim)), cfg)
 
 
 class GemmaLayer(nn.Module):

@@ -2,7 +2,8 @@
 // the way the zoo calls it: caches [B, L, Hkv, D] (sequence before heads), query [B, S, Hq, D] at positions
 // start_pos .. start_pos + S - 1, grouped-query (head h reads kv head h / (Hq / Hkv)), causal, or with an additive
 // float mask [S, L] over all L cache slots instead, start_pos then unused (Gemma's sliding-window rings, written
-// slot by slot with update_cache_with_indices).
+// slot by slot with update_cache_with_indices). The caches are float32, or float16 (export --kv-cache-dtype fp16:
+// half the bytes a deep decode reads; each row is widened to float32 as it is loaded, all arithmetic stays fp32).
 //
 // Registered twice, from one body: as `llama::custom_sdpa.out` (llama.cpp, for `.pte` files that name
 // ExecuTorch's op, such as export_llm's) and as `zoo::custom_sdpa.out` (sdpa.cpp, the op the zoo's exports name,
@@ -29,12 +30,16 @@ using executorch::runtime::Error;
 using executorch::runtime::KernelRuntimeContext;
 
 inline bool is_float_4d(const Tensor& t) { return t.dim() == 4 && t.scalar_type() == ScalarType::Float; }
+inline bool is_cache_4d(const Tensor& t) {
+  return t.dim() == 4 && (t.scalar_type() == ScalarType::Float || t.scalar_type() == ScalarType::Half);
+}
 
 // Eight floats as one GCC/Clang vector (AVX2/AVX-512 ymm, two NEON registers): the arithmetic below is written
 // with it, not left to the auto-vectorizer, which (GCC 12, -O3 -march=native) reduced dot products lane by lane,
 // kept the value accumulators on the stack and left exp scalar.
 using f8 = float __attribute__((vector_size(32)));
 using i8 = int32_t __attribute__((vector_size(32)));
+using h8 = _Float16 __attribute__((vector_size(16)));  // eight halves: one F16C / NEON fcvtl conversion to an f8
 
 inline f8 load8(const float* p) {
   f8 v;
@@ -109,9 +114,12 @@ inline float exp_shifted_sum(float* x, int64_t n, float m) {
 inline float exp_nonpositive(float x) { return x >= -87.3f ? std::exp(x) : 0.0f; }  // one value (-inf: 0)
 
 // The shape of one custom_sdpa call. Query rows are (position i, head h); the G = Hq / Hkv heads of one kv head
-// are taken together so each key and value row is read once for all of them.
+// are taken together so each key and value row is read once for all of them. T: the caches' element type.
+template <typename T>
 struct Sdpa {
-  const float *q, *k, *v, *mask;  // q [S, Hq, D], k/v [L, Hkv, D], mask [S, L] or null
+  const float* q;  // [S, Hq, D]
+  const T *k, *v;  // [L, Hkv, D]
+  const float* mask;  // [S, L] or null
   int64_t S, Hq, Hkv, G, D, L, start_pos, mask_stride;
   float scale;
   // keys query position i may see: 0 .. keys(i) - 1 (causal), or every slot (the mask decides)
@@ -135,6 +143,11 @@ inline f8 load_chunk(const float* row, int64_t c, int64_t d) {
   f8 v{};
   std::memcpy(&v, row + 8 * c, static_cast<size_t>(d - 8 * c) * sizeof(float));
   return v;
+}
+inline f8 load_chunk(const _Float16* row, int64_t c, int64_t d) {
+  h8 h{};
+  std::memcpy(&h, row + 8 * c, static_cast<size_t>(std::min<int64_t>(8, d - 8 * c)) * sizeof(_Float16));
+  return __builtin_convertvector(h, f8);
 }
 inline void store_chunk(float* row, int64_t c, int64_t d, f8 v) {
   if (8 * c + 8 <= d) return store8(row + 8 * c, v);
@@ -160,9 +173,11 @@ constexpr int64_t value_rows(int64_t DC) {
 // Asks for 8 rows of d values, `stride` apart, to be brought into L2: a tile of one kv head's keys or values reads
 // 4 lines of every 12 (SmolLM2's [L, 3, 64] float cache), a pattern the hardware's prefetchers follow poorly; at
 // depth 8063 this took a decode call from 1.13 to 0.84 ms. Prefetches never fault, even past the end.
-inline void prefetch_rows(const float* p, int64_t stride, int64_t d) {
+template <typename T>
+inline void prefetch_rows(const T* p, int64_t stride, int64_t d) {
+  constexpr int64_t kLine = 64 / sizeof(T);  // elements in a 64-byte line
   for (int64_t u = 0; u < 8; ++u)
-    for (int64_t x = 0; x < d; x += 16) __builtin_prefetch(p + u * stride + x, 0, 2);  // 16 floats: a 64-byte line
+    for (int64_t x = 0; x < d; x += kLine) __builtin_prefetch(p + u * stride + x, 0, 2);
 }
 
 // A thread's working rows for one kv head's tile, qb * G rows of them.
@@ -180,15 +195,15 @@ struct Scratch {
 // online-softmax state in part at row part_row[lr] (recorded here for the value pass). Scores first, row by row;
 // then values, R rows at a time, so a value row read from L1 serves R rows' accumulators (and gives R * D / 8
 // independent FMA chains, not D / 8).
-template <int64_t DC>
-void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0, int64_t nt, Partial part,
+template <int64_t DC, typename T>
+void attend_tile(const Sdpa<T>& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0, int64_t nt, Partial part,
                  Scratch& scratch) {
   constexpr int64_t R = value_rows(DC);
   const int64_t D = DC > 0 ? DC : a.D;
   const int64_t V = (D + 7) / 8;  // vectors per row
   const int64_t G = a.G, rows = (i1 - i0) * G, kv_stride = a.Hkv * D;
-  const float* kbase = a.k + (t0 * a.Hkv + kvh) * D;
-  const float* vbase = a.v + (t0 * a.Hkv + kvh) * D;
+  const T* kbase = a.k + (t0 * a.Hkv + kvh) * D;
+  const T* vbase = a.v + (t0 * a.Hkv + kvh) * D;
   float* scores = scratch.scores.data();
   float* alpha = scratch.alpha.data();
   int64_t* seen = scratch.seen.data();
@@ -219,7 +234,7 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
           store8(s + t, m8);
           continue;
         }
-        const float* krow = kbase + t * kv_stride;
+        const T* krow = kbase + t * kv_stride;
         if (lr == 0 && t0 + kKeyTile < a.L) {  // the next tile's rows of this kv head, into L2 as this one computes
           prefetch_rows(krow + kKeyTile * kv_stride, kv_stride, D);
           prefetch_rows(vbase + (t + kKeyTile) * kv_stride, kv_stride, D);
@@ -239,7 +254,7 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
           s[t] = -INFINITY;
           continue;
         }
-        const float* krow = kbase + t * kv_stride;
+        const T* krow = kbase + t * kv_stride;
         f8 acc0{};
         for (int64_t c = 0; c < V; ++c) acc0 += q[c] * load_chunk(krow, c, D);
         s[t] = hsum8(acc0) + (mrow ? mrow[t] : 0.0f);
@@ -278,7 +293,7 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
       }
       f8 w[R];
       for (int64_t u = 0; u < R; ++u) w[u] = splat8(p[u][t]);
-      const float* vrow = vbase + t * kv_stride;
+      const T* vrow = vbase + t * kv_stride;
       for (int64_t c = 0; c < V; ++c) {
         const f8 vc = load_chunk(vrow, c, D);
         for (int64_t u = 0; u < R; ++u) o[u][c] += w[u] * vc;
@@ -294,8 +309,8 @@ void attend_tile(const Sdpa& a, int64_t kvh, int64_t i0, int64_t i1, int64_t t0,
 // they lie in memory ([L, Hkv, D]: a tile of every kv head is one contiguous range). DC: the head size when known
 // at compile time (custom_sdpa_out dispatches the common ones; 0: a.D at run time), so a row's query and value
 // accumulators stay in registers across a tile's keys.
-template <int64_t DC>
-void attend_block(const Sdpa& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1, Partial part,
+template <int64_t DC, typename T>
+void attend_block(const Sdpa<T>& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1, Partial part,
                   Scratch& scratch) {
   const int64_t rows = (i1 - i0) * a.Hq;
   std::fill(part.m, part.m + rows, -INFINITY);
@@ -309,7 +324,8 @@ void attend_block(const Sdpa& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
 
 // out rows of query positions [i0, i1) from `splits` partials over disjoint key ranges:
 // sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s. A row that sees no key at all gets zeros.
-inline void combine(const Sdpa& a, int64_t i0, int64_t i1, const Partial* parts, int64_t splits, float* out) {
+template <typename T>
+void combine(const Sdpa<T>& a, int64_t i0, int64_t i1, const Partial* parts, int64_t splits, float* out) {
   const int64_t D = a.D, rows = (i1 - i0) * a.Hq;
   for (int64_t r = 0; r < rows; ++r) {
     float M = -INFINITY;
@@ -330,33 +346,10 @@ inline void combine(const Sdpa& a, int64_t i0, int64_t i1, const Partial* parts,
   }
 }
 
-inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                               int64_t start_pos, const optional<Tensor>& attn_mask, double dropout_p, bool is_causal,
-                               optional<double> scale, Tensor& out) {
-  ET_KERNEL_CHECK_MSG(ctx, is_float_4d(q) && is_float_4d(k) && is_float_4d(v), InvalidArgument, out,
-                      "custom_sdpa: expected 4-D float query and caches");
-  // Two calls: causal by position (no mask), or an additive float mask [S, L] over every cache slot (a sliding
-  // window's ring), which replaces the causal rule and start_pos as ExecuTorch's own kernel does.
-  const bool masked = attn_mask.has_value();
-  ET_KERNEL_CHECK_MSG(ctx, dropout_p == 0.0 && is_causal != masked, InvalidArgument, out,
-                      "custom_sdpa: this kernel supports the causal call and the masked one, without dropout");
-  const int64_t S = q.size(1), Hq = q.size(2), D = q.size(3), L = k.size(1), Hkv = k.size(2);
-  ET_KERNEL_CHECK_MSG(ctx,
-                      q.size(0) == 1 && k.size(0) == 1 && v.size(1) == L && v.size(2) == Hkv && k.size(3) == D &&
-                          v.size(3) == D && D <= kMaxHeadDim && Hkv > 0 && Hq % Hkv == 0 && start_pos >= 0 &&
-                          (masked || start_pos + S <= L),
-                      InvalidArgument, out, "custom_sdpa: query/cache shapes do not match (head size at most 512)");
-  ET_KERNEL_CHECK_MSG(ctx,
-                      !masked || (attn_mask->dim() == 2 && attn_mask->scalar_type() == ScalarType::Float &&
-                                  attn_mask->size(0) == S && attn_mask->size(1) == L),
-                      InvalidArgument, out, "custom_sdpa: expected a float mask [S, cache length]");
-  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out);
-  const Sdpa a{q.const_data_ptr<float>(), k.const_data_ptr<float>(), v.const_data_ptr<float>(),
-               masked ? attn_mask->const_data_ptr<float>() : nullptr, S, Hq, Hkv, Hq / Hkv, D, L, start_pos,
-               masked ? attn_mask->size(1) : 0,
-               scale.has_value() ? static_cast<float>(scale.value()) : 1.0f / std::sqrt(static_cast<float>(D))};
-  float* op = out.mutable_data_ptr<float>();
-
+// The call's attention into `op` [S, Hq, D]: the tasks below, each on a thread of ExecuTorch's pool.
+template <typename T>
+void run(const Sdpa<T>& a, float* op) {
+  const int64_t S = a.S, Hq = a.Hq, D = a.D;
   // Tasks: (block of query positions, range of keys), every head. Prefill has blocks enough for every thread; a
   // decode call (one position) has not, so its keys are split into ranges whose partial softmaxes are combined
   // after (flash decoding).
@@ -402,6 +395,44 @@ inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const
       for (int64_t s = 0; s < splits; ++s) parts[s] = partial(b * splits + s);
       combine(a, b * qb, std::min(S, b * qb + qb), parts.data(), splits, op);
     }
+  }
+}
+
+inline Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                               int64_t start_pos, const optional<Tensor>& attn_mask, double dropout_p, bool is_causal,
+                               optional<double> scale, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, is_float_4d(q) && is_cache_4d(k) && is_cache_4d(v) && k.scalar_type() == v.scalar_type(),
+                      InvalidArgument, out, "custom_sdpa: expected a 4-D float query and float or half caches");
+  // Two calls: causal by position (no mask), or an additive float mask [S, L] over every cache slot (a sliding
+  // window's ring), which replaces the causal rule and start_pos as ExecuTorch's own kernel does.
+  const bool masked = attn_mask.has_value();
+  ET_KERNEL_CHECK_MSG(ctx, dropout_p == 0.0 && is_causal != masked, InvalidArgument, out,
+                      "custom_sdpa: this kernel supports the causal call and the masked one, without dropout");
+  const int64_t S = q.size(1), Hq = q.size(2), D = q.size(3), L = k.size(1), Hkv = k.size(2);
+  ET_KERNEL_CHECK_MSG(ctx,
+                      q.size(0) == 1 && k.size(0) == 1 && v.size(1) == L && v.size(2) == Hkv && k.size(3) == D &&
+                          v.size(3) == D && D <= kMaxHeadDim && Hkv > 0 && Hq % Hkv == 0 && start_pos >= 0 &&
+                          (masked || start_pos + S <= L),
+                      InvalidArgument, out, "custom_sdpa: query/cache shapes do not match (head size at most 512)");
+  ET_KERNEL_CHECK_MSG(ctx,
+                      !masked || (attn_mask->dim() == 2 && attn_mask->scalar_type() == ScalarType::Float &&
+                                  attn_mask->size(0) == S && attn_mask->size(1) == L),
+                      InvalidArgument, out, "custom_sdpa: expected a float mask [S, cache length]");
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out);
+  const float* mask = masked ? attn_mask->const_data_ptr<float>() : nullptr;
+  const int64_t mask_stride = masked ? attn_mask->size(1) : 0;
+  const float sc = scale.has_value() ? static_cast<float>(scale.value()) : 1.0f / std::sqrt(static_cast<float>(D));
+  float* op = out.mutable_data_ptr<float>();
+  if (k.scalar_type() == ScalarType::Half) {  // executorch::aten::Half is IEEE binary16, as _Float16
+    static_assert(sizeof(executorch::aten::Half) == sizeof(_Float16));
+    run(Sdpa<_Float16>{q.const_data_ptr<float>(), reinterpret_cast<const _Float16*>(k.const_data_ptr()),
+                       reinterpret_cast<const _Float16*>(v.const_data_ptr()), mask, S, Hq, Hkv, Hq / Hkv, D, L,
+                       start_pos, mask_stride, sc},
+        op);
+  } else {
+    run(Sdpa<float>{q.const_data_ptr<float>(), k.const_data_ptr<float>(), v.const_data_ptr<float>(), mask, S, Hq,
+                    Hkv, Hq / Hkv, D, L, start_pos, mask_stride, sc},
+        op);
   }
   return out;
 }
