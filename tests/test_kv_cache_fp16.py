@@ -9,9 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.nn.attention import attention_kernel
 from common.pipeline import load_model
-from tests.test_kv_cache_int8 import CASES, N, chunked, family_for
+from tests.test_kv_cache_int8 import CASES, check_against_rounded_fp32_cache, family_for
 
 
 @pytest.fixture(scope="module")
@@ -23,30 +22,12 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
             enumerate({**CASES, "llama": ("llama", {}, {})}.items())}
 
 
-def half_round(x: torch.Tensor) -> torch.Tensor:
-    return x.half().float()
-
-
 @pytest.mark.parametrize("custom_ops", [False, True], ids=["sdpa", "custom_ops"])
 @pytest.mark.parametrize("case", [*CASES, "llama"])
 def test_fp16_cache_is_the_fp32_cache_of_fp16_values(checkpoints, case: str, custom_ops: bool) -> None:
-    arch, _, options = {**CASES, "llama": ("llama", {}, {})}[case]
-    family = family_for(arch)
-    ids = torch.randint(3, 200, (N,), generator=torch.Generator().manual_seed(1)).tolist()
-    kernel = attention_kernel(custom_ops)
-    for chunk in (1, 3, 8):
-        kw = dict(max_context_len=24, max_seq_len=chunk, kernel=kernel, **options)
-        half = load_model(family, checkpoints[case], kv_cache_dtype="fp16", **kw)[0]
-        fp32 = load_model(family, checkpoints[case], **kw)[0]
-        plain = chunked(fp32, ids, chunk)
-        for cache in fp32.caches():  # the reference: a float32 cache written with float16-rounded keys and values
-            cache.update = lambda start, k, v, kernel, update=cache.update: update(start, half_round(k),
-                                                                                   half_round(v), kernel)
-        fp32.reset_cache()
-        ref, got = chunked(fp32, ids, chunk), chunked(half, ids, chunk)
-        assert (got - ref).abs().max() <= 1e-5, chunk
-        assert (got - plain).abs().max() > 1e-6  # the rounding is really there
-        assert all(c.k_cache.dtype == c.v_cache.dtype == torch.float16 for c in half.caches())
+    check_against_rounded_fp32_cache(checkpoints[case], {**CASES, "llama": ("llama", {}, {})}[case], custom_ops,
+                                     lambda x: x.half().float(), {"kv_cache_dtype": "fp16"}, torch.float16,
+                                     atol=1e-5, moved=1e-6)
 
 
 @pytest.mark.slow

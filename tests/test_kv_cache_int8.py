@@ -56,26 +56,34 @@ def chunked(model, ids: list[int], chunk: int) -> torch.Tensor:
                           for i in range(0, len(ids), chunk)])
 
 
+def check_against_rounded_fp32_cache(checkpoint: str, case: tuple, custom_ops: bool, rounding, cache_kw: dict,
+                                     dtype: torch.dtype, atol: float, moved: float) -> None:
+    """A cache stored as `cache_kw` says (load_model's flags) gives, for chunks of 1, 3 and 8, the logits (to `atol`)
+    of an fp32 cache written with `rounding`(keys and values): its format and nothing else. The rounding must move
+    the logits by more than `moved`, and the caches must hold `dtype`."""
+    arch, _, options = case
+    family = family_for(arch)
+    ids = torch.randint(3, 200, (N,), generator=torch.Generator().manual_seed(1)).tolist()
+    for chunk in (1, 3, 8):
+        kw = dict(max_context_len=24, max_seq_len=chunk, kernel=attention_kernel(custom_ops), **options)
+        stored = load_model(family, checkpoint, **cache_kw, **kw)[0]
+        fp32 = load_model(family, checkpoint, **kw)[0]
+        plain = chunked(fp32, ids, chunk)
+        for cache in fp32.caches():  # the reference: an fp32 cache written with rounded keys and values
+            cache.update = lambda start, k, v, kernel, update=cache.update: update(start, rounding(k), rounding(v),
+                                                                                   kernel)
+        fp32.reset_cache()
+        ref, got = chunked(fp32, ids, chunk), chunked(stored, ids, chunk)
+        assert (got - ref).abs().max() <= atol, chunk
+        assert (got - plain).abs().max() > moved  # the rounding is really there
+        assert all(c.k_cache.dtype == c.v_cache.dtype == dtype for c in stored.caches())
+
+
 @pytest.mark.parametrize("custom_ops", [False, True], ids=["sdpa", "custom_ops"])
 @pytest.mark.parametrize("case", CASES)
 def test_int8_cache_is_the_fp32_cache_of_int8_values(checkpoints, case: str, custom_ops: bool) -> None:
-    arch, _, options = CASES[case]
-    family = family_for(arch)
-    ids = torch.randint(3, 200, (N,), generator=torch.Generator().manual_seed(1)).tolist()
-    kernel = attention_kernel(custom_ops)
-    for chunk in (1, 3, 8):
-        kw = dict(max_context_len=24, max_seq_len=chunk, kernel=kernel, **options)
-        int8 = load_model(family, checkpoints[case], quantize_kv_cache=True, **kw)[0]
-        fp32 = load_model(family, checkpoints[case], **kw)[0]
-        plain = chunked(fp32, ids, chunk)
-        for cache in fp32.caches():  # the reference: an fp32 cache written with int8-rounded keys and values
-            cache.update = lambda start, k, v, kernel, update=cache.update: update(start, fake_quant(k),
-                                                                                   fake_quant(v), kernel)
-        fp32.reset_cache()
-        ref, got = chunked(fp32, ids, chunk), chunked(int8, ids, chunk)
-        assert (got - ref).abs().max() <= 1e-4, chunk
-        assert (got - plain).abs().max() > 1e-4  # the rounding is really there
-        assert all(c.k_cache.dtype == torch.int8 for c in int8.caches())
+    check_against_rounded_fp32_cache(checkpoints[case], CASES[case], custom_ops, fake_quant,
+                                     {"quantize_kv_cache": True}, torch.int8, atol=1e-4, moved=1e-4)
 
 
 @pytest.mark.slow
