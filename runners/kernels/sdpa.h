@@ -21,6 +21,10 @@
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 namespace zoo_sdpa {
 
 using executorch::aten::optional;
@@ -146,8 +150,22 @@ inline f8 load_chunk(const float* row, int64_t c, int64_t d) {
 }
 inline f8 load_chunk(const _Float16* row, int64_t c, int64_t d) {
   h8 h{};
-  std::memcpy(&h, row + 8 * c, static_cast<size_t>(std::min<int64_t>(8, d - 8 * c)) * sizeof(_Float16));
+  if (8 * c + 8 <= d) {
+    std::memcpy(&h, row + 8 * c, sizeof h);  // a constant size: one load, not a call to memcpy
+  } else {
+    std::memcpy(&h, row + 8 * c, static_cast<size_t>(d - 8 * c) * sizeof(_Float16));
+  }
+#if defined(__F16C__)
+  // GCC 12 turns __builtin_convertvector of halves into eight library calls (7x slower at depth 8063)
+  __m128i bits;
+  std::memcpy(&bits, &h, sizeof bits);
+  const __m256 wide = _mm256_cvtph_ps(bits);
+  f8 out;
+  std::memcpy(&out, &wide, sizeof out);
+  return out;
+#else
   return __builtin_convertvector(h, f8);
+#endif
 }
 inline void store_chunk(float* row, int64_t c, int64_t d, f8 v) {
   if (8 * c + 8 <= d) return store8(row + 8 * c, v);
