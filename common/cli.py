@@ -309,7 +309,8 @@ def _export(family: Family, args) -> int:
           f"context {context}{sink}) in {time.perf_counter() - t0:.1f}s, peak RSS {peak_rss_mib():.0f} MiB")
     print(format_summary(summary, table=args.verbose, stages=args.profile_export))
     linears = summary.block_linears
-    print(f"block linear weights {human_bytes(linears.bytes)} ({linears.bytes} bytes, {linears.bits:.2f} bits a weight)")
+    print(f"block linear weights {human_bytes(linears.bytes)} ({linears.bytes} bytes, "
+          f"{linears.bits:.2f} bits a weight)")
     print(f"wrote {summary.path} — {human_size(summary.path)}")
     print(f"wrote {os.path.join(out_dir, 'tokenizer.json')}")
     for path in (debug.etrecord, debug.memory_trace):

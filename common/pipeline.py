@@ -276,7 +276,8 @@ def export_model(
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
     the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
     `debug`: an ETRecord and a memory-plan trace to write too. `local_global`, `attention_sink`, `quantize_kv_cache`,
-    `kv_cache_dtype`: load_model's (a sink's program attends to sink + window positions, and says so in `get_attention_sink`).
+    `kv_cache_dtype`: load_model's (a sink's program attends to sink + window positions, and says so in
+    `get_attention_sink`).
     `dtype`: what the program computes in (DTYPES; bf16 where its kernels have it), behind fp32 inputs and logits."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")

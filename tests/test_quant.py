@@ -167,7 +167,8 @@ def test_block_linear_footprint_is_what_the_pte_stores(tmp_path) -> None:
     size, counted = {}, {}
     for s in ("fp32", "8da4w", "8da8w"):
         torch.manual_seed(0)
-        model = quantize_model(Transformer(cfg, 16, last_logits_only=True).eval(), Recipe(s, (Rule(r".*layers\..*", s, 64),)))
+        model = Transformer(cfg, 16, last_logits_only=True).eval()
+        model = quantize_model(model, Recipe(s, (Rule(r".*layers\..*", s, 64),)))
         counted[s] = block_linears(model)
         export_pte(model, tmp_path / f"{s}.pte", CAUSAL_LM, causal_lm_constants(cfg, 4, 16, (1,)))
         size[s] = (tmp_path / f"{s}.pte").stat().st_size
