@@ -52,7 +52,7 @@ KERNEL_LIBRARIES = (
     ),
     KernelLibrary(
         "sdpa",
-        ops=("zoo::custom_sdpa",),
+        ops=("zoo::custom_sdpa", "zoo::update_cache", "zoo::update_cache_with_indices"),
         python_module="common.nn.sdpa_op",  # the op's schema; eager and export run ExecuTorch's llama op
         cpp_sources=("runners/kernels/sdpa.cpp",),  # the zoo's attention kernel (sdpa.h), also llama.cpp's
         python_shared=True,

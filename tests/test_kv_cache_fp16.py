@@ -34,8 +34,8 @@ def test_fp16_cache_is_the_fp32_cache_of_fp16_values(checkpoints, case: str, cus
 @pytest.mark.parametrize("case,flags", [("llama", []), ("qwen3-sliding", ["--local-global", "5,0"])],
                          ids=["flat", "ring"])
 def test_fp16_cache_pte_matches_eager(checkpoints, tmp_path, case: str, flags: list[str]) -> None:
-    """The `.pte` (XNNPACK, the custom ops: llama::update_cache writing halves, zoo::custom_sdpa reading them) in the
-    Python runtime gives eager's logits, and the C++ runner its greedy tokens."""
+    """The `.pte` (XNNPACK, the custom ops: zoo::update_cache rounding to halves as it writes, zoo::custom_sdpa
+    reading them) in the Python runtime gives eager's logits, and the C++ runner its greedy tokens."""
     from common.cli import export_main, run_cli
     from common.runtime import EagerModel, PteModel, generate
     from common.sampler import Sampler
@@ -48,6 +48,14 @@ def test_fp16_cache_pte_matches_eager(checkpoints, tmp_path, case: str, flags: l
         "--checkpoint", checkpoints[case], "--quantize", "fp32", "--kv-cache-dtype", "fp16", *flags,
         "--max-seq-len", "4", "--max-context-len", "32", "--output", str(out)]))
     assert "fp16 KV cache" in printed
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    from common.export import program_operators  # the zoo's writer rounds as it copies: no cast op in the graph
+
+    ops = program_operators(deserialize_pte_binary(out.read_bytes()).program)
+    assert f"zoo::update_cache{'_with_indices' if flags else ''}.out" in ops
+    if not flags:  # (a ring's mask has casts of its own)
+        assert not any("to_dim_order_copy" in op or "_to_copy" in op for op in ops), ops
     local_global = (5, 0) if flags else None
     pte = PteModel(out)
     eager = EagerModel(load_model(family, checkpoints[case], max_context_len=32, max_seq_len=4,

@@ -34,7 +34,7 @@ class SdpaKernel:
     def write_cache_at(self, cache: torch.Tensor, start: int, slots: torch.Tensor, x: torch.Tensor) -> None:
         """Write x [1, S, H, D] to the cache's slots [S] (a ring). index_put, not index_copy: the pip runtime has
         a kernel for the first only."""
-        cache.index_put_((torch.zeros_like(slots), slots), x[0])
+        cache.index_put_((torch.zeros_like(slots), slots), x[0].to(cache.dtype))
 
     def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
         """q: [B, S, Hq, D], k/v: [B, N, Hkv, D] -> [B, S, Hq, D]."""
@@ -57,10 +57,13 @@ class CustomOpsKernel:
         import common.nn.sdpa_op  # noqa: F401  registers llama::* and zoo::custom_sdpa for eager and export
 
     def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
-        torch.ops.llama.update_cache(x, cache, start)
+        # a float16 cache: the zoo's op rounds as it copies (programs of float32 caches keep ExecuTorch's op)
+        ops = torch.ops.llama if x.dtype == cache.dtype else torch.ops.zoo
+        ops.update_cache(x, cache, start)
 
     def write_cache_at(self, cache: torch.Tensor, start: int, slots: torch.Tensor, x: torch.Tensor) -> None:
-        torch.ops.llama.update_cache_with_indices(x, cache, start, slots.unsqueeze(0))
+        ops = torch.ops.llama if x.dtype == cache.dtype else torch.ops.zoo
+        ops.update_cache_with_indices(x, cache, start, slots.unsqueeze(0))
 
     def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
         """With a mask [S, cache slots] the kernel reads every slot and the mask alone decides (a ring)."""

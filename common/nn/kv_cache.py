@@ -60,7 +60,6 @@ class FlatKVCache(nn.Module):
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v ([B, S, H, D]) at `start` (see start_position) with `kernel`; return what attention reads."""
         slots = self.slots(start, k.size(1))
-        k, v = k.to(self.k_cache.dtype), v.to(self.v_cache.dtype)  # a float16 cache keeps halves (--kv-cache-dtype)
         self.write(self.k_cache, start, slots, k, kernel)
         self.write(self.v_cache, start, slots, v, kernel)
         return self.k_cache, self.v_cache

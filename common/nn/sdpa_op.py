@@ -40,3 +40,42 @@ def _custom_sdpa_out(query, key, value, start_pos, attn_mask=None, dropout_p=0.0
 _LIB.impl("custom_sdpa", _custom_sdpa, "CompositeExplicitAutograd")
 _LIB.impl("custom_sdpa.out", _custom_sdpa_out, "CompositeExplicitAutograd")
 _LIB.impl("custom_sdpa", _custom_sdpa, "Meta")  # the llama op's meta checks and shape
+
+# `zoo::update_cache(_with_indices)`: llama::update_cache's schema and meaning, and a float32 value may be written
+# into a float16 cache (rounded as it is copied: runners/kernels/cache.h). A cast in the graph instead ran as a
+# portable op, XNNPACK taking no dtype conversions: ~8 ms of every 128-token SmolLM2 prefill chunk.
+_LIB.define("update_cache(Tensor value, Tensor(a!) cache, SymInt start_pos) -> Tensor")
+_LIB.define("update_cache.out(Tensor value, Tensor(a!) cache, SymInt start_pos, *, Tensor(b!) out) -> Tensor(b!)")
+_LIB.define("update_cache_with_indices(Tensor value, Tensor(a!) cache, SymInt start_pos, Tensor indices) -> Tensor")
+_LIB.define("update_cache_with_indices.out(Tensor value, Tensor(a!) cache, SymInt start_pos, Tensor indices, *, "
+            "Tensor(b!) out) -> Tensor(b!)")
+
+
+def _update_cache(value, cache, start_pos):
+    return torch.ops.llama.update_cache(value.to(cache.dtype), cache, start_pos)
+
+
+def _update_cache_with_indices(value, cache, start_pos, indices):
+    return torch.ops.llama.update_cache_with_indices(value.to(cache.dtype), cache, start_pos, indices)
+
+
+def _update_cache_out(value, cache, start_pos, *, out):
+    _update_cache(value, cache, start_pos)
+    return out
+
+
+def _update_cache_with_indices_out(value, cache, start_pos, indices, *, out):
+    _update_cache_with_indices(value, cache, start_pos, indices)
+    return out
+
+
+def _update_meta(value, cache, start_pos, indices=None):
+    return torch.empty((1,), dtype=value.dtype, device="meta")  # llama::update_cache's placeholder result
+
+
+_LIB.impl("update_cache", _update_cache, "CompositeExplicitAutograd")
+_LIB.impl("update_cache.out", _update_cache_out, "CompositeExplicitAutograd")
+_LIB.impl("update_cache_with_indices", _update_cache_with_indices, "CompositeExplicitAutograd")
+_LIB.impl("update_cache_with_indices.out", _update_cache_with_indices_out, "CompositeExplicitAutograd")
+_LIB.impl("update_cache", _update_meta, "Meta")
+_LIB.impl("update_cache_with_indices", _update_meta, "Meta")
