@@ -61,9 +61,11 @@ def cached_export(package: str, checkpoint: str, args: Sequence[str], name: str,
         seconds = time.perf_counter() - t0
         peak = re.search(r"peak RSS (\d+) MiB", res.stdout)  # the export's own (common.io.peak_rss_mib)
         linears = re.search(r"block linear weights .*?\((\d+) bytes", res.stdout)  # common.quant.footprint
-        if res.returncode == 0 and out.is_file() and peak and linears:
-            (out.parent / STATS).write_text(json.dumps({"seconds": seconds, "peak_rss_mib": float(peak.group(1)),
-                                                        "block_linear_bytes": int(linears.group(1))}))
+        if res.returncode == 0 and out.is_file() and peak:
+            stats = {"seconds": seconds, "peak_rss_mib": float(peak.group(1))}
+            if linears:  # printed by the causal-LM export CLI (common.cli), not by every package's
+                stats["block_linear_bytes"] = int(linears.group(1))
+            (out.parent / STATS).write_text(json.dumps(stats))
     if res.returncode != 0 or not out.is_file():
         raise UserError(f"export of {name} failed (exit {res.returncode}; its error is printed above)")
     return out

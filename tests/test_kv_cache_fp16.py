@@ -2,7 +2,7 @@
 each cache row as it reads it). On every cache layout (flat, a sliding-window ring, an attention sink run past its
 context, Gemma 4's mix), a float16 cache must give the logits of a float32 cache handed the keys and values rounded to
 float16, for every chunk size and both attention kernels; the `.pte` must give eager's, in the Python runtime and the
-C++ runner. (SmolLM2's KL against the float32 cache: models/llama3/tests/test_kv_cache_int8.py's neighbour below.)"""
+C++ runner. (SmolLM2's KL against the float32 cache: models/llama3/tests/test_kv_cache_fp16.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 from common.pipeline import load_model
 from tests.test_kv_cache_int8 import CASES, check_against_rounded_fp32_cache, family_for
 
+FP16_CASES = {**CASES, "llama": ("llama", {}, {})}  # the int8 test's layouts, and a plain flat cache
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, str]:
@@ -19,13 +21,13 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
 
     root = tmp_path_factory.mktemp("fp16_kv")
     return {name: str(write_tiny(arch, root / name, seed=i, **cfg)[1]) for i, (name, (arch, cfg, _)) in
-            enumerate({**CASES, "llama": ("llama", {}, {})}.items())}
+            enumerate(FP16_CASES.items())}
 
 
 @pytest.mark.parametrize("custom_ops", [False, True], ids=["sdpa", "custom_ops"])
-@pytest.mark.parametrize("case", [*CASES, "llama"])
+@pytest.mark.parametrize("case", FP16_CASES)
 def test_fp16_cache_is_the_fp32_cache_of_fp16_values(checkpoints, case: str, custom_ops: bool) -> None:
-    check_against_rounded_fp32_cache(checkpoints[case], {**CASES, "llama": ("llama", {}, {})}[case], custom_ops,
+    check_against_rounded_fp32_cache(checkpoints[case], FP16_CASES[case], custom_ops,
                                      lambda x: x.half().float(), {"kv_cache_dtype": "fp16"}, torch.float16,
                                      atol=1e-5, moved=1e-6)
 

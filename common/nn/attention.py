@@ -56,14 +56,17 @@ class CustomOpsKernel:
     def __post_init__(self) -> None:
         import common.nn.sdpa_op  # noqa: F401  registers llama::* and zoo::custom_sdpa for eager and export
 
+    @staticmethod
+    def _writer(cache: torch.Tensor, x: torch.Tensor):
+        """ExecuTorch's cache ops; for a float16 cache the zoo's, which round as they copy (float32 caches' programs
+        keep ExecuTorch's names)."""
+        return torch.ops.llama if x.dtype == cache.dtype else torch.ops.zoo
+
     def write_cache(self, cache: torch.Tensor, start: int, x: torch.Tensor) -> None:
-        # a float16 cache: the zoo's op rounds as it copies (programs of float32 caches keep ExecuTorch's op)
-        ops = torch.ops.llama if x.dtype == cache.dtype else torch.ops.zoo
-        ops.update_cache(x, cache, start)
+        self._writer(cache, x).update_cache(x, cache, start)
 
     def write_cache_at(self, cache: torch.Tensor, start: int, slots: torch.Tensor, x: torch.Tensor) -> None:
-        ops = torch.ops.llama if x.dtype == cache.dtype else torch.ops.zoo
-        ops.update_cache_with_indices(x, cache, start, slots.unsqueeze(0))
+        self._writer(cache, x).update_cache_with_indices(x, cache, start, slots.unsqueeze(0))
 
     def attend(self, q, k, v, start: int, mask: torch.Tensor | None, scale: float | None = None) -> torch.Tensor:
         """With a mask [S, cache slots] the kernel reads every slot and the mask alone decides (a ring)."""
