@@ -27,7 +27,7 @@ def category(name: str, delegated: bool) -> str | None:
         return "delegated linears" if name.startswith("Fully Connected") else "other XNNPACK ops"
     if name in ("llama::custom_sdpa.out", "zoo::custom_sdpa.out"):
         return "SDPA (custom_sdpa)"
-    if name == "zoo::code2x8_lut_matmat.out":
+    if name in ("zoo::code2x8_lut_matmat.out", "zoo::code2x8_lut8_matmat.out"):
         return "AQLM linears (zoo kernel)"
     if name == "llama::update_cache.out":
         return "KV update (llama::update_cache)"

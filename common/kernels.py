@@ -72,8 +72,8 @@ KERNEL_LIBRARIES = (
     ),
     KernelLibrary(
         "aqlm",
-        ops=("zoo::code2x8_lut_matmat",),
-        python_module="common.quant.aqlm",  # the op's schema and eager/export implementation
+        ops=("zoo::code2x8_lut_matmat", "zoo::code2x8_lut8_matmat"),
+        python_module="common.quant.aqlm_lut8",  # both ops' schemas and eager implementations (it imports aqlm)
         cpp_sources=("runners/kernels/aqlm.cpp",),
         python_shared=True,
     ),

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from common.quant.aqlm import AqlmLinear
+from common.quant.aqlm_lut8 import AqlmLut8Linear
 from common.quant.offset_linear import BlockOffsetLinear
 
 _BITS = {torch.int4: 4, torch.int8: 8}  # torchao intx target dtype -> bits a code
@@ -35,6 +36,8 @@ def weight_bytes(module: nn.Module) -> int:
     per-channel scales: executorch/backends/xnnpack/operators/node_visitor.py); a float weight as it is."""
     if isinstance(module, AqlmLinear):
         return sum(t.numel() * t.element_size() for t in (module.codes, module.codebooks, module.scales))
+    if isinstance(module, AqlmLut8Linear):  # the same, repacked (codes padded to 64 rows)
+        return sum(t.numel() * t.element_size() for t in (module.codes, module.books, module.scales))
     if isinstance(module, BlockOffsetLinear):  # a GGUF's int4 blocks: the symmetric part, group sums and offsets
         return sum(weight_bytes(m) for m in (module.linear, module.group_sums, module.offsets))
     w = module.weight
@@ -50,7 +53,7 @@ def block_linears(model: nn.Module) -> Footprint:
     for name, mod in model.named_modules():
         if not _BLOCK.search(name) or name.startswith(done):
             continue
-        if isinstance(mod, (nn.Linear, AqlmLinear, BlockOffsetLinear)):
+        if isinstance(mod, (nn.Linear, AqlmLinear, AqlmLut8Linear, BlockOffsetLinear)):
             total += weight_bytes(mod)
             weights += mod.in_features * mod.out_features
             done = (f"{name}.",)  # a BlockOffsetLinear's own linears are counted with it

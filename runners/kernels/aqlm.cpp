@@ -13,13 +13,22 @@
 //    one zmm on AVX-512, two ymm on AVX2, four q registers on NEON: a compile flag away). Parallel over tiles of
 //    output rows.
 //
+// `zoo::code2x8_lut8_matmat.out` (common/quant/aqlm_lut8.py; `export --aqlm-tables int8`): the same weights with
+// codes packed 64 outputs a block, and decode rows on int8 lookup tables (below, before the registrations).
+//
 // A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, and
 // built as a shared library the Python runtime loads (common/kernels.py, library "aqlm").
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <vector>
+
+#if defined(__AVX512VBMI__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define ZOO_LUT8_VBMI 1
+#endif
 
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
@@ -47,12 +56,23 @@ inline v8 load8(const float* p) {
   return v;
 }
 
+constexpr int64_t kLanes = 64;  // code2x8_lut8_matmat: outputs per block of codes (one zmm of code bytes)
+
 struct Aqlm {
-  const int8_t* codes;  // [O, G, 2]
+  const int8_t* codes;  // [O, G, 2], or packed (code2x8_lut8_matmat): [ceil(O/64), G, 2, 64]
   const float* books;   // [2, 256, 8]
   const float* scales;  // [O]
   const float* bias;    // [O] or null
   int64_t O, G;
+  bool packed = false;
+
+  // Output o's code for group g and codebook c. Packed: lane 2j of a block holds output 64b + j, lane 2j + 1
+  // output 64b + 32 + j (the lookup kernel widens even and odd bytes apart: this order comes out sorted).
+  uint8_t code(int64_t o, int64_t g, int64_t c) const {
+    if (!packed) return static_cast<uint8_t>(codes[(o * G + g) * kBooks + c]);
+    const int64_t j = o % kLanes, lane = j < kLanes / 2 ? 2 * j : 2 * (j - kLanes / 2) + 1;
+    return static_cast<uint8_t>(codes[((o / kLanes * G + g) * kBooks + c) * kLanes + lane]);
+  }
 };
 
 // Decode: R output rows (R <= 4) for one input row x, each a dot product with its weights dequantized in registers.
@@ -150,7 +170,6 @@ inline void transpose8(v8 r[8]) {
 // stores per group (measured, 576 -> 1536: 152 against 352 us a call, single-threaded), which at 128 input rows was
 // 14 % of the GEMM's time.
 void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
-  const auto* codes = reinterpret_cast<const uint8_t*>(w.codes);
   const int64_t n = std::min<int64_t>(kNR, w.O - o0);
   for (int64_t j = 0; j < w.G; ++j) {
     float* dst = wt + j * kGroup * kNR;
@@ -161,8 +180,8 @@ void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
           r[c] = v8{};
           continue;
         }
-        const uint8_t* code = codes + ((o0 + h + c) * w.G + j) * kBooks;
-        const v8 sum = load8(w.books + code[0] * kGroup) + load8(w.books + (kCodes + code[1]) * kGroup);
+        const int64_t o = o0 + h + c;
+        const v8 sum = load8(w.books + w.code(o, j, 0) * kGroup) + load8(w.books + (kCodes + w.code(o, j, 1)) * kGroup);
         r[c] = w.scales[o0 + h + c] * sum;
       }
       transpose8(r);
@@ -217,6 +236,23 @@ void gemm_rows(const Aqlm& w, const float* x, int64_t M, float* y) {
   });
 }
 
+// Both ops' bias check and output resize ([..., O]); false (the context's error set) on a bad bias or resize.
+bool resize_output(KernelRuntimeContext& ctx, const char* op, const Tensor& input, const std::optional<Tensor>& bias,
+                   int64_t O, Tensor& out, const float** bp) {
+  if (bias.has_value()) {
+    ET_KERNEL_CHECK_MSG(ctx, bias->scalar_type() == ScalarType::Float && bias->numel() == O, InvalidArgument, false,
+                        "%s: bias must be float [O]", op);
+    *bp = bias->const_data_ptr<float>();
+  }
+  executorch::aten::SizesType sizes[executorch::runtime::kTensorDimensionLimit];
+  for (int64_t d = 0; d + 1 < input.dim(); ++d) sizes[d] = input.size(d);
+  sizes[input.dim() - 1] = static_cast<executorch::aten::SizesType>(O);
+  ET_KERNEL_CHECK(ctx,
+                  executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(input.dim())}) == Error::Ok,
+                  InvalidArgument, false);
+  return true;
+}
+
 Tensor& code2x8_lut_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, const Tensor& codes,
                                const Tensor& codebooks, const Tensor& scales, const std::optional<Tensor>& bias,
                                Tensor& out) {
@@ -234,18 +270,7 @@ Tensor& code2x8_lut_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, c
                       static_cast<ssize_t>(input.size(input.dim() - 1)), static_cast<ssize_t>(O),
                       static_cast<ssize_t>(G));
   const float* bp = nullptr;
-  if (bias.has_value()) {
-    ET_KERNEL_CHECK_MSG(ctx, bias->scalar_type() == ScalarType::Float && bias->numel() == O, InvalidArgument, out,
-                        "code2x8_lut_matmat: bias must be float [O]");
-    bp = bias->const_data_ptr<float>();
-  }
-  executorch::aten::SizesType sizes[executorch::runtime::kTensorDimensionLimit];
-  for (int64_t d = 0; d + 1 < input.dim(); ++d) sizes[d] = input.size(d);
-  sizes[input.dim() - 1] = static_cast<executorch::aten::SizesType>(O);
-  ET_KERNEL_CHECK(ctx,
-                  executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(input.dim())}) == Error::Ok,
-                  InvalidArgument, out);
-
+  if (!resize_output(ctx, "code2x8_lut_matmat", input, bias, O, out, &bp)) return out;
   const int64_t M = input.numel() / I;
   const Aqlm w{codes.const_data_ptr<int8_t>(), codebooks.const_data_ptr<float>(), scales.const_data_ptr<float>(), bp,
                O, G};
@@ -260,11 +285,230 @@ Tensor& code2x8_lut_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, c
   return out;
 }
 
+// ---- code2x8_lut8_matmat: decode rows on 8-bit lookup tables (common/quant/aqlm_lut8.py) ----
+//
+// Per input row, the spec's table LUT[g, c, k] = <x[8g : 8g + 8], codebook c's codeword k> (fp32), rounded to int8
+// with one scale per block of 8 groups (64 inputs: s = max |LUT| / 127 over the block, as 8da4w rounds its
+// activations per token); per output, the block's 16 table reads sum exactly in integers:
+//   out[o] = scales[o] * sum_blocks s_block * sum_{g in block, c} q[g, c, codes[o, g, c]] + bias[o].
+// What makes it fast: a table of 256 bytes is four zmm registers, so AVX-512 VBMI reads it for 64 outputs at once
+// (two `vpermi2b` and a blend on the code's top bit), where fp32 tables need gathers (1.3 cycles a read on Zen 4)
+// and the exact kernel above two codeword loads and two FMAs a group. Without VBMI the same tables are read a byte
+// at a time: the same numbers, slower. From kGemmRows input rows the op runs the exact GEMM above (prefill): its
+// tables, built per row, would cost more than the dequantize-once GEMM.
+// Parallel over blocks of 8 groups (each thread builds the tables it reads: no barrier); each part sums its blocks
+// for every output into its own partial sums, added in part order at the end.
+
+constexpr int64_t kBlockGroups = 8;  // groups sharing a table scale; 16 reads of <= 255 a block: no 16-bit overflow
+constexpr int64_t kTable = kBooks * kCodes;  // bytes of one group's two tables
+
+// fp32 tables of groups xg (R of them, 8 inputs each, `stride` apart) for codebook c into f (R x 256, 256 apart),
+// half the codewords at a time: R x 8 accumulators in registers, each books vector loaded once for the R groups.
+template <int R>
+inline void fp32_tables(const float* bt, int64_t c, const float* xg, int64_t stride, float* f, v16& amax) {
+  constexpr int64_t kHalf = kCodes / 2 / 16;  // vectors of 16 codewords in half a table
+  for (int64_t h = 0; h < 2; ++h) {
+    v16 acc[R][kHalf];
+    for (int r = 0; r < R; ++r)
+      for (int64_t v = 0; v < kHalf; ++v) acc[r][v] = v16{};
+    for (int64_t e = 0; e < kGroup; ++e) {
+      const float* row = bt + (c * kGroup + e) * kCodes + h * kCodes / 2;
+#pragma GCC unroll 8
+      for (int64_t v = 0; v < kHalf; ++v) {
+        v16 bv;
+        std::memcpy(&bv, row + 16 * v, sizeof(bv));
+        for (int r = 0; r < R; ++r) acc[r][v] += bv * xg[r * stride + e];
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int64_t v = 0; v < kHalf; ++v) {
+        std::memcpy(f + r * kTable + h * kCodes / 2 + 16 * v, &acc[r][v], sizeof(v16));
+        const v16 mag = acc[r][v] < 0 ? -acc[r][v] : acc[r][v];
+        amax = amax > mag ? amax : mag;
+      }
+  }
+}
+
+// Tables of one input row x for blocks [b0, b1): t[g - 8 b0][c][k] = q + 128 (unsigned bytes, q in [-127, 127]),
+// s[b - b0] the blocks' scales. fp32 entries first (two groups at a time), then the block's scale, then rounding.
+void build_tables(const float* bt, const float* x, int64_t G, int64_t b0, int64_t b1, uint8_t* t, float* s) {
+  alignas(64) float f[kBlockGroups * kTable];
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, G - g0);
+    v16 amax{};
+    for (int64_t g = 0; g < n; g += 2)
+      for (int64_t c = 0; c < kBooks; ++c) {
+        const float* xg = x + (g0 + g) * kGroup;
+        float* fg = f + g * kTable + c * kCodes;
+        if (g + 1 < n)
+          fp32_tables<2>(bt, c, xg, kGroup, fg, amax);
+        else
+          fp32_tables<1>(bt, c, xg, kGroup, fg, amax);
+      }
+    float m = 0.0f;
+    for (int i = 0; i < 16; ++i) m = std::max(m, amax[i]);
+    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+    s[b - b0] = m / 127.0f;
+    uint8_t* tb = t + (b - b0) * kBlockGroups * kTable;
+#if ZOO_LUT8_VBMI
+    const __m512 iv = _mm512_set1_ps(inv);
+    const __m512i off = _mm512_set1_epi32(128);
+    for (int64_t i = 0; i < n * kTable; i += 16) {  // cvtps: round half to even (MXCSR's default), as torch.round
+      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(f + i), iv));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(tb + i), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, off)));
+    }
+#else
+    for (int64_t i = 0; i < n * kTable; ++i)  // nearbyint: round half to even, as torch.round
+      tb[i] = static_cast<uint8_t>(static_cast<int32_t>(std::nearbyint(f[i] * inv)) + 128);
+#endif
+  }
+}
+
+// f[0..64) += s * (sum over groups [0, n) of the block's table reads), outputs in order: codes [n][2][64] (this
+// output block's), t [n][2][256].
+#if ZOO_LUT8_VBMI
+inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s, __m512 f[4]) {
+  // Unsigned bytes v summed in 16-bit lanes wrap modulo 2^16: lanes = 256 * sum(odd bytes) + sum(even bytes), each
+  // sum at most 16 x 255 < 2^12, so the even sums are lanes - 256 * odd (mod 2^16), one add and one shift a read.
+  __m512i lanes = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+  for (int64_t g = 0; g < n; ++g)
+    for (int64_t c = 0; c < kBooks; ++c) {
+      const uint8_t* tc = t + (g * kBooks + c) * kCodes;
+      const __m512i idx = _mm512_loadu_si512(codes + (g * kBooks + c) * kLanes);
+      const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(tc), idx, _mm512_loadu_si512(tc + 64));
+      const __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(tc + 128), idx, _mm512_loadu_si512(tc + 192));
+      const __m512i v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi);  // code bit 7: upper 128
+      lanes = _mm512_add_epi16(lanes, v);
+      odd = _mm512_add_epi16(odd, _mm512_srli_epi16(v, 8));
+    }
+  const __m512i bias = _mm512_set1_epi16(static_cast<int16_t>(128 * kBooks * n));  // the +128 of every read
+  const __m512i even = _mm512_sub_epi16(_mm512_sub_epi16(lanes, _mm512_slli_epi16(odd, 8)), bias);
+  odd = _mm512_sub_epi16(odd, bias);
+  const __m512 sv = _mm512_set1_ps(s);
+  const __m512i halves[4] = {even, even, odd, odd};  // even lanes: outputs 0..31, odd lanes: 32..63
+  for (int h = 0; h < 4; ++h) {
+    const __m256i part = h % 2 ? _mm512_extracti64x4_epi64(halves[h], 1) : _mm512_castsi512_si256(halves[h]);
+    f[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(part)), sv, f[h]);
+  }
+}
+#endif
+
+// One part: blocks [b0, b1) of every row, partial sums p [M][O] (written, not added to).
+void run_part(const Aqlm& w, const float* bt, const float* x, int64_t M, int64_t b0, int64_t b1, float* p) {
+  const int64_t I = w.G * kGroup, OB = (w.O + kLanes - 1) / kLanes;
+  thread_local std::vector<uint8_t> tables;
+  thread_local std::vector<float> block_scales;
+  tables.resize(static_cast<size_t>((b1 - b0) * kBlockGroups * kTable));
+  block_scales.resize(static_cast<size_t>(b1 - b0));
+  for (int64_t m = 0; m < M; ++m) {
+    build_tables(bt, x + m * I, w.G, b0, b1, tables.data(), block_scales.data());
+    for (int64_t ob = 0; ob < OB; ++ob) {
+      const int8_t* codes = w.codes + ob * w.G * kBooks * kLanes;
+      alignas(64) float f[kLanes];
+#if ZOO_LUT8_VBMI
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
+        read_block(codes + g0 * kBooks * kLanes, tables.data() + (b - b0) * kBlockGroups * kTable, n,
+                   block_scales[b - b0], acc);
+      }
+      for (int h = 0; h < 4; ++h) _mm512_store_ps(f + 16 * h, acc[h]);
+#else
+      std::fill(f, f + kLanes, 0.0f);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
+        const uint8_t* tb = tables.data() + (b - b0) * kBlockGroups * kTable;
+        for (int64_t lane = 0; lane < kLanes; ++lane) {
+          int32_t sum = 0;
+          for (int64_t g = 0; g < n; ++g)
+            for (int64_t c = 0; c < kBooks; ++c) {
+              const auto code = static_cast<uint8_t>(codes[((g0 + g) * kBooks + c) * kLanes + lane]);
+              sum += static_cast<int32_t>(tb[(g * kBooks + c) * kCodes + code]) - 128;
+            }
+          const int64_t out = lane % 2 ? kLanes / 2 + lane / 2 : lane / 2;  // the VBMI path's order
+          f[out] = std::fma(static_cast<float>(sum), block_scales[b - b0], f[out]);
+        }
+      }
+#endif
+      const int64_t n = std::min(kLanes, w.O - ob * kLanes);
+      std::memcpy(p + m * w.O + ob * kLanes, f, static_cast<size_t>(n) * sizeof(float));
+    }
+  }
+}
+
+void lut8_rows(const Aqlm& w, const float* bt, const float* x, int64_t M, float* y) {
+  const int64_t blocks = (w.G + kBlockGroups - 1) / kBlockGroups;
+  const int64_t parts = std::max<int64_t>(1, std::min(executorch::extension::get_thread_count(), blocks));
+  thread_local std::vector<float> partial;  // the calling thread's: the workers see it through `rest`
+  partial.resize(static_cast<size_t>((parts - 1) * M * w.O));
+  float* rest = partial.data();
+  executorch::extension::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      run_part(w, bt, x, M, part * blocks / parts, (part + 1) * blocks / parts,
+               part == 0 ? y : rest + (part - 1) * M * w.O);
+  });
+  for (int64_t i = 0; i < M * w.O; ++i) {
+    float sum = y[i];
+    for (int64_t part = 1; part < parts; ++part) sum += rest[(part - 1) * M * w.O + i];
+    const int64_t o = i % w.O;
+    y[i] = sum * w.scales[o] + (w.bias ? w.bias[o] : 0.0f);
+  }
+}
+
+// The op's books [2, 8, 256] back to codewords [2, 256, 8] (the GEMM path's layout), 8x8 blocks in registers.
+void untranspose_books(const float* bt, float* books) {
+  for (int64_t c = 0; c < kBooks; ++c)
+    for (int64_t k = 0; k < kCodes; k += kGroup) {
+      v8 r[kGroup];
+      for (int64_t e = 0; e < kGroup; ++e) r[e] = load8(bt + (c * kGroup + e) * kCodes + k);
+      transpose8(r);
+      for (int64_t i = 0; i < kGroup; ++i) std::memcpy(books + ((c * kCodes) + k + i) * kGroup, &r[i], sizeof(v8));
+    }
+}
+
+Tensor& code2x8_lut8_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, const Tensor& codes,
+                                const Tensor& books, const Tensor& scales, const std::optional<Tensor>& bias,
+                                Tensor& out) {
+  ET_KERNEL_CHECK_MSG(
+      ctx,
+      input.scalar_type() == ScalarType::Float && codes.scalar_type() == ScalarType::Char &&
+          books.scalar_type() == ScalarType::Float && scales.scalar_type() == ScalarType::Float &&
+          codes.dim() == 4 && codes.size(2) == kBooks && codes.size(3) == kLanes &&
+          books.numel() == kBooks * kCodes * kGroup && input.dim() >= 1,
+      InvalidArgument, out,
+      "code2x8_lut8_matmat: expected float input, int8 codes [O/64, I/8, 2, 64], float books [2, 8, 256], scales");
+  const int64_t O = scales.numel(), G = codes.size(1), I = G * kGroup;
+  ET_KERNEL_CHECK_MSG(ctx, input.size(input.dim() - 1) == I && codes.size(0) == (O + kLanes - 1) / kLanes,
+                      InvalidArgument, out,
+                      "code2x8_lut8_matmat: input [..., %zd] does not match codes [%zd, %zd, 2, 64] / scales [%zd]",
+                      static_cast<ssize_t>(input.size(input.dim() - 1)), static_cast<ssize_t>(codes.size(0)),
+                      static_cast<ssize_t>(G), static_cast<ssize_t>(O));
+  const float* bp = nullptr;
+  if (!resize_output(ctx, "code2x8_lut8_matmat", input, bias, O, out, &bp)) return out;
+  const int64_t M = input.numel() / std::max<int64_t>(I, 1);
+  if (M == 0 || O == 0) return out;
+  const float* xp = input.const_data_ptr<float>();
+  float* yp = out.mutable_data_ptr<float>();
+  if (M >= kGemmRows) {
+    thread_local std::vector<float> hf_books;  // the calling thread's; gemm_rows' workers read it through `w`
+    hf_books.resize(static_cast<size_t>(kBooks * kCodes * kGroup));
+    untranspose_books(books.const_data_ptr<float>(), hf_books.data());
+    gemm_rows(Aqlm{codes.const_data_ptr<int8_t>(), hf_books.data(), scales.const_data_ptr<float>(), bp, O, G, true},
+              xp, M, yp);
+    return out;
+  }
+  const Aqlm w{codes.const_data_ptr<int8_t>(), nullptr, scales.const_data_ptr<float>(), bp, O, G, true};
+  lut8_rows(w, books.const_data_ptr<float>(), xp, M, yp);
+  return out;
+}
+
 constexpr char kCode2x8[] = "zoo::code2x8_lut_matmat.out";
+constexpr char kLut8[] = "zoo::code2x8_lut8_matmat.out";
 
 const executorch::runtime::Kernel kKernels[] = {
     executorch::extension::make_boxed_kernel(kCode2x8, EXECUTORCH_FN(code2x8_lut_matmat_out, kCode2x8)),
+    executorch::extension::make_boxed_kernel(kLut8, EXECUTORCH_FN(code2x8_lut8_matmat_out, kLut8)),
 };
-const bool kRegistered = executorch::runtime::register_kernels({kKernels, 1}) == Error::Ok;
+const bool kRegistered = executorch::runtime::register_kernels({kKernels, 2}) == Error::Ok;
 
 }  // namespace

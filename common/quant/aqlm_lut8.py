@@ -1,0 +1,144 @@
+"""AQLM 2x8 with 8-bit lookup tables: `zoo::code2x8_lut8_matmat`, the fast decode kernel's op, and its layout.
+
+The same weights as `common.quant.aqlm` (HF's codes, codebooks and scales, repacked at export), a different
+product: per input row, the spec's table LUT[g, c, k] = <x[8g : 8g + 8], codebooks[c, k]> is rounded to int8, one
+scale per block of 8 groups (64 inputs; s = max |LUT| / 127), and each output sums its table reads exactly:
+
+    y[o] = scales[o] * sum_blocks s_block * sum_{g in block, c} round(LUT[g, c, codes[o, g, c]] / s_block) + bias[o]
+
+for fewer than GEMM_ROWS input rows (decode); from GEMM_ROWS rows (prefill) it is the exact product, the kernel's
+dequantize-once GEMM, where tables built per row would cost more. The rounding is int8-dynamic noise of the kind
+8da4w's activations get; in exchange a 256-entry table is four AVX-512 registers that VBMI reads for 64 outputs at
+once (runners/kernels/aqlm.cpp). `export --aqlm-tables int8` swaps every AqlmLinear for an AqlmLut8Linear; the
+default, fp32, keeps the exact op everywhere.
+
+Layout (`pack_codes`): codes [ceil(O/64), G, 2, 64] int8, lane 2j of a block the output 64b + j and lane 2j + 1
+the output 64b + 32 + j (the kernel widens even and odd bytes apart: this order comes out sorted); rows past O
+have code 0 and are never written. Codebooks [2, 8, 256]: codeword k's coordinate e at [c, e, k] (16 codewords a
+vector when the kernel builds a table).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.quant.aqlm import CODEBOOK_SIZE, IN_GROUP, NUM_CODEBOOKS, AqlmLinear
+
+LANES, BLOCK_GROUPS = 64, 8  # outputs per code block; groups per table scale
+GEMM_ROWS = 8  # from this many input rows (prefill) the op is exact: the kernel's dequantize-once GEMM (kGemmRows)
+
+_LIB = torch.library.Library("zoo", "FRAGMENT")
+_LIB.define("code2x8_lut8_matmat(Tensor input, Tensor codes, Tensor books, Tensor scales, *, Tensor? bias=None)"
+            " -> Tensor")
+_LIB.define("code2x8_lut8_matmat.out(Tensor input, Tensor codes, Tensor books, Tensor scales, *, "
+            "Tensor? bias=None, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _lane_order() -> torch.Tensor:
+    """The output (0..63) each of a block's 64 lanes holds."""
+    j = torch.arange(LANES // 2)
+    return torch.stack([j, j + LANES // 2], dim=1).reshape(-1)
+
+
+def pack_codes(codes: torch.Tensor) -> torch.Tensor:
+    """HF codes [O, G, 2] -> the kernel's [ceil(O/64), G, 2, 64]."""
+    n_out, n_groups, _ = codes.shape
+    blocks = -(-n_out // LANES)
+    padded = codes.new_zeros(blocks * LANES, n_groups, NUM_CODEBOOKS)
+    padded[:n_out] = codes
+    by_block = padded.reshape(blocks, LANES, n_groups, NUM_CODEBOOKS)[:, _lane_order()]
+    return by_block.permute(0, 2, 3, 1).contiguous()
+
+
+def unpack_codes(packed: torch.Tensor, n_out: int) -> torch.Tensor:
+    """The kernel's codes -> HF's [O, G, 2]."""
+    blocks, n_groups = packed.shape[:2]
+    lanes = packed.permute(0, 3, 1, 2)  # [B, 64, G, 2] in lane order
+    rows = torch.empty_like(lanes)
+    rows[:, _lane_order()] = lanes
+    return rows.reshape(blocks * LANES, n_groups, NUM_CODEBOOKS)[:n_out]
+
+
+def pack_books(codebooks: torch.Tensor) -> torch.Tensor:
+    """HF codebooks [2, 256, 1, 8] -> [2, 8, 256] float32."""
+    return codebooks.float()[:, :, 0, :].transpose(1, 2).contiguous()
+
+
+def lut8_matmat(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The op's meaning on HF-layout tensors (codes [O, G, 2], codebooks [2, 256, 1, 8], scales [O, ...]), for rows
+    x [..., I]: the reference the kernel is tested against (the kernel sums a table entry's 8 products in its own
+    order, so an entry within float rounding of .5 can round the other way: one step of its block's scale)."""
+    lead, (n_out, n_groups) = x.shape[:-1], codes.shape[:2]
+    rows = x.float().reshape(-1, n_groups, IN_GROUP)  # [N, G, 8]
+    idx = (codes.long() % CODEBOOK_SIZE).permute(1, 2, 0)  # [G, 2, O]
+    books = codebooks.float()[:, :, 0, :]  # [2, 256, 8]
+    y = rows.new_zeros(rows.shape[0], n_out)
+    for g0 in range(0, n_groups, BLOCK_GROUPS):
+        lut = torch.einsum("ngb,mkb->ngmk", rows[:, g0:g0 + BLOCK_GROUPS], books)  # [N, g, 2, 256]
+        amax = lut.abs().amax(dim=(1, 2, 3))  # [N]
+        inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+        q = torch.round(lut * inv[:, None, None, None])
+        block_idx = idx[g0:g0 + BLOCK_GROUPS]
+        picked = q.gather(-1, block_idx.unsqueeze(0).expand(rows.shape[0], -1, -1, -1))  # [N, g, 2, O]
+        y = y + picked.sum(dim=(1, 2)) * (amax / 127.0)[:, None]
+    y = y * scales.float().reshape(1, -1)
+    if bias is not None:
+        y = y + bias.float()
+    return y.reshape(*lead, n_out)
+
+
+def _lut8(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
+          bias: torch.Tensor | None = None) -> torch.Tensor:
+    hf_codes, hf_books = unpack_codes(codes, scales.numel()), books.transpose(1, 2).unsqueeze(2)  # [2, 256, 1, 8]
+    if input.numel() >= GEMM_ROWS * input.shape[-1]:
+        return torch.ops.zoo.code2x8_lut_matmat(input, hf_codes, hf_books, scales, bias=bias)
+    return lut8_matmat(input, hf_codes, hf_books, scales, bias).to(input.dtype)
+
+
+def _lut8_out(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
+              bias: torch.Tensor | None = None, out: torch.Tensor) -> torch.Tensor:
+    result = _lut8(input, codes, books, scales, bias=bias)
+    out.resize_(result.shape)
+    return out.copy_(result)
+
+
+def _lut8_meta(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    return input.new_empty((*input.shape[:-1], scales.numel()))
+
+
+_LIB.impl("code2x8_lut8_matmat", _lut8, "CompositeExplicitAutograd")
+_LIB.impl("code2x8_lut8_matmat.out", _lut8_out, "CompositeExplicitAutograd")
+_LIB.impl("code2x8_lut8_matmat", _lut8_meta, "Meta")
+
+
+class AqlmLut8Linear(nn.Module):
+    """An AqlmLinear's weights repacked for `zoo::code2x8_lut8_matmat` (the same bytes: codes, fp32 codebooks and
+    scales, bias)."""
+
+    def __init__(self, linear: AqlmLinear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("codes", pack_codes(linear.codes))
+        self.register_buffer("books", pack_books(linear.codebooks))
+        self.register_buffer("scales", linear.scales.float().reshape(-1).clone())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.zoo.code2x8_lut8_matmat(x, self.codes, self.books, self.scales, bias=self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, 2x8 g{IN_GROUP}, int8 tables"
+
+
+def use_int8_tables(model: nn.Module) -> int:
+    """Swap every AqlmLinear of `model` for an AqlmLut8Linear (in place); returns how many."""
+    from common.quant import replace_module
+
+    names = [n for n, m in model.named_modules() if isinstance(m, AqlmLinear)]
+    for name in names:
+        replace_module(model, name, AqlmLut8Linear(model.get_submodule(name)))
+    return len(names)
+

@@ -1,0 +1,173 @@
+"""AQLM 2x8 on int8 lookup tables (common/quant/aqlm_lut8.py, `zoo::code2x8_lut8_matmat`, runners/kernels/aqlm.cpp):
+the packed layout, the reference against the exact product within the rounding it allows, the kernel in a `.pte`
+against the reference on odd shapes (both paths), and a tiny AQLM model exported with `--aqlm-tables int8`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.quant.aqlm import AqlmLinear, dequantize_2x8
+from common.quant.aqlm_lut8 import (
+    BLOCK_GROUPS,
+    GEMM_ROWS,
+    AqlmLut8Linear,
+    lut8_matmat,
+    pack_books,
+    pack_codes,
+    unpack_codes,
+)
+from tests.test_aqlm import _random
+
+
+def _layer(n_out: int, n_in: int, seed: int, bias: bool = True) -> AqlmLinear:
+    layer = AqlmLinear(n_in, n_out, bias=bias)
+    codes, codebooks, scales, b = _random(n_out, n_in, seed=seed)
+    layer.codes.copy_(codes), layer.codebooks.copy_(codebooks.float()), layer.scales.copy_(scales.float())
+    if bias:
+        layer.bias.copy_(b)
+    return layer
+
+
+def _table_steps(x: torch.Tensor, layer: AqlmLinear) -> torch.Tensor:
+    """s_block summed over the blocks, per row [N]: one table step of every block (the kernel's table entries may
+    round the other way than the reference's, one step of their block's scale, where they are within float rounding
+    of a half)."""
+    rows = x.float().reshape(-1, layer.in_features // 8, 8)
+    books = layer.codebooks.float()[:, :, 0, :]
+    steps = torch.zeros(rows.shape[0])
+    for g0 in range(0, rows.shape[1], BLOCK_GROUPS):
+        lut = torch.einsum("ngb,mkb->ngmk", rows[:, g0:g0 + BLOCK_GROUPS], books)
+        steps += lut.abs().amax(dim=(1, 2, 3)) / 127
+    return steps
+
+
+def test_codes_pack_in_lane_order_and_round_trip() -> None:
+    """100 outputs: two blocks of 64, the second part padding (code 0); lane 2j is output j, lane 2j + 1 output
+    32 + j; books [2, 8, 256] are the codebooks transposed."""
+    codes, codebooks, _, _ = _random(100, 40)
+    packed = pack_codes(codes)
+    assert packed.shape == (2, 5, 2, 64) and packed.dtype == torch.int8
+    assert torch.equal(packed[0, 3, 1, 2 * 5], codes[5, 3, 1]) and torch.equal(packed[0, 3, 1, 2 * 5 + 1], codes[37, 3, 1])
+    # block 1: outputs 64..95 in the even lanes, 96..99 in odd lanes 1..7, padding after
+    assert torch.equal(packed[1, 2, 0, 2 * 3 + 1], codes[99, 2, 0]) and not packed[1, :, :, 9::2].any()
+    assert torch.equal(unpack_codes(packed, 100), codes)
+    assert torch.equal(pack_books(codebooks)[1, 6, 200], codebooks[1, 200, 0, 6].float())
+
+
+@pytest.mark.parametrize("n_in", [64, 200])
+def test_reference_is_the_exact_product_within_its_rounding(n_in: int) -> None:
+    """Each table read is off the exact <x_group, codeword> by at most half its block's step, so the reference is
+    within scales[o] * sum_blocks 16 * s_block / 2 of dequantize + linear; it does round (not equal), and the op
+    is exact from GEMM_ROWS input rows (prefill)."""
+    layer = _layer(37, n_in, seed=n_in)
+    x = torch.randn(3, n_in, generator=torch.Generator().manual_seed(1))
+    exact = F.linear(x, dequantize_2x8(layer.codes, layer.codebooks, layer.scales), layer.bias)
+    ref = lut8_matmat(x, layer.codes, layer.codebooks, layer.scales, layer.bias)
+    bound = layer.scales.reshape(1, -1) * (2 * BLOCK_GROUPS * _table_steps(x, layer) / 2)[:, None]
+    err = (ref - exact).abs()
+    assert (err <= bound + 1e-6).all() and err.max() > 1e-4, (err.max(), bound.min())
+    packed = AqlmLut8Linear(layer)
+    torch.testing.assert_close(packed(x[None]), ref[None], atol=1e-5, rtol=1e-5)
+    rows = torch.randn(1, GEMM_ROWS, n_in, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(packed(rows), layer(rows), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 8, 13])
+def test_pte_runs_the_kernel_as_the_reference(rows: int) -> None:
+    """A program holding zoo::code2x8_lut8_matmat.out in the Python runtime (library "aqlm"): below 8 rows the
+    table path (200 inputs = 3 blocks of 8 groups and one of 1; 100 outputs = a block of 64 and a part), within one
+    table step of any block of the reference (truncating instead of rounding would be off by ~8); from 8 rows the
+    exact GEMM over the packed codes, within fp32 rounding of dequantize + linear."""
+    from executorch.exir import EdgeCompileConfig, to_edge
+    from executorch.runtime import Runtime
+
+    from common.kernels import load_kernel_libraries, runtime_operator_names
+
+    layer = _layer(100, 200, seed=rows)
+    packed = AqlmLut8Linear(layer).eval()
+    x = torch.randn(1, rows, 200, generator=torch.Generator().manual_seed(rows))
+    program = to_edge(torch.export.export(packed, (x,)),
+                      compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+    load_kernel_libraries()
+    assert "zoo::code2x8_lut8_matmat.out" in runtime_operator_names()
+    out = Runtime.get().load_program(program.buffer).load_method("forward").execute([x])[0]
+    if rows >= GEMM_ROWS:
+        torch.testing.assert_close(out, layer(x), atol=1e-4, rtol=1e-4)
+        return
+    ref = lut8_matmat(x, layer.codes, layer.codebooks, layer.scales, layer.bias)
+    step = layer.scales.reshape(1, -1) * _table_steps(x, layer).reshape(-1, 1)  # [rows, O]
+    err = (out - ref).abs().reshape(rows, -1)
+    assert (err <= step / 2 + 1e-5).all(), (err.max(), step.min())
+
+
+def test_tiny_aqlm_model_with_int8_tables(tmp_path: Path, capsys) -> None:
+    """`export --aqlm-tables int8` of the tiny HF AQLM checkpoint: the program holds the lut8 op (and not the exact
+    one) and the exact program's block-linear bytes plus its code padding (64 outputs a block); prefilled in one call it is the
+    exact model (GEMM path); token by token the table path, within int8-dynamic noise (KL < 1e-3, the same top-1)
+    of eager with the same tables and of the exact model; the C++ runner picks the Python runtime's greedy tokens; on a
+    float checkpoint the flag is one error line."""
+    import subprocess
+
+    from common.cli import export_main, run_cli
+    from common.pipeline import load_model
+    from common.quant.aqlm_lut8 import use_int8_tables
+    from common.runtime import PteModel
+    from models.llama3.model import FAMILY
+    from runners.tests.conftest import build_runner
+    from tests.helpers import greedy, kl_per_position, step_logits
+    from tests.test_aqlm_model import LINEARS, write_hf_aqlm
+
+    hf, path = write_hf_aqlm(tmp_path / "ckpt")
+    pte, exact_pte = tmp_path / "lut8.pte", tmp_path / "exact.pte"
+    for out, flags in ((pte, ["--aqlm-tables", "int8"]), (exact_pte, [])):
+        assert run_cli(export_main(FAMILY), ["--checkpoint", str(path), "--output", str(out), "--max-seq-len", "16",
+                                             "--max-context-len", "64", *flags]) == 0
+    printed = [line for line in capsys.readouterr().out.split("\n") if line.startswith("block linear weights")]
+    stored = [int(line.split("(")[1].split()[0]) for line in printed]
+    shapes = [layer.get_submodule(name).weight.shape for layer in hf.model.layers for name in LINEARS]
+    padding = sum((-o % 64) * i // 8 * 2 for o, i in shapes)  # code rows up to a whole block of 64 outputs
+    assert stored[0] == stored[1] + padding, (printed, padding)
+    data = pte.read_bytes()
+    assert b"zoo::code2x8_lut8_matmat" in data and b"zoo::code2x8_lut_matmat" not in data
+
+    exact, _, _ = load_model(FAMILY, str(path), max_context_len=64)
+    tables, _, _ = load_model(FAMILY, str(path), max_context_len=64)
+    assert use_int8_tables(tables) == 7 * len(hf.model.layers)
+    prompt, tokens = list(range(5, 17)), [40, 41, 42, 43, 44, 45]
+    program = PteModel(pte)
+    torch.testing.assert_close(program.forward(prompt, 0), PteModel(exact_pte).forward(prompt, 0),
+                               atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        want = step_logits(_eager(tables), prompt, tokens)[1:]
+        reference = step_logits(_eager(exact), prompt, tokens)[1:]
+    got = step_logits(program, prompt, tokens)[1:]
+    # int8-dynamic noise, bounded in KL: one table entry within float rounding of a half rounds the other way in
+    # the kernel (its sums run in another order) and moves this random tiny model's logits by up to 0.5 (measured;
+    # the tables against the exact product move them 0.6), where a wrong code or lane gives KL of order 1
+    assert (got.argmax(-1) == want.argmax(-1)).all() and kl_per_position(want, got).max() < 1e-3
+    kl = kl_per_position(reference, got)
+    assert 0 < kl.max() < 1e-3 and (got.argmax(-1) == reference.argmax(-1)).all(), kl
+
+    ids = greedy(PteModel(pte), prompt, 8)
+    (tmp_path / "ids.txt").write_text(" ".join(map(str, prompt)))
+    proc = subprocess.run([str(build_runner("llama3")), "--model", str(pte), "--prompt-ids", str(tmp_path / "ids.txt"),
+                           "--max-new-tokens", "8", "--temperature", "0", "--ignore-eos", "--print-ids"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split() == [str(t) for t in ids], (ids, proc.stdout, proc.stderr)
+
+    float_dir = path.parent / "float" / "hf"
+    assert run_cli(export_main(FAMILY), ["--checkpoint", str(float_dir), "--aqlm-tables", "int8",
+                                         "--output", str(tmp_path / "x.pte")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --aqlm-tables int8:") and err.count("\n") == 1 and "no AQLM linears" in err
+    assert not (tmp_path / "x.pte").exists()
+
+
+def _eager(model):
+    from common.runtime import EagerModel
+
+    return EagerModel(model, ())
