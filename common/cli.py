@@ -216,10 +216,10 @@ def export_main(family: Family) -> Callable[[list[str] | None], int]:
         p.add_argument("--kv-cache-dtype", default="fp32", choices=("fp32", "fp16"),
                        help="what the KV cache stores: fp16 halves the bytes each decoded token reads at depth (and "
                             "the cache's memory); attention still computes in fp32 (llama.cpp's default cache is f16)")
-        p.add_argument("--aqlm-tables", default="fp32", choices=("fp32", "int8"),
-                       help="an AQLM checkpoint's decode kernel: fp32 = exact (dequantize + multiply-add), int8 = "
-                            "per-row lookup tables rounded to int8 (zoo::code2x8_lut8_matmat: about 2x faster "
-                            "decode, int8-dynamic noise like 8da4w's; prefill stays exact)")
+        p.add_argument("--aqlm-kernel", default="exact", choices=("exact", "lut8"),
+                       help="an AQLM checkpoint's kernel: exact = fp32 (dequantize + multiply-add); lut8 = decode on "
+                            "lookup tables rounded to int8 and prefill in bf16 (zoo::code2x8_lut8_matmat: faster, "
+                            "with rounding noise of the kind 8da4w's int8 activations add)")
         p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
                        help="what the program computes in (export_llm's dtype_override); bf16 needs --backend portable "
                             "--no-custom-ops --quantize fp32 (XNNPACK, the custom ops and the quantized ops are "
@@ -305,11 +305,11 @@ def _export(family: Family, args) -> int:
     summary, _ = export_model(family, ckpt, args.output, recipe, args.backend, args.max_seq_len,
                               args.max_context_len, attention_kernel(args.custom_ops), args.tokenizer,
                               args.embeddings_input, debug, args.local_global, args.attention_sink,
-                              args.quantize_kv_cache, args.dtype, args.kv_cache_dtype, args.aqlm_tables)
+                              args.quantize_kv_cache, args.dtype, args.kv_cache_dtype, args.aqlm_kernel)
     context = sum(args.attention_sink) if args.attention_sink else args.max_context_len
     sink = f", attention sink {args.attention_sink[0]} + window {args.attention_sink[1]}" if args.attention_sink else ""
     sink += f", {args.kv_cache_dtype} KV cache" if args.kv_cache_dtype != "fp32" else ""
-    sink += ", AQLM int8 tables" if args.aqlm_tables != "fp32" else ""
+    sink += f", AQLM kernel {args.aqlm_kernel}" if args.aqlm_kernel != "exact" else ""
     print(f"exported {ckpt} ({recipe.name}, {args.dtype}, {args.backend}, max_seq_len {args.max_seq_len}, "
           f"context {context}{sink}) in {time.perf_counter() - t0:.1f}s, peak RSS {peak_rss_mib():.0f} MiB")
     print(format_summary(summary, table=args.verbose, stages=args.profile_export))

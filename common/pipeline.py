@@ -272,7 +272,7 @@ def export_model(
     quantize_kv_cache: bool = False,
     dtype: str = "fp32",
     kv_cache_dtype: str = "fp32",
-    aqlm_tables: str = "fp32",
+    aqlm_kernel: str = "exact",
 ) -> tuple[ExportSummary, Tokenizer]:
     """Export to `output` (.pte) and write tokenizer.json + tokenizer_config.json beside it. `embeddings_input`: add
     the contract's optional `forward_embeddings` method (prefill from input embeddings; the KV cache shared).
@@ -280,7 +280,7 @@ def export_model(
     `kv_cache_dtype`: load_model's (a sink's program attends to sink + window positions, and says so in
     `get_attention_sink`).
     `dtype`: what the program computes in (DTYPES; bf16 where its kernels have it), behind fp32 inputs and logits.
-    `aqlm_tables`: "int8" runs AQLM linears' decode rows on int8 lookup tables (common.quant.aqlm_lut8)."""
+    `aqlm_kernel`: "lut8" runs AQLM linears on int8 lookup tables (decode) and in bf16 (prefill): common.quant.aqlm_lut8."""
     if not output.endswith(".pte"):
         raise UserError(f"--output {output}: expected a path ending in .pte")
     check_dtype(dtype, backend, kernel.name == "custom_ops", recipe.is_float, quantize_kv_cache, kv_cache_dtype)
@@ -294,14 +294,14 @@ def export_model(
         family, ckpt, recipe, max_context_len=max_context_len, kernel=kernel, last_logits_only=True,
         max_seq_len=max_seq_len, local_global=local_global, attention_sink=attention_sink,
         quantize_kv_cache=quantize_kv_cache, kv_cache_dtype=kv_cache_dtype)
-    if aqlm_tables == "int8":
-        from common.quant.aqlm_lut8 import use_int8_tables
+    if aqlm_kernel == "lut8":
+        from common.quant.aqlm_lut8 import use_lut8
 
-        if not use_int8_tables(model):
-            raise UserError(f"--aqlm-tables int8: {ckpt.path} has no AQLM linears (an AQLM checkpoint: quantize_and_save "
+        if not use_lut8(model):
+            raise UserError(f"--aqlm-kernel lut8: {ckpt.path} has no AQLM linears (an AQLM checkpoint: quantize_and_save "
                             "--quantize aqlm-2x8's output, or an HF dir with quant_method aqlm)")
-    elif aqlm_tables != "fp32":
-        raise UserError(f"--aqlm-tables {aqlm_tables!r}: expected fp32 or int8")
+    elif aqlm_kernel != "exact":
+        raise UserError(f"--aqlm-kernel {aqlm_kernel!r}: expected exact or lut8")
     load_s = time.perf_counter() - t0
     eos = tuple(dict.fromkeys(cfg.eos_ids + tokenizer.eos_ids))
     constants = causal_lm_constants(cfg, model.max_seq_len, model.max_context_len, eos)

@@ -1,29 +1,32 @@
-"""AQLM 2x8 with 8-bit lookup tables: `zoo::code2x8_lut8_matmat`, the fast decode kernel's op, and its layout.
+"""AQLM 2x8, fast: `zoo::code2x8_lut8_matmat`, decode on int8 lookup tables and prefill in bf16, and its layout.
 
-The same weights as `common.quant.aqlm` (HF's codes, codebooks and scales, repacked at export), a different
-product: per input row, the spec's table LUT[g, c, k] = <x[8g : 8g + 8], codebooks[c, k]> is rounded to int8, one
-scale per block of 8 groups (64 inputs; s = max |LUT| / 127), and each output sums its table reads exactly:
+The same weights as `common.quant.aqlm` (HF's codes, codebooks and scales, repacked at export: `export
+--aqlm-kernel lut8` swaps every AqlmLinear for an AqlmLut8Linear; the default, exact, keeps the fp32 op), a
+different product. Both paths multiply the input rounded to bf16 by the codebooks rounded to bf16 (summing in fp32:
+vdpbf16ps on CPUs with AVX512_BF16, two products a lane an instruction). Below GEMM_ROWS input rows (decode), per
+row the spec's table LUT[g, c, k] = <x[8g : 8g + 8], codebooks[c, k]> is rounded to int8, one scale per block of 8
+groups (64 inputs; s = max |LUT| / 127), and each output sums its table reads exactly:
 
     y[o] = scales[o] * sum_blocks s_block * sum_{g in block, c} round(LUT[g, c, codes[o, g, c]] / s_block) + bias[o]
 
-for fewer than GEMM_ROWS input rows (decode); from GEMM_ROWS rows (prefill) it is the exact product, the kernel's
-dequantize-once GEMM, where tables built per row would cost more. The rounding is int8-dynamic noise of the kind
-8da4w's activations get; in exchange a 256-entry table is four AVX-512 registers that VBMI reads for 64 outputs at
-once (runners/kernels/aqlm.cpp). `export --aqlm-tables int8` swaps every AqlmLinear for an AqlmLut8Linear; the
-default, fp32, keeps the exact op everywhere.
+From GEMM_ROWS rows (prefill), the dequantized weights rounded to bf16 times the bf16 inputs (the exact kernel's
+dequantize-once GEMM at twice its multiply-adds a cycle). The rounding is noise of the kind 8da4w's int8 activations
+get; in exchange a 256-entry table is four AVX-512 registers that VBMI reads for 64 outputs at once
+(runners/kernels/aqlm.cpp).
 
 Layout (`pack_codes`): codes [ceil(O/64), G, 2, 64] int8, lane 2j of a block the output 64b + j and lane 2j + 1
 the output 64b + 32 + j (the kernel widens even and odd bytes apart: this order comes out sorted); rows past O
-have code 0 and are never written. Codebooks [2, 8, 256]: codeword k's coordinate e at [c, e, k] (16 codewords a
-vector when the kernel builds a table).
+have code 0 and are never written. Books (`pack_books`) bf16 [2, 4, 256, 2]: codeword k's coordinates 2q, 2q + 1
+at [c, q, k] (16 codewords' pairs a vector when the kernel builds a table), half the fp32 codebooks' bytes.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from common.quant.aqlm import CODEBOOK_SIZE, IN_GROUP, NUM_CODEBOOKS, AqlmLinear
+from common.quant.aqlm import CODEBOOK_SIZE, IN_GROUP, NUM_CODEBOOKS, AqlmLinear, dequantize_2x8
 
 LANES, BLOCK_GROUPS = 64, 8  # outputs per code block; groups per table scale
 GEMM_ROWS = 8  # from this many input rows (prefill) the op is exact: the kernel's dequantize-once GEMM (kGemmRows)
@@ -61,8 +64,14 @@ def unpack_codes(packed: torch.Tensor, n_out: int) -> torch.Tensor:
 
 
 def pack_books(codebooks: torch.Tensor) -> torch.Tensor:
-    """HF codebooks [2, 256, 1, 8] -> [2, 8, 256] float32."""
-    return codebooks.float()[:, :, 0, :].transpose(1, 2).contiguous()
+    """HF codebooks [2, 256, 1, 8] -> bf16 [2, 4, 256, 2]: codeword k's coordinates 2q, 2q + 1 at [c, q, k]."""
+    books = codebooks.float()[:, :, 0, :].bfloat16()  # [2, 256, 8]
+    return books.reshape(NUM_CODEBOOKS, CODEBOOK_SIZE, IN_GROUP // 2, 2).transpose(1, 2).contiguous()
+
+
+def unpack_books(books: torch.Tensor) -> torch.Tensor:
+    """The op's books -> HF codebooks [2, 256, 1, 8] (float32, bf16 values)."""
+    return books.float().transpose(1, 2).reshape(NUM_CODEBOOKS, CODEBOOK_SIZE, 1, IN_GROUP)
 
 
 def lut8_matmat(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor,
@@ -91,10 +100,12 @@ def lut8_matmat(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, s
 
 def _lut8(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
           bias: torch.Tensor | None = None) -> torch.Tensor:
-    hf_codes, hf_books = unpack_codes(codes, scales.numel()), books.transpose(1, 2).unsqueeze(2)  # [2, 256, 1, 8]
-    if input.numel() >= GEMM_ROWS * input.shape[-1]:
-        return torch.ops.zoo.code2x8_lut_matmat(input, hf_codes, hf_books, scales, bias=bias)
-    return lut8_matmat(input, hf_codes, hf_books, scales, bias).to(input.dtype)
+    hf_codes, hf_books = unpack_codes(codes, scales.numel()), unpack_books(books)
+    x = input.float().bfloat16().float()  # both paths multiply bf16 inputs by bf16 codebooks, summing in fp32
+    if input.numel() >= GEMM_ROWS * input.shape[-1]:  # the weights, dequantized, rounded to bf16 too
+        w = dequantize_2x8(hf_codes, hf_books, scales).bfloat16().float()
+        return F.linear(x, w, bias).to(input.dtype)
+    return lut8_matmat(x, hf_codes, hf_books, scales, bias).to(input.dtype)
 
 
 def _lut8_out(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
@@ -115,8 +126,8 @@ _LIB.impl("code2x8_lut8_matmat", _lut8_meta, "Meta")
 
 
 class AqlmLut8Linear(nn.Module):
-    """An AqlmLinear's weights repacked for `zoo::code2x8_lut8_matmat` (the same bytes: codes, fp32 codebooks and
-    scales, bias)."""
+    """An AqlmLinear's weights repacked for `zoo::code2x8_lut8_matmat`: codes (padded to 64 rows a block), bf16
+    codebooks, fp32 scales and bias."""
 
     def __init__(self, linear: AqlmLinear):
         super().__init__()
@@ -130,10 +141,10 @@ class AqlmLut8Linear(nn.Module):
         return torch.ops.zoo.code2x8_lut8_matmat(x, self.codes, self.books, self.scales, bias=self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, 2x8 g{IN_GROUP}, int8 tables"
+        return f"in_features={self.in_features}, out_features={self.out_features}, 2x8 g{IN_GROUP}, lut8"
 
 
-def use_int8_tables(model: nn.Module) -> int:
+def use_lut8(model: nn.Module) -> int:
     """Swap every AqlmLinear of `model` for an AqlmLut8Linear (in place); returns how many."""
     from common.quant import replace_module
 

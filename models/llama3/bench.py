@@ -7,8 +7,8 @@ from models.llama3.model import smollm2_gguf
 _AQLM_SHAPE = ("--max-seq-len", "128", "--max-context-len", "1024")
 AQLM = Build("aqlm-2x8", _AQLM_SHAPE, runners=("python", "cpp"), checkpoint="build/aqlm/smollm2-aqlm-2x8",
              make_target="aqlm-smollm2")
-# the same weights, decoded on int8 lookup tables (common/quant/aqlm_lut8.py; prefill stays exact)
-AQLM_LUT8 = Build("aqlm-2x8-lut8", (*_AQLM_SHAPE, "--aqlm-tables", "int8"), runners=("python", "cpp"),
+# the same weights on the fast kernel: int8 lookup tables for decode, bf16 for prefill (common/quant/aqlm_lut8.py)
+AQLM_LUT8 = Build("aqlm-2x8-lut8", (*_AQLM_SHAPE, "--aqlm-kernel", "lut8"), runners=("python", "cpp"),
                   checkpoint="build/aqlm/smollm2-aqlm-2x8", make_target="aqlm-smollm2")
 BENCH_MODELS = [BenchModel(name="smollm2-135m", package="llama3", gguf=smollm2_gguf,
                            builds=(*STANDARD_BUILDS, AQLM, AQLM_LUT8))]

@@ -25,8 +25,10 @@
 #include <optional>
 #include <vector>
 
-#if defined(__AVX512VBMI__) && defined(__AVX512BW__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512VBMI__) && defined(__AVX512BW__)
 #define ZOO_LUT8_VBMI 1
 #endif
 
@@ -59,20 +61,15 @@ inline v8 load8(const float* p) {
 constexpr int64_t kLanes = 64;  // code2x8_lut8_matmat: outputs per block of codes (one zmm of code bytes)
 
 struct Aqlm {
-  const int8_t* codes;  // [O, G, 2], or packed (code2x8_lut8_matmat): [ceil(O/64), G, 2, 64]
+  // [O, G, 2], or packed (code2x8_lut8_matmat): [ceil(O/64), G, 2, 64], lane 2j of a block output 64b + j and
+  // lane 2j + 1 output 64b + 32 + j (the lookup kernel widens even and odd bytes apart: this order comes out sorted)
+  const int8_t* codes;
   const float* books;   // [2, 256, 8]
   const float* scales;  // [O]
   const float* bias;    // [O] or null
   int64_t O, G;
   bool packed = false;
 
-  // Output o's code for group g and codebook c. Packed: lane 2j of a block holds output 64b + j, lane 2j + 1
-  // output 64b + 32 + j (the lookup kernel widens even and odd bytes apart: this order comes out sorted).
-  uint8_t code(int64_t o, int64_t g, int64_t c) const {
-    if (!packed) return static_cast<uint8_t>(codes[(o * G + g) * kBooks + c]);
-    const int64_t j = o % kLanes, lane = j < kLanes / 2 ? 2 * j : 2 * (j - kLanes / 2) + 1;
-    return static_cast<uint8_t>(codes[((o / kLanes * G + g) * kBooks + c) * kLanes + lane]);
-  }
 };
 
 // Decode: R output rows (R <= 4) for one input row x, each a dot product with its weights dequantized in registers.
@@ -170,9 +167,21 @@ inline void transpose8(v8 r[8]) {
 // stores per group (measured, 576 -> 1536: 152 against 352 us a call, single-threaded), which at 128 input rows was
 // 14 % of the GEMM's time.
 void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
+  static_assert(kLanes / 2 % kNR == 0, "a tile's outputs share one half of a packed block: codes a fixed stride apart");
   const int64_t n = std::min<int64_t>(kNR, w.O - o0);
+  // the tile's codes of group j, book c, output o0 + i: codes[j * step_g + c * step_c + i * step_o]
+  const auto* codes = reinterpret_cast<const uint8_t*>(w.codes);
+  int64_t step_g = kBooks, step_c = 1, step_o = w.G * kBooks;
+  if (w.packed) {
+    const int64_t j0 = o0 % kLanes;
+    codes += o0 / kLanes * w.G * kBooks * kLanes + (j0 < kLanes / 2 ? 2 * j0 : 2 * (j0 - kLanes / 2) + 1);
+    step_g = kBooks * kLanes, step_c = kLanes, step_o = 2;
+  } else {
+    codes += o0 * w.G * kBooks;
+  }
   for (int64_t j = 0; j < w.G; ++j) {
     float* dst = wt + j * kGroup * kNR;
+    const uint8_t* cj = codes + j * step_g;
     for (int64_t h = 0; h < kNR; h += kGroup) {
       v8 r[kGroup];
       for (int64_t c = 0; c < kGroup; ++c) {
@@ -180,8 +189,8 @@ void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
           r[c] = v8{};
           continue;
         }
-        const int64_t o = o0 + h + c;
-        const v8 sum = load8(w.books + w.code(o, j, 0) * kGroup) + load8(w.books + (kCodes + w.code(o, j, 1)) * kGroup);
+        const uint8_t* code = cj + (h + c) * step_o;
+        const v8 sum = load8(w.books + code[0] * kGroup) + load8(w.books + (kCodes + code[step_c]) * kGroup);
         r[c] = w.scales[o0 + h + c] * sum;
       }
       transpose8(r);
@@ -213,27 +222,127 @@ void micro(const float* x, int64_t ldx, int64_t K, const float* wt, bool first, 
 using Micro = void (*)(const float*, int64_t, int64_t, const float*, bool, float*);
 constexpr Micro kMicro[kMR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
 
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#define ZOO_AQLM_BF16 1
+#endif
+
+// bf16 rounding (to nearest even) of a float, as a float: the lut8 op's prefill operands (torch's .bfloat16()).
+inline float round_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;  // finite values: the kernels' inputs
+  std::memcpy(&v, &u, sizeof(v));
+  return v;
+}
+
+inline float bf16_to_float(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float v;
+  std::memcpy(&v, &u, sizeof(v));
+  return v;
+}
+
+// n floats (n a multiple of 8) in bf16: with AVX512_BF16 as bf16 halves into `out` (a row's pairs are its uint32s),
+// else as floats rounded to bf16.
+inline void to_bf16(const float* x, int64_t n, float* out) {
+#if ZOO_AQLM_BF16
+  auto* halves = reinterpret_cast<uint16_t*>(out);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(halves + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+  for (; i < n; ++i) {
+    const float v = round_bf16(x[i]);
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof(u));
+    halves[i] = static_cast<uint16_t>(u >> 16);
+  }
+#else
+  for (int64_t i = 0; i < n; ++i) out[i] = round_bf16(x[i]);
+#endif
+}
+
+#if ZOO_AQLM_BF16
+// acc[r] (+)= sum_{p < K2} x[r, 2p : 2p + 2] . wt[p, :, :] with vdpbf16ps: two products a lane an instruction, twice
+// the fp32 FMA's multiply-adds. x: bf16 pairs as uint32 (row stride ldx pairs), wt [K2][16 outputs][2] bf16.
+template <int R>
+void micro_bf16(const uint32_t* x, int64_t ldx, int64_t K2, const uint16_t* wt, bool first, float* acc) {
+  __m512 a[R];
+  for (int r = 0; r < R; ++r) a[r] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + r * kNR);
+  for (int64_t p = 0; p < K2; ++p) {
+    const __m512bh wv = (__m512bh)_mm512_loadu_si512(wt + p * 2 * kNR);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r)
+      a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)_mm512_set1_epi32(static_cast<int>(x[r * ldx + p])), wv);
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(acc + r * kNR, a[r]);
+}
+
+using MicroBf16 = void (*)(const uint32_t*, int64_t, int64_t, const uint16_t*, bool, float*);
+constexpr MicroBf16 kMicroBf16[kMR + 1] = {nullptr, micro_bf16<1>, micro_bf16<2>, micro_bf16<3>,
+                                           micro_bf16<4>, micro_bf16<5>, micro_bf16<6>};
+
+// A float tile [I][16] as bf16 pairs [I/2][16][2]: input rows 2p and 2p + 1 interleaved per output.
+void pack_tile_bf16(const float* tile, int64_t I, uint16_t* out) {
+  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t p = 0; p < I / 2; ++p) {
+    const __m512bh both = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(tile + (2 * p + 1) * kNR), _mm512_loadu_ps(tile + 2 * p * kNR));
+    _mm512_storeu_si512(out + p * 2 * kNR, _mm512_permutexvar_epi16(order, (__m512i)both));
+  }
+}
+#endif
+
 // Per tile of 16 outputs: dequantize it, then for each block of kKC input columns (the tile's [kKC][16] slice,
 // 8 KiB, stays in L1 while every input row passes) all rows, 6 at a time; the sums live in acc [M][16].
-void gemm_rows(const Aqlm& w, const float* x, int64_t M, float* y) {
+// `bf16`: the lut8 op's prefill, both operands rounded to bf16 and multiplied in fp32 (vdpbf16ps where the CPU has
+// it; elsewhere the fp32 kernel on the rounded values: the same products, summed in another order).
+void gemm_rows(const Aqlm& w, const float* x, int64_t M, float* y, bool bf16 = false) {
   const int64_t I = w.G * kGroup, tiles = (w.O + kNR - 1) / kNR;
+  thread_local std::vector<float> xr;  // the calling thread's x in bf16: pairs (AVX512_BF16) or rounded floats
+  if (bf16) {
+    xr.resize(static_cast<size_t>(M * I));
+    to_bf16(x, M * I, xr.data());
+#if !ZOO_AQLM_BF16
+    x = xr.data();
+#endif
+  }
+  const float* xb = xr.data();
   executorch::extension::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> tile, acc;  // this thread's [I][16] and [M][16] (grow once to the largest)
+    thread_local std::vector<uint16_t> tile_bf16;
     tile.resize(static_cast<size_t>(I * kNR));
     acc.resize(static_cast<size_t>(M * kNR));
     for (int64_t t = begin; t < end; ++t) {
       const int64_t o0 = t * kNR, n = std::min<int64_t>(kNR, w.O - o0);
       dequantize_tile(w, o0, tile.data());
-      for (int64_t k0 = 0; k0 < I; k0 += kKC) {
-        const int64_t K = std::min<int64_t>(kKC, I - k0);
-        for (int64_t m = 0; m < M; m += kMR)
-          kMicro[std::min<int64_t>(kMR, M - m)](x + m * I + k0, I, K, tile.data() + k0 * kNR, k0 == 0,
-                                                 acc.data() + m * kNR);
+#if ZOO_AQLM_BF16
+      if (bf16) {
+        tile_bf16.resize(static_cast<size_t>(I * kNR));
+        pack_tile_bf16(tile.data(), I, tile_bf16.data());
+        const auto* xp = reinterpret_cast<const uint32_t*>(xb);
+        for (int64_t k0 = 0; k0 < I; k0 += kKC) {
+          const int64_t K = std::min<int64_t>(kKC, I - k0);
+          for (int64_t m = 0; m < M; m += kMR)
+            kMicroBf16[std::min<int64_t>(kMR, M - m)](xp + (m * I + k0) / 2, I / 2, K / 2,
+                                                      tile_bf16.data() + k0 * kNR, k0 == 0, acc.data() + m * kNR);
+        }
+      } else
+#endif
+      {
+        if (bf16)
+          for (auto& v : tile) v = round_bf16(v);
+        for (int64_t k0 = 0; k0 < I; k0 += kKC) {
+          const int64_t K = std::min<int64_t>(kKC, I - k0);
+          for (int64_t m = 0; m < M; m += kMR)
+            kMicro[std::min<int64_t>(kMR, M - m)](x + m * I + k0, I, K, tile.data() + k0 * kNR, k0 == 0,
+                                                   acc.data() + m * kNR);
+        }
       }
       for (int64_t m = 0; m < M; ++m)
         for (int64_t c = 0; c < n; ++c) y[m * w.O + o0 + c] = acc[m * kNR + c] + (w.bias ? w.bias[o0 + c] : 0.0f);
     }
   });
+  (void)xb;
 }
 
 // Both ops' bias check and output resize ([..., O]); false (the context's error set) on a bad bias or resize.
@@ -329,21 +438,67 @@ inline void fp32_tables(const float* bt, int64_t c, const float* xg, int64_t str
   }
 }
 
-// Tables of one input row x for blocks [b0, b1): t[g - 8 b0][c][k] = q + 128 (unsigned bytes, q in [-127, 127]),
+#if ZOO_AQLM_BF16
+// fp32_tables with vdpbf16ps: two products a lane an instruction. bb: books as bf16 [2][4][256][2] (codeword k's
+// coordinates 2q, 2q + 1 at [c][q][k]); xp: the R groups' inputs as bf16 pairs (4 a group, `stride` apart).
+template <int R>
+inline void bf16_tables(const uint16_t* bb, int64_t c, const uint32_t* xp, int64_t stride, float* f, v16& amax) {
+  constexpr int64_t kHalf = kCodes / 2 / 16, kPairs = kGroup / 2;
+  for (int64_t h = 0; h < 2; ++h) {
+    __m512 acc[R][kHalf];
+    for (int r = 0; r < R; ++r)
+      for (int64_t v = 0; v < kHalf; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < kPairs; ++q) {
+      const uint16_t* row = bb + ((c * kPairs + q) * kCodes + h * kCodes / 2) * 2;
+      __m512bh xq[R];
+      for (int r = 0; r < R; ++r) xq[r] = (__m512bh)_mm512_set1_epi32(static_cast<int>(xp[r * stride + q]));
+#pragma GCC unroll 8
+      for (int64_t v = 0; v < kHalf; ++v) {
+        const __m512bh bv = (__m512bh)_mm512_loadu_si512(row + 32 * v);
+        for (int r = 0; r < R; ++r) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], xq[r], bv);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int64_t v = 0; v < kHalf; ++v) {
+        _mm512_store_ps(f + r * kTable + h * kCodes / 2 + 16 * v, acc[r][v]);
+        amax = (v16)_mm512_max_ps((__m512)amax, _mm512_abs_ps(acc[r][v]));
+      }
+  }
+}
+#endif
+
+// One input row's inputs and books for the tables: bf16 pairs and books where the CPU has AVX512_BF16, else the
+// same values as floats (inputs rounded to bf16, books [2][8][256]) for fp32 FMAs.
+struct TableInputs {
+  const void* x;
+  const void* books;
+};
+
+// Tables of one input row for blocks [b0, b1): t[g - 8 b0][c][k] = q + 128 (unsigned bytes, q in [-127, 127]),
 // s[b - b0] the blocks' scales. fp32 entries first (two groups at a time), then the block's scale, then rounding.
-void build_tables(const float* bt, const float* x, int64_t G, int64_t b0, int64_t b1, uint8_t* t, float* s) {
+void build_tables(const TableInputs& in, int64_t G, int64_t b0, int64_t b1, uint8_t* t, float* s) {
   alignas(64) float f[kBlockGroups * kTable];
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, G - g0);
     v16 amax{};
     for (int64_t g = 0; g < n; g += 2)
       for (int64_t c = 0; c < kBooks; ++c) {
-        const float* xg = x + (g0 + g) * kGroup;
         float* fg = f + g * kTable + c * kCodes;
+#if ZOO_AQLM_BF16
+        const auto* xg = static_cast<const uint32_t*>(in.x) + (g0 + g) * kGroup / 2;
+        const auto* bb = static_cast<const uint16_t*>(in.books);
+        if (g + 1 < n)
+          bf16_tables<2>(bb, c, xg, kGroup / 2, fg, amax);
+        else
+          bf16_tables<1>(bb, c, xg, kGroup / 2, fg, amax);
+#else
+        const float* xg = static_cast<const float*>(in.x) + (g0 + g) * kGroup;
+        const auto* bt = static_cast<const float*>(in.books);
         if (g + 1 < n)
           fp32_tables<2>(bt, c, xg, kGroup, fg, amax);
         else
           fp32_tables<1>(bt, c, xg, kGroup, fg, amax);
+#endif
       }
     float m = 0.0f;
     for (int i = 0; i < 16; ++i) m = std::max(m, amax[i]);
@@ -394,14 +549,27 @@ inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s
 #endif
 
 // One part: blocks [b0, b1) of every row, partial sums p [M][O] (written, not added to).
-void run_part(const Aqlm& w, const float* bt, const float* x, int64_t M, int64_t b0, int64_t b1, float* p) {
+void run_part(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, int64_t b0, int64_t b1, float* p) {
   const int64_t I = w.G * kGroup, OB = (w.O + kLanes - 1) / kLanes;
   thread_local std::vector<uint8_t> tables;
-  thread_local std::vector<float> block_scales;
+  thread_local std::vector<float> block_scales, row;  // row: one input row in bf16 (pairs, or rounded floats)
   tables.resize(static_cast<size_t>((b1 - b0) * kBlockGroups * kTable));
   block_scales.resize(static_cast<size_t>(b1 - b0));
+  row.resize(static_cast<size_t>(I));
+#if !ZOO_AQLM_BF16
+  thread_local std::vector<float> books_f32;  // [2][8][256]: coordinate e of codeword k at [c][e][k]
+  books_f32.resize(static_cast<size_t>(kBooks * kGroup * kCodes));
+  for (int64_t c = 0; c < kBooks; ++c)
+    for (int64_t e = 0; e < kGroup; ++e)
+      for (int64_t k = 0; k < kCodes; ++k)
+        books_f32[(c * kGroup + e) * kCodes + k] = bf16_to_float(books[((c * kGroup / 2 + e / 2) * kCodes + k) * 2 + e % 2]);
+  const TableInputs in{row.data(), books_f32.data()};
+#else
+  const TableInputs in{row.data(), books};
+#endif
   for (int64_t m = 0; m < M; ++m) {
-    build_tables(bt, x + m * I, w.G, b0, b1, tables.data(), block_scales.data());
+    to_bf16(x + m * I, I, row.data());
+    build_tables(in, w.G, b0, b1, tables.data(), block_scales.data());
     for (int64_t ob = 0; ob < OB; ++ob) {
       const int8_t* codes = w.codes + ob * w.G * kBooks * kLanes;
       alignas(64) float f[kLanes];
@@ -436,7 +604,7 @@ void run_part(const Aqlm& w, const float* bt, const float* x, int64_t M, int64_t
   }
 }
 
-void lut8_rows(const Aqlm& w, const float* bt, const float* x, int64_t M, float* y) {
+void lut8_rows(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, float* y) {
   const int64_t blocks = (w.G + kBlockGroups - 1) / kBlockGroups;
   const int64_t parts = std::max<int64_t>(1, std::min(executorch::extension::get_thread_count(), blocks));
   thread_local std::vector<float> partial;  // the calling thread's: the workers see it through `rest`
@@ -444,7 +612,7 @@ void lut8_rows(const Aqlm& w, const float* bt, const float* x, int64_t M, float*
   float* rest = partial.data();
   executorch::extension::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part)
-      run_part(w, bt, x, M, part * blocks / parts, (part + 1) * blocks / parts,
+      run_part(w, books, x, M, part * blocks / parts, (part + 1) * blocks / parts,
                part == 0 ? y : rest + (part - 1) * M * w.O);
   });
   for (int64_t i = 0; i < M * w.O; ++i) {
@@ -455,15 +623,13 @@ void lut8_rows(const Aqlm& w, const float* bt, const float* x, int64_t M, float*
   }
 }
 
-// The op's books [2, 8, 256] back to codewords [2, 256, 8] (the GEMM path's layout), 8x8 blocks in registers.
-void untranspose_books(const float* bt, float* books) {
+// The op's books, bf16 [2][4][256][2], as codewords [2][256][8] of floats (the GEMM path's layout).
+void unpack_books(const uint16_t* bb, float* books) {
   for (int64_t c = 0; c < kBooks; ++c)
-    for (int64_t k = 0; k < kCodes; k += kGroup) {
-      v8 r[kGroup];
-      for (int64_t e = 0; e < kGroup; ++e) r[e] = load8(bt + (c * kGroup + e) * kCodes + k);
-      transpose8(r);
-      for (int64_t i = 0; i < kGroup; ++i) std::memcpy(books + ((c * kCodes) + k + i) * kGroup, &r[i], sizeof(v8));
-    }
+    for (int64_t q = 0; q < kGroup / 2; ++q)
+      for (int64_t k = 0; k < kCodes; ++k)
+        for (int64_t i = 0; i < 2; ++i)
+          books[(c * kCodes + k) * kGroup + 2 * q + i] = bf16_to_float(bb[((c * kGroup / 2 + q) * kCodes + k) * 2 + i]);
 }
 
 Tensor& code2x8_lut8_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, const Tensor& codes,
@@ -472,11 +638,11 @@ Tensor& code2x8_lut8_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, 
   ET_KERNEL_CHECK_MSG(
       ctx,
       input.scalar_type() == ScalarType::Float && codes.scalar_type() == ScalarType::Char &&
-          books.scalar_type() == ScalarType::Float && scales.scalar_type() == ScalarType::Float &&
+          books.scalar_type() == ScalarType::BFloat16 && scales.scalar_type() == ScalarType::Float &&
           codes.dim() == 4 && codes.size(2) == kBooks && codes.size(3) == kLanes &&
           books.numel() == kBooks * kCodes * kGroup && input.dim() >= 1,
       InvalidArgument, out,
-      "code2x8_lut8_matmat: expected float input, int8 codes [O/64, I/8, 2, 64], float books [2, 8, 256], scales");
+      "code2x8_lut8_matmat: expected float input, int8 codes [O/64, I/8, 2, 64], bf16 books [2, 4, 256, 2], scales");
   const int64_t O = scales.numel(), G = codes.size(1), I = G * kGroup;
   ET_KERNEL_CHECK_MSG(ctx, input.size(input.dim() - 1) == I && codes.size(0) == (O + kLanes - 1) / kLanes,
                       InvalidArgument, out,
@@ -489,16 +655,17 @@ Tensor& code2x8_lut8_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, 
   if (M == 0 || O == 0) return out;
   const float* xp = input.const_data_ptr<float>();
   float* yp = out.mutable_data_ptr<float>();
+  const auto* books_bf16 = reinterpret_cast<const uint16_t*>(books.const_data_ptr());
   if (M >= kGemmRows) {
     thread_local std::vector<float> hf_books;  // the calling thread's; gemm_rows' workers read it through `w`
     hf_books.resize(static_cast<size_t>(kBooks * kCodes * kGroup));
-    untranspose_books(books.const_data_ptr<float>(), hf_books.data());
+    unpack_books(books_bf16, hf_books.data());
     gemm_rows(Aqlm{codes.const_data_ptr<int8_t>(), hf_books.data(), scales.const_data_ptr<float>(), bp, O, G, true},
-              xp, M, yp);
+              xp, M, yp, /*bf16=*/true);
     return out;
   }
   const Aqlm w{codes.const_data_ptr<int8_t>(), nullptr, scales.const_data_ptr<float>(), bp, O, G, true};
-  lut8_rows(w, books.const_data_ptr<float>(), xp, M, yp);
+  lut8_rows(w, books_bf16, xp, M, yp);
   return out;
 }
 
