@@ -127,10 +127,11 @@ def library_for(op: str) -> KernelLibrary | None:
     return next((lib for lib in KERNEL_LIBRARIES if base in lib.ops), None)
 
 
-def build_shared_library(lib: KernelLibrary) -> Path:
-    """`lib`'s kernel files as build/kernels/<name>/libzoo_<name>.so, (re)built when missing or older than its
-    sources; one build at a time across processes (a file lock)."""
-    out_dir = ROOT / "build" / "kernels" / lib.name
+def build_shared_library(lib: KernelLibrary, out_dir: Path | None = None, extra_flags: tuple[str, ...] = ()) -> Path:
+    """`lib`'s kernel files as build/kernels/<name>/libzoo_<name>.so (or in `out_dir`), (re)built when missing or
+    older than its sources; one build at a time across processes (a file lock). `extra_flags`: compiler flags after
+    -march=native (tests build the paths of CPUs without some of this one's instructions)."""
+    out_dir = out_dir or ROOT / "build" / "kernels" / lib.name
     target = out_dir / f"libzoo_{lib.name}.so"
     kernels = ROOT / "runners" / "kernels"
     inputs = [ROOT / s for s in lib.cpp_sources] + [kernels / "CMakeLists.txt", *kernels.glob("*.h")]
@@ -149,7 +150,8 @@ def build_shared_library(lib: KernelLibrary) -> Path:
         steps = [
             [cmake, "-S", str(ROOT / "runners" / "kernels"), "-B", str(out_dir), f"-DZOO_KERNEL_NAME={lib.name}",
              f"-DZOO_KERNEL_SOURCES={';'.join(str(ROOT / s) for s in lib.cpp_sources)}",
-             f"-DCMAKE_PREFIX_PATH={et_cmake}", f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}"],
+             f"-DCMAKE_PREFIX_PATH={et_cmake}", f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+             f"-DZOO_KERNEL_EXTRA_FLAGS={';'.join(extra_flags)}"],
             [cmake, "--build", str(out_dir), "-j", str(os.cpu_count() or 2)],
         ]
         for step in steps:

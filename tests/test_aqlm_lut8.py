@@ -187,3 +187,44 @@ def _eager(model):
     from common.runtime import EagerModel
 
     return EagerModel(model, ())
+
+
+_PORTABLE_CHECK = """
+import sys, ctypes, torch
+from executorch.exir import EdgeCompileConfig, to_edge
+from executorch.runtime import Runtime
+from common.quant.aqlm_lut8 import AqlmLut8Linear
+from tests.test_aqlm_lut8 import _layer, _table_steps
+ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)  # this build of the aqlm library, not the usual one
+worst = []
+for rows in (1, 3, 8, 13):
+    layer = _layer(100, 200, seed=rows)
+    packed = AqlmLut8Linear(layer).eval()
+    x = torch.randn(1, rows, 200, generator=torch.Generator().manual_seed(rows))
+    program = to_edge(torch.export.export(packed, (x,)),
+                      compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+    out = Runtime.get().load_program(program.buffer).load_method("forward").execute([x])[0]
+    err = (out - packed(x)).abs().reshape(rows, -1)
+    # tables: err over half a table step of every block (as test_pte_runs_the_kernel_as_the_reference); GEMM: err
+    step = layer.scales.reshape(1, -1) * _table_steps(x.bfloat16().float(), layer).reshape(-1, 1)
+    worst.append(float((err / (step / 2 + 1e-5)).max()) if rows < 8 else float(err.max()))
+print(" ".join(f"{w:.3g}" for w in worst))
+"""
+
+
+def test_kernel_paths_of_other_cpus_give_the_op(tmp_path: Path) -> None:
+    """The aqlm library built without VBMI and AVX512_BF16 (-mno-avx512vbmi -mno-avx512bf16: the paths CPUs without
+    them take, tables read a byte at a time and bf16-rounded operands in fp32 FMAs) gives the op's numbers too: in
+    a fresh process that loads only that build, the kernel against eager for 1, 3 (tables) and 8, 13 rows (GEMM)."""
+    import subprocess
+    import sys
+
+    from common.kernels import ROOT, build_shared_library, library_for
+
+    lib = build_shared_library(library_for("zoo::code2x8_lut8_matmat"), tmp_path / "build",
+                               ("-mno-avx512vbmi", "-mno-avx512bf16"))
+    proc = subprocess.run([sys.executable, "-c", _PORTABLE_CHECK, str(lib)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    worst = [float(v) for v in proc.stdout.split()]
+    assert len(worst) == 4 and max(worst[:2]) <= 1 and max(worst[2:]) < 1e-4, worst

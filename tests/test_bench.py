@@ -38,8 +38,10 @@ def test_registry_finds_smollm2() -> None:
     models = discover()
     assert models["smollm2-135m"].package == "llama3"
     builds = {b.name: b for b in models["smollm2-135m"].builds}
-    assert set(builds) == {"fp32", "8da8w", "8da4w", "gguf", "8da4w-kv16", "aqlm-2x8"}
-    assert builds["aqlm-2x8"].checkpoint == "build/aqlm/smollm2-aqlm-2x8"  # the Makefile's AQLM_DIR
+    assert set(builds) == {"fp32", "8da8w", "8da4w", "gguf", "8da4w-kv16", "aqlm-2x8", "aqlm-2x8-lut8"}
+    for name in ("aqlm-2x8", "aqlm-2x8-lut8"):
+        assert builds[name].checkpoint == "build/aqlm/smollm2-aqlm-2x8"  # the Makefile's AQLM_DIR
+    assert builds["aqlm-2x8-lut8"].export_args[-2:] == ("--aqlm-kernel", "lut8")
 
 
 def test_row_from_a_missing_made_checkpoint_is_skipped_naming_its_target(tmp_path, smollm2_gguf: str) -> None:

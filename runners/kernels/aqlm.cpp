@@ -551,11 +551,11 @@ inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s
 // One part: blocks [b0, b1) of every row, partial sums p [M][O] (written, not added to).
 void run_part(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, int64_t b0, int64_t b1, float* p) {
   const int64_t I = w.G * kGroup, OB = (w.O + kLanes - 1) / kLanes;
-  thread_local std::vector<uint8_t> tables;
-  thread_local std::vector<float> block_scales, row;  // row: one input row in bf16 (pairs, or rounded floats)
-  tables.resize(static_cast<size_t>((b1 - b0) * kBlockGroups * kTable));
-  block_scales.resize(static_cast<size_t>(b1 - b0));
+  thread_local std::vector<uint8_t> tables;  // one block's
+  thread_local std::vector<float> row, sums;  // one input row in bf16 (pairs, or rounded floats); its sums [OB][64]
+  tables.resize(static_cast<size_t>(kBlockGroups * kTable));
   row.resize(static_cast<size_t>(I));
+  sums.resize(static_cast<size_t>(OB * kLanes));
 #if !ZOO_AQLM_BF16
   thread_local std::vector<float> books_f32;  // [2][8][256]: coordinate e of codeword k at [c][e][k]
   books_f32.resize(static_cast<size_t>(kBooks * kGroup * kCodes));
@@ -569,38 +569,35 @@ void run_part(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, i
 #endif
   for (int64_t m = 0; m < M; ++m) {
     to_bf16(x + m * I, I, row.data());
-    build_tables(in, w.G, b0, b1, tables.data(), block_scales.data());
-    for (int64_t ob = 0; ob < OB; ++ob) {
-      const int8_t* codes = w.codes + ob * w.G * kBooks * kLanes;
-      alignas(64) float f[kLanes];
+    std::fill(sums.begin(), sums.end(), 0.0f);
+    // block by block: its 8 groups' tables (8 KiB) stay in L1 while every output block reads them
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
+      float scale;
+      build_tables(in, w.G, b, b + 1, tables.data(), &scale);
+      for (int64_t ob = 0; ob < OB; ++ob) {
+        const int8_t* codes = w.codes + (ob * w.G + g0) * kBooks * kLanes;
+        float* f = sums.data() + ob * kLanes;
 #if ZOO_LUT8_VBMI
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
-        read_block(codes + g0 * kBooks * kLanes, tables.data() + (b - b0) * kBlockGroups * kTable, n,
-                   block_scales[b - b0], acc);
-      }
-      for (int h = 0; h < 4; ++h) _mm512_store_ps(f + 16 * h, acc[h]);
+        __m512 acc[4];
+        for (int h = 0; h < 4; ++h) acc[h] = _mm512_loadu_ps(f + 16 * h);
+        read_block(codes, tables.data(), n, scale, acc);
+        for (int h = 0; h < 4; ++h) _mm512_storeu_ps(f + 16 * h, acc[h]);
 #else
-      std::fill(f, f + kLanes, 0.0f);
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
-        const uint8_t* tb = tables.data() + (b - b0) * kBlockGroups * kTable;
         for (int64_t lane = 0; lane < kLanes; ++lane) {
           int32_t sum = 0;
           for (int64_t g = 0; g < n; ++g)
             for (int64_t c = 0; c < kBooks; ++c) {
-              const auto code = static_cast<uint8_t>(codes[((g0 + g) * kBooks + c) * kLanes + lane]);
-              sum += static_cast<int32_t>(tb[(g * kBooks + c) * kCodes + code]) - 128;
+              const auto code = static_cast<uint8_t>(codes[(g * kBooks + c) * kLanes + lane]);
+              sum += static_cast<int32_t>(tables[(g * kBooks + c) * kCodes + code]) - 128;
             }
           const int64_t out = lane % 2 ? kLanes / 2 + lane / 2 : lane / 2;  // the VBMI path's order
-          f[out] = std::fma(static_cast<float>(sum), block_scales[b - b0], f[out]);
+          f[out] = std::fma(static_cast<float>(sum), scale, f[out]);
         }
-      }
 #endif
-      const int64_t n = std::min(kLanes, w.O - ob * kLanes);
-      std::memcpy(p + m * w.O + ob * kLanes, f, static_cast<size_t>(n) * sizeof(float));
+      }
     }
+    std::memcpy(p + m * w.O, sums.data(), static_cast<size_t>(w.O) * sizeof(float));
   }
 }
 
@@ -615,12 +612,13 @@ void lut8_rows(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, 
       run_part(w, books, x, M, part * blocks / parts, (part + 1) * blocks / parts,
                part == 0 ? y : rest + (part - 1) * M * w.O);
   });
-  for (int64_t i = 0; i < M * w.O; ++i) {
-    float sum = y[i];
-    for (int64_t part = 1; part < parts; ++part) sum += rest[(part - 1) * M * w.O + i];
-    const int64_t o = i % w.O;
-    y[i] = sum * w.scales[o] + (w.bias ? w.bias[o] : 0.0f);
-  }
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t o = 0; o < w.O; ++o) {
+      const int64_t i = m * w.O + o;
+      float sum = y[i];
+      for (int64_t part = 1; part < parts; ++part) sum += rest[(part - 1) * M * w.O + i];
+      y[i] = sum * w.scales[o] + (w.bias ? w.bias[o] : 0.0f);
+    }
 }
 
 // The op's books, bf16 [2][4][256][2], as codewords [2][256][8] of floats (the GEMM path's layout).
