@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from common.kernels import library_for
+from common.oplib import out_variant
 
 library_for("llama::custom_sdpa").load()  # the eager/meta implementations this op forwards to
 
@@ -30,15 +31,9 @@ def _custom_sdpa(query, key, value, start_pos, attn_mask=None, dropout_p=0.0, is
     return torch.ops.llama.custom_sdpa(query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale)
 
 
-def _custom_sdpa_out(query, key, value, start_pos, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *,
-                     out):
-    result = _custom_sdpa(query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale)
-    out.resize_(result.shape)
-    return out.copy_(result)
-
 
 _LIB.impl("custom_sdpa", _custom_sdpa, "CompositeExplicitAutograd")
-_LIB.impl("custom_sdpa.out", _custom_sdpa_out, "CompositeExplicitAutograd")
+_LIB.impl("custom_sdpa.out", out_variant(_custom_sdpa), "CompositeExplicitAutograd")
 _LIB.impl("custom_sdpa", _custom_sdpa, "Meta")  # the llama op's meta checks and shape
 
 # `zoo::update_cache(_with_indices)`: llama::update_cache's schema and meaning, and a float32 value may be written

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import common.quant.tied_head  # noqa: F401  (defines the `zoo` op namespace this fragment adds to)
+from common.oplib import out_variant
 
 NUM_CODEBOOKS, CODEBOOK_SIZE, IN_GROUP = 2, 256, 8
 
@@ -63,12 +64,6 @@ def _code2x8(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, 
     return F.linear(input, dequantize_2x8(codes, codebooks, scales).to(input.dtype), bias)
 
 
-def _code2x8_out(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor, *,
-                 bias: torch.Tensor | None = None, out: torch.Tensor) -> torch.Tensor:
-    result = _code2x8(input, codes, codebooks, scales, bias=bias)
-    out.resize_(result.shape)
-    return out.copy_(result)
-
 
 def _code2x8_meta(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor, *,
                   bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,7 +71,7 @@ def _code2x8_meta(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Ten
 
 
 _LIB.impl("code2x8_lut_matmat", _code2x8, "CompositeExplicitAutograd")
-_LIB.impl("code2x8_lut_matmat.out", _code2x8_out, "CompositeExplicitAutograd")
+_LIB.impl("code2x8_lut_matmat.out", out_variant(_code2x8), "CompositeExplicitAutograd")
 _LIB.impl("code2x8_lut_matmat", _code2x8_meta, "Meta")
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.oplib import out_variant
 from common.quant.aqlm import CODEBOOK_SIZE, IN_GROUP, NUM_CODEBOOKS, AqlmLinear, dequantize_2x8
 
 LANES, BLOCK_GROUPS = 64, 8  # outputs per code block; groups per table scale
@@ -108,12 +109,6 @@ def _lut8(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales:
     return lut8_matmat(x, hf_codes, hf_books, scales, bias).to(input.dtype)
 
 
-def _lut8_out(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
-              bias: torch.Tensor | None = None, out: torch.Tensor) -> torch.Tensor:
-    result = _lut8(input, codes, books, scales, bias=bias)
-    out.resize_(result.shape)
-    return out.copy_(result)
-
 
 def _lut8_meta(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
                bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,7 +116,7 @@ def _lut8_meta(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, sc
 
 
 _LIB.impl("code2x8_lut8_matmat", _lut8, "CompositeExplicitAutograd")
-_LIB.impl("code2x8_lut8_matmat.out", _lut8_out, "CompositeExplicitAutograd")
+_LIB.impl("code2x8_lut8_matmat.out", out_variant(_lut8), "CompositeExplicitAutograd")
 _LIB.impl("code2x8_lut8_matmat", _lut8_meta, "Meta")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.oplib import out_variant
 from common.quant.embedding import QuantizedEmbedding
 
 # Defining the schema once per process: importing this module is what registers it (common/kernels.py).
@@ -29,18 +30,13 @@ def _linear_q8(input: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -
     return torch.nn.functional.linear(input, dequantize_q8(codes, scales))
 
 
-def _linear_q8_out(input: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
-    result = _linear_q8(input, codes, scales)
-    out.resize_(result.shape)
-    return out.copy_(result)
-
 
 def _linear_q8_meta(input: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return input.new_empty((*input.shape[:-1], codes.shape[0]))
 
 
 _LIB.impl("linear_q8", _linear_q8, "CompositeExplicitAutograd")
-_LIB.impl("linear_q8.out", _linear_q8_out, "CompositeExplicitAutograd")
+_LIB.impl("linear_q8.out", out_variant(_linear_q8), "CompositeExplicitAutograd")
 _LIB.impl("linear_q8", _linear_q8_meta, "Meta")
 
 
