@@ -119,7 +119,7 @@ def test_pte_runs_the_kernel_as_the_reference(rows: int) -> None:
 
 
 def test_tiny_aqlm_model_with_int8_tables(tmp_path: Path, capsys) -> None:
-    """`export --aqlm-tables int8` of the tiny HF AQLM checkpoint: the program holds the lut8 op (and not the exact
+    """`export --aqlm-kernel lut8` of the tiny HF AQLM checkpoint: the program holds the lut8 op (and not the exact
     one) and the exact program's block-linear bytes plus its code padding (64 outputs a block), less half the
     codebooks' (bf16); prefilled in one call (the bf16
     GEMM) within bf16 rounding of the exact program; token by token the table path, within int8-dynamic noise (KL < 1e-3, the same top-1)

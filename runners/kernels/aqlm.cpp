@@ -13,8 +13,9 @@
 //    one zmm on AVX-512, two ymm on AVX2, four q registers on NEON: a compile flag away). Parallel over tiles of
 //    output rows.
 //
-// `zoo::code2x8_lut8_matmat.out` (common/quant/aqlm_lut8.py; `export --aqlm-tables int8`): the same weights with
-// codes packed 64 outputs a block, and decode rows on int8 lookup tables (below, before the registrations).
+// `zoo::code2x8_lut8_matmat.out` (common/quant/aqlm_lut8.py; `export --aqlm-kernel lut8`): the same weights with
+// codes packed 64 outputs a block and bf16 codebooks; decode rows on int8 lookup tables, prefill rows on the GEMM
+// above in bf16 (below, before the registrations).
 //
 // A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, and
 // built as a shared library the Python runtime loads (common/kernels.py, library "aqlm").
@@ -396,15 +397,16 @@ Tensor& code2x8_lut_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, c
 
 // ---- code2x8_lut8_matmat: decode rows on 8-bit lookup tables (common/quant/aqlm_lut8.py) ----
 //
-// Per input row, the spec's table LUT[g, c, k] = <x[8g : 8g + 8], codebook c's codeword k> (fp32), rounded to int8
+// Per input row, the spec's table LUT[g, c, k] = <x[8g : 8g + 8], codebook c's codeword k> (bf16 inputs times bf16
+// codebooks, fp32 sums: vdpbf16ps where the CPU has AVX512_BF16, else fp32 FMAs on the same values), rounded to int8
 // with one scale per block of 8 groups (64 inputs: s = max |LUT| / 127 over the block, as 8da4w rounds its
 // activations per token); per output, the block's 16 table reads sum exactly in integers:
 //   out[o] = scales[o] * sum_blocks s_block * sum_{g in block, c} q[g, c, codes[o, g, c]] + bias[o].
 // What makes it fast: a table of 256 bytes is four zmm registers, so AVX-512 VBMI reads it for 64 outputs at once
 // (two `vpermi2b` and a blend on the code's top bit), where fp32 tables need gathers (1.3 cycles a read on Zen 4)
 // and the exact kernel above two codeword loads and two FMAs a group. Without VBMI the same tables are read a byte
-// at a time: the same numbers, slower. From kGemmRows input rows the op runs the exact GEMM above (prefill): its
-// tables, built per row, would cost more than the dequantize-once GEMM.
+// at a time: the same numbers, slower. From kGemmRows input rows the op runs the GEMM above with both operands
+// rounded to bf16 (prefill): tables built per row would cost more than the dequantize-once GEMM.
 // Parallel over blocks of 8 groups (each thread builds the tables it reads: no barrier); each part sums its blocks
 // for every output into its own partial sums, added in part order at the end.
 
