@@ -37,6 +37,8 @@
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
 
+#include "shape.h"
+
 namespace {
 
 using executorch::aten::ScalarType;
@@ -70,7 +72,6 @@ struct Aqlm {
   const float* bias;    // [O] or null
   int64_t O, G;
   bool packed = false;
-
 };
 
 // Decode: R output rows (R <= 4) for one input row x, each a dot product with its weights dequantized in registers.
@@ -227,13 +228,11 @@ constexpr Micro kMicro[kMR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<
 #define ZOO_AQLM_BF16 1
 #endif
 
-// bf16 rounding (to nearest even) of a float, as a float: the lut8 op's prefill operands (torch's .bfloat16()).
-inline float round_bf16(float v) {
+// A float's bf16 bits, rounded to nearest even as torch's .bfloat16() (finite values: the kernels' inputs).
+inline uint16_t bf16_bits(float v) {
   uint32_t u;
   std::memcpy(&u, &v, sizeof(u));
-  u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;  // finite values: the kernels' inputs
-  std::memcpy(&v, &u, sizeof(v));
-  return v;
+  return static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
 }
 
 inline float bf16_to_float(uint16_t h) {
@@ -243,6 +242,8 @@ inline float bf16_to_float(uint16_t h) {
   return v;
 }
 
+inline float round_bf16(float v) { return bf16_to_float(bf16_bits(v)); }
+
 // n floats (n a multiple of 8) in bf16: with AVX512_BF16 as bf16 halves into `out` (a row's pairs are its uint32s),
 // else as floats rounded to bf16.
 inline void to_bf16(const float* x, int64_t n, float* out) {
@@ -251,12 +252,7 @@ inline void to_bf16(const float* x, int64_t n, float* out) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(halves + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
-  for (; i < n; ++i) {
-    const float v = round_bf16(x[i]);
-    uint32_t u;
-    std::memcpy(&u, &v, sizeof(u));
-    halves[i] = static_cast<uint16_t>(u >> 16);
-  }
+  for (; i < n; ++i) halves[i] = bf16_bits(x[i]);
 #else
   for (int64_t i = 0; i < n; ++i) out[i] = round_bf16(x[i]);
 #endif
@@ -303,11 +299,12 @@ void gemm_rows(const Aqlm& w, const float* x, int64_t M, float* y, bool bf16 = f
   if (bf16) {
     xr.resize(static_cast<size_t>(M * I));
     to_bf16(x, M * I, xr.data());
-#if !ZOO_AQLM_BF16
-    x = xr.data();
-#endif
   }
-  const float* xb = xr.data();
+#if ZOO_AQLM_BF16
+  const auto* x_pairs = reinterpret_cast<const uint32_t*>(xr.data());  // the workers read the caller's through this
+#else
+  if (bf16) x = xr.data();
+#endif
   executorch::extension::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> tile, acc;  // this thread's [I][16] and [M][16] (grow once to the largest)
     thread_local std::vector<uint16_t> tile_bf16;
@@ -320,11 +317,10 @@ void gemm_rows(const Aqlm& w, const float* x, int64_t M, float* y, bool bf16 = f
       if (bf16) {
         tile_bf16.resize(static_cast<size_t>(I * kNR));
         pack_tile_bf16(tile.data(), I, tile_bf16.data());
-        const auto* xp = reinterpret_cast<const uint32_t*>(xb);
         for (int64_t k0 = 0; k0 < I; k0 += kKC) {
           const int64_t K = std::min<int64_t>(kKC, I - k0);
           for (int64_t m = 0; m < M; m += kMR)
-            kMicroBf16[std::min<int64_t>(kMR, M - m)](xp + (m * I + k0) / 2, I / 2, K / 2,
+            kMicroBf16[std::min<int64_t>(kMR, M - m)](x_pairs + (m * I + k0) / 2, I / 2, K / 2,
                                                       tile_bf16.data() + k0 * kNR, k0 == 0, acc.data() + m * kNR);
         }
       } else
@@ -343,7 +339,6 @@ void gemm_rows(const Aqlm& w, const float* x, int64_t M, float* y, bool bf16 = f
         for (int64_t c = 0; c < n; ++c) y[m * w.O + o0 + c] = acc[m * kNR + c] + (w.bias ? w.bias[o0 + c] : 0.0f);
     }
   });
-  (void)xb;
 }
 
 // Both ops' bias check and output resize ([..., O]); false (the context's error set) on a bad bias or resize.
@@ -354,12 +349,7 @@ bool resize_output(KernelRuntimeContext& ctx, const char* op, const Tensor& inpu
                         "%s: bias must be float [O]", op);
     *bp = bias->const_data_ptr<float>();
   }
-  executorch::aten::SizesType sizes[executorch::runtime::kTensorDimensionLimit];
-  for (int64_t d = 0; d + 1 < input.dim(); ++d) sizes[d] = input.size(d);
-  sizes[input.dim() - 1] = static_cast<executorch::aten::SizesType>(O);
-  ET_KERNEL_CHECK(ctx,
-                  executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(input.dim())}) == Error::Ok,
-                  InvalidArgument, false);
+  ET_KERNEL_CHECK(ctx, zoo_shape::resize_last_dim(input, O, out), InvalidArgument, false);
   return true;
 }
 
@@ -476,49 +466,46 @@ struct TableInputs {
   const void* books;
 };
 
-// Tables of one input row for blocks [b0, b1): t[g - 8 b0][c][k] = q + 128 (unsigned bytes, q in [-127, 127]),
-// s[b - b0] the blocks' scales. fp32 entries first (two groups at a time), then the block's scale, then rounding.
-void build_tables(const TableInputs& in, int64_t G, int64_t b0, int64_t b1, uint8_t* t, float* s) {
+// Tables of one input row for block b (groups 8b .. 8b + 7): t[g - 8b][c][k] = q + 128 (unsigned bytes, q in
+// [-127, 127]); returns the block's scale. fp32 entries first (two groups at a time), then the scale, then rounding.
+float build_tables(const TableInputs& in, int64_t G, int64_t b, uint8_t* t) {
   alignas(64) float f[kBlockGroups * kTable];
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, G - g0);
-    v16 amax{};
-    for (int64_t g = 0; g < n; g += 2)
-      for (int64_t c = 0; c < kBooks; ++c) {
-        float* fg = f + g * kTable + c * kCodes;
+  const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, G - g0);
+  v16 amax{};
+  for (int64_t g = 0; g < n; g += 2)
+    for (int64_t c = 0; c < kBooks; ++c) {
+      float* fg = f + g * kTable + c * kCodes;
 #if ZOO_AQLM_BF16
-        const auto* xg = static_cast<const uint32_t*>(in.x) + (g0 + g) * kGroup / 2;
-        const auto* bb = static_cast<const uint16_t*>(in.books);
-        if (g + 1 < n)
-          bf16_tables<2>(bb, c, xg, kGroup / 2, fg, amax);
-        else
-          bf16_tables<1>(bb, c, xg, kGroup / 2, fg, amax);
+      const auto* xg = static_cast<const uint32_t*>(in.x) + (g0 + g) * kGroup / 2;
+      const auto* bb = static_cast<const uint16_t*>(in.books);
+      if (g + 1 < n)
+        bf16_tables<2>(bb, c, xg, kGroup / 2, fg, amax);
+      else
+        bf16_tables<1>(bb, c, xg, kGroup / 2, fg, amax);
 #else
-        const float* xg = static_cast<const float*>(in.x) + (g0 + g) * kGroup;
-        const auto* bt = static_cast<const float*>(in.books);
-        if (g + 1 < n)
-          fp32_tables<2>(bt, c, xg, kGroup, fg, amax);
-        else
-          fp32_tables<1>(bt, c, xg, kGroup, fg, amax);
+      const float* xg = static_cast<const float*>(in.x) + (g0 + g) * kGroup;
+      const auto* bt = static_cast<const float*>(in.books);
+      if (g + 1 < n)
+        fp32_tables<2>(bt, c, xg, kGroup, fg, amax);
+      else
+        fp32_tables<1>(bt, c, xg, kGroup, fg, amax);
 #endif
-      }
-    float m = 0.0f;
-    for (int i = 0; i < 16; ++i) m = std::max(m, amax[i]);
-    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-    s[b - b0] = m / 127.0f;
-    uint8_t* tb = t + (b - b0) * kBlockGroups * kTable;
-#if ZOO_LUT8_VBMI
-    const __m512 iv = _mm512_set1_ps(inv);
-    const __m512i off = _mm512_set1_epi32(128);
-    for (int64_t i = 0; i < n * kTable; i += 16) {  // cvtps: round half to even (MXCSR's default), as torch.round
-      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(f + i), iv));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(tb + i), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, off)));
     }
-#else
-    for (int64_t i = 0; i < n * kTable; ++i)  // nearbyint: round half to even, as torch.round
-      tb[i] = static_cast<uint8_t>(static_cast<int32_t>(std::nearbyint(f[i] * inv)) + 128);
-#endif
+  float m = 0.0f;
+  for (int i = 0; i < 16; ++i) m = std::max(m, amax[i]);
+  const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+#if ZOO_LUT8_VBMI
+  const __m512 iv = _mm512_set1_ps(inv);
+  const __m512i off = _mm512_set1_epi32(128);
+  for (int64_t i = 0; i < n * kTable; i += 16) {  // cvtps: round half to even (MXCSR's default), as torch.round
+    const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(f + i), iv));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(t + i), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, off)));
   }
+#else
+  for (int64_t i = 0; i < n * kTable; ++i)  // nearbyint: round half to even, as torch.round
+    t[i] = static_cast<uint8_t>(static_cast<int32_t>(std::nearbyint(f[i] * inv)) + 128);
+#endif
+  return m / 127.0f;
 }
 
 // f[0..64) += s * (sum over groups [0, n) of the block's table reads), outputs in order: codes [n][2][64] (this
@@ -550,33 +537,22 @@ inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s
 }
 #endif
 
-// One part: blocks [b0, b1) of every row, partial sums p [M][O] (written, not added to).
-void run_part(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, int64_t b0, int64_t b1, float* p) {
+// One part: blocks [b0, b1) of every row, partial sums p [M][O] (written, not added to). `books`: TableInputs'.
+void run_part(const Aqlm& w, const void* books, const float* x, int64_t M, int64_t b0, int64_t b1, float* p) {
   const int64_t I = w.G * kGroup, OB = (w.O + kLanes - 1) / kLanes;
   thread_local std::vector<uint8_t> tables;  // one block's
   thread_local std::vector<float> row, sums;  // one input row in bf16 (pairs, or rounded floats); its sums [OB][64]
   tables.resize(static_cast<size_t>(kBlockGroups * kTable));
   row.resize(static_cast<size_t>(I));
   sums.resize(static_cast<size_t>(OB * kLanes));
-#if !ZOO_AQLM_BF16
-  thread_local std::vector<float> books_f32;  // [2][8][256]: coordinate e of codeword k at [c][e][k]
-  books_f32.resize(static_cast<size_t>(kBooks * kGroup * kCodes));
-  for (int64_t c = 0; c < kBooks; ++c)
-    for (int64_t e = 0; e < kGroup; ++e)
-      for (int64_t k = 0; k < kCodes; ++k)
-        books_f32[(c * kGroup + e) * kCodes + k] = bf16_to_float(books[((c * kGroup / 2 + e / 2) * kCodes + k) * 2 + e % 2]);
-  const TableInputs in{row.data(), books_f32.data()};
-#else
   const TableInputs in{row.data(), books};
-#endif
   for (int64_t m = 0; m < M; ++m) {
     to_bf16(x + m * I, I, row.data());
     std::fill(sums.begin(), sums.end(), 0.0f);
     // block by block: its 8 groups' tables (8 KiB) stay in L1 while every output block reads them
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
-      float scale;
-      build_tables(in, w.G, b, b + 1, tables.data(), &scale);
+      const float scale = build_tables(in, w.G, b, tables.data());
       for (int64_t ob = 0; ob < OB; ++ob) {
         const int8_t* codes = w.codes + (ob * w.G + g0) * kBooks * kLanes;
         float* f = sums.data() + ob * kLanes;
@@ -604,6 +580,16 @@ void run_part(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, i
 }
 
 void lut8_rows(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, float* y) {
+  const void* table_books = books;
+#if !ZOO_AQLM_BF16
+  thread_local std::vector<float> books_f32;  // [2][8][256], coordinate e of codeword k at [c][e][k]: once a call,
+  books_f32.resize(static_cast<size_t>(kBooks * kGroup * kCodes));  // the workers read the caller's
+  for (int64_t c = 0; c < kBooks; ++c)
+    for (int64_t e = 0; e < kGroup; ++e)
+      for (int64_t k = 0; k < kCodes; ++k)
+        books_f32[(c * kGroup + e) * kCodes + k] = bf16_to_float(books[((c * kGroup / 2 + e / 2) * kCodes + k) * 2 + e % 2]);
+  table_books = books_f32.data();
+#endif
   const int64_t blocks = (w.G + kBlockGroups - 1) / kBlockGroups;
   const int64_t parts = std::max<int64_t>(1, std::min(executorch::extension::get_thread_count(), blocks));
   thread_local std::vector<float> partial;  // the calling thread's: the workers see it through `rest`
@@ -611,7 +597,7 @@ void lut8_rows(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, 
   float* rest = partial.data();
   executorch::extension::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part)
-      run_part(w, books, x, M, part * blocks / parts, (part + 1) * blocks / parts,
+      run_part(w, table_books, x, M, part * blocks / parts, (part + 1) * blocks / parts,
                part == 0 ? y : rest + (part - 1) * M * w.O);
   });
   for (int64_t m = 0; m < M; ++m)

@@ -22,6 +22,8 @@
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
 
+#include "shape.h"
+
 namespace {
 
 using executorch::aten::ScalarType;
@@ -85,12 +87,7 @@ Tensor& linear_q8_out(KernelRuntimeContext& ctx, const Tensor& input, const Tens
                       InvalidArgument, out, "linear_q8: input [..., %zd] does not match codes [%zd, %zd] / scales",
                       static_cast<ssize_t>(input.size(input.dim() - 1)), static_cast<ssize_t>(N),
                       static_cast<ssize_t>(K));
-  executorch::aten::SizesType sizes[executorch::runtime::kTensorDimensionLimit];
-  for (int64_t d = 0; d + 1 < input.dim(); ++d) sizes[d] = input.size(d);
-  sizes[input.dim() - 1] = static_cast<executorch::aten::SizesType>(N);
-  ET_KERNEL_CHECK(ctx,
-                  executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(input.dim())}) == Error::Ok,
-                  InvalidArgument, out);
+  ET_KERNEL_CHECK(ctx, zoo_shape::resize_last_dim(input, N, out), InvalidArgument, out);
 
   const int64_t M = input.numel() / K, group = K / G;
   const int8_t* cp = codes.const_data_ptr<int8_t>();
