@@ -1,6 +1,7 @@
 """`python -m bench.aqlm_kernel`: one linear of SmolLM2's shapes as AQLM 2x8 (runners/kernels/aqlm.cpp: the exact
-kernel and the lut8 one, `export --aqlm-kernel lut8`) against the same linear as XNNPACK 8da4w and as XNNPACK fp32, each a one-op `.pte` in the Python runtime, same run: microseconds
-per call for 1 input row (decode) and 128 (prefill), and the weight bytes each reads.
+kernel and the lut8 one, `export --aqlm-kernel lut8`) against the same linear as XNNPACK 8da4w and as XNNPACK fp32,
+each a one-op `.pte` in the Python runtime, same run: microseconds per call for 1 input row (decode) and 128
+(prefill), and the weight bytes each reads (common.quant.footprint, as the export counts them).
 
 Random weights: the kernels' speed does not depend on the values. Prints a table; nothing is written.
 """
@@ -43,6 +44,7 @@ def builds(n_in: int, n_out: int):
 
     from common.quant.aqlm import AqlmLinear
     from common.quant.aqlm_lut8 import AqlmLut8Linear
+    from common.quant.footprint import weight_bytes
 
     g = torch.Generator().manual_seed(0)
     aqlm = AqlmLinear(n_in, n_out)
@@ -51,11 +53,9 @@ def builds(n_in: int, n_out: int):
     fp32 = torch.nn.Linear(n_in, n_out, bias=False)
     q4 = torch.nn.Linear(n_in, n_out, bias=False)
     quantize_(q4, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32)))
-    aqlm_bytes = aqlm.codes.numel() + aqlm.codebooks.numel() * 4 + aqlm.scales.numel() * 4
-    lut8 = AqlmLut8Linear(aqlm)
-    return (("aqlm 2x8", aqlm, False, aqlm_bytes), ("aqlm lut8", lut8, False, aqlm_bytes - aqlm.codebooks.numel() * 2),
-            ("8da4w xnnpack", q4, True, n_in * n_out // 2 + n_in * n_out // 32 * 2),
-            ("fp32 xnnpack", fp32, True, n_in * n_out * 4))
+    named = (("aqlm 2x8", aqlm, False), ("aqlm lut8", AqlmLut8Linear(aqlm), False), ("8da4w xnnpack", q4, True),
+             ("fp32 xnnpack", fp32, True))
+    return tuple((name, module, xnnpack, weight_bytes(module)) for name, module, xnnpack in named)
 
 
 def main(argv: list[str] | None = None) -> int:

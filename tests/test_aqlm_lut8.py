@@ -10,12 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.quant.aqlm import AqlmLinear, dequantize_2x8
+from common.quant.aqlm import TABLE_BLOCK, AqlmLinear, dequantize_2x8, lut_matmat
 from common.quant.aqlm_lut8 import (
-    BLOCK_GROUPS,
     GEMM_ROWS,
     AqlmLut8Linear,
-    lut8_matmat,
     pack_books,
     pack_codes,
     unpack_books,
@@ -40,8 +38,8 @@ def _table_steps(x: torch.Tensor, layer: AqlmLinear) -> torch.Tensor:
     rows = x.float().reshape(-1, layer.in_features // 8, 8)
     books = layer.codebooks.float()[:, :, 0, :]
     steps = torch.zeros(rows.shape[0])
-    for g0 in range(0, rows.shape[1], BLOCK_GROUPS):
-        lut = torch.einsum("ngb,mkb->ngmk", rows[:, g0:g0 + BLOCK_GROUPS], books)
+    for g0 in range(0, rows.shape[1], TABLE_BLOCK):
+        lut = torch.einsum("ngb,mkb->ngmk", rows[:, g0:g0 + TABLE_BLOCK], books)
         steps += lut.abs().amax(dim=(1, 2, 3)) / 127
     return steps
 
@@ -78,9 +76,9 @@ def test_op_is_the_exact_product_within_its_rounding(n_in: int) -> None:
         got, exact = packed(x), F.linear(x, w, layer.bias)
         bf16_bound = 2**-8 * (x.abs() @ w.abs().T)
         if n_rows < GEMM_ROWS:
-            ref = lut8_matmat(x16, layer.codes, books, layer.scales, layer.bias)
+            ref = lut_matmat(x16, layer.codes, books, layer.scales, layer.bias, int8_tables=True)
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
-            tables = layer.scales.reshape(1, -1) * (2 * BLOCK_GROUPS * _table_steps(x16, layer) / 2)[:, None]
+            tables = layer.scales.reshape(1, -1) * (2 * TABLE_BLOCK * _table_steps(x16, layer) / 2)[:, None]
             assert ((got - F.linear(x16, w16, layer.bias)).abs() <= tables + 1e-6).all()
             bound = bf16_bound + tables
         else:

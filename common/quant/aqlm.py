@@ -28,6 +28,7 @@ import common.quant.tied_head  # noqa: F401  (defines the `zoo` op namespace thi
 from common.oplib import out_variant
 
 NUM_CODEBOOKS, CODEBOOK_SIZE, IN_GROUP = 2, 256, 8
+TABLE_BLOCK = 8  # groups a lookup table is built for at once; int8 tables: groups sharing a scale (64 inputs)
 
 _LIB = torch.library.Library("zoo", "FRAGMENT")
 _LIB.define("code2x8_lut_matmat(Tensor input, Tensor codes, Tensor codebooks, Tensor scales, *, Tensor? bias=None)"
@@ -45,15 +46,29 @@ def dequantize_2x8(codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.T
 
 
 def lut_matmat(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor,
-               bias: torch.Tensor | None = None) -> torch.Tensor:
+               bias: torch.Tensor | None = None, int8_tables: bool = False) -> torch.Tensor:
     """The spec's lookup-table algorithm for rows x [..., I]: per row a table LUT[j, m, k] = <x[8j:8j+8], codebooks[m, k]>,
-    then y[o] = scales[o] * sum_j (LUT[j, 0, codes[o, j, 0]] + LUT[j, 1, codes[o, j, 1]]) + bias[o]."""
+    then y[o] = scales[o] * sum_j (LUT[j, 0, codes[o, j, 0]] + LUT[j, 1, codes[o, j, 1]]) + bias[o].
+    `int8_tables`: each block of TABLE_BLOCK groups' tables rounded to int8 with one scale s = max |LUT| / 127, the
+    reads summed as integers, then times s: the lut8 op's decode rows (common.quant.aqlm_lut8), the reference its
+    kernel is tested against (the kernel sums a table entry's 8 products in its own order, so an entry within float
+    rounding of .5 can round the other way: one step of its block's scale)."""
     lead, (n_out, n_groups) = x.shape[:-1], codes.shape[:2]
     rows = x.float().reshape(-1, n_groups, IN_GROUP)  # [N, G, 8]
-    lut = torch.einsum("ngb,mkb->ngmk", rows, codebooks.float()[:, :, 0, :])  # [N, G, 2, 256]
+    books = codebooks.float()[:, :, 0, :]  # [2, 256, 8]
     idx = (codes.long() % CODEBOOK_SIZE).permute(1, 2, 0)  # [G, 2, O]
-    picked = lut.gather(-1, idx.unsqueeze(0).expand(rows.shape[0], -1, -1, -1))  # [N, G, 2, O]
-    y = picked.sum(dim=(1, 2)) * scales.float().reshape(1, -1)
+    y = rows.new_zeros(rows.shape[0], n_out)
+    for j0 in range(0, n_groups, TABLE_BLOCK):
+        lut = torch.einsum("ngb,mkb->ngmk", rows[:, j0:j0 + TABLE_BLOCK], books)  # [N, g, 2, 256]
+        step = None
+        if int8_tables:
+            amax = lut.abs().amax(dim=(1, 2, 3))  # [N]
+            inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+            lut, step = torch.round(lut * inv[:, None, None, None]), amax / 127.0
+        block_idx = idx[j0:j0 + TABLE_BLOCK].unsqueeze(0).expand(rows.shape[0], -1, -1, -1)
+        block = lut.gather(-1, block_idx).sum(dim=(1, 2))  # [N, O]
+        y = y + (block if step is None else block * step[:, None])
+    y = y * scales.float().reshape(1, -1)
     if bias is not None:
         y = y + bias.float()
     return y.reshape(*lead, n_out)

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.oplib import out_variant
-from common.quant.aqlm import CODEBOOK_SIZE, IN_GROUP, NUM_CODEBOOKS, AqlmLinear, dequantize_2x8
+from common.quant.aqlm import CODEBOOK_SIZE, IN_GROUP, NUM_CODEBOOKS, AqlmLinear, dequantize_2x8, lut_matmat
 
-LANES, BLOCK_GROUPS = 64, 8  # outputs per code block; groups per table scale
-GEMM_ROWS = 8  # from this many input rows (prefill) the op is exact: the kernel's dequantize-once GEMM (kGemmRows)
+LANES = 64  # outputs per code block
+GEMM_ROWS = 8  # from this many input rows (prefill) the op is the bf16 product: the kernel's GEMM (kGemmRows)
 
 _LIB = torch.library.Library("zoo", "FRAGMENT")
 _LIB.define("code2x8_lut8_matmat(Tensor input, Tensor codes, Tensor books, Tensor scales, *, Tensor? bias=None)"
@@ -75,30 +75,6 @@ def unpack_books(books: torch.Tensor) -> torch.Tensor:
     return books.float().transpose(1, 2).reshape(NUM_CODEBOOKS, CODEBOOK_SIZE, 1, IN_GROUP)
 
 
-def lut8_matmat(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The op's meaning on HF-layout tensors (codes [O, G, 2], codebooks [2, 256, 1, 8], scales [O, ...]), for rows
-    x [..., I]: the reference the kernel is tested against (the kernel sums a table entry's 8 products in its own
-    order, so an entry within float rounding of .5 can round the other way: one step of its block's scale)."""
-    lead, (n_out, n_groups) = x.shape[:-1], codes.shape[:2]
-    rows = x.float().reshape(-1, n_groups, IN_GROUP)  # [N, G, 8]
-    idx = (codes.long() % CODEBOOK_SIZE).permute(1, 2, 0)  # [G, 2, O]
-    books = codebooks.float()[:, :, 0, :]  # [2, 256, 8]
-    y = rows.new_zeros(rows.shape[0], n_out)
-    for g0 in range(0, n_groups, BLOCK_GROUPS):
-        lut = torch.einsum("ngb,mkb->ngmk", rows[:, g0:g0 + BLOCK_GROUPS], books)  # [N, g, 2, 256]
-        amax = lut.abs().amax(dim=(1, 2, 3))  # [N]
-        inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
-        q = torch.round(lut * inv[:, None, None, None])
-        block_idx = idx[g0:g0 + BLOCK_GROUPS]
-        picked = q.gather(-1, block_idx.unsqueeze(0).expand(rows.shape[0], -1, -1, -1))  # [N, g, 2, O]
-        y = y + picked.sum(dim=(1, 2)) * (amax / 127.0)[:, None]
-    y = y * scales.float().reshape(1, -1)
-    if bias is not None:
-        y = y + bias.float()
-    return y.reshape(*lead, n_out)
-
-
 def _lut8(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
           bias: torch.Tensor | None = None) -> torch.Tensor:
     hf_codes, hf_books = unpack_codes(codes, scales.numel()), unpack_books(books)
@@ -106,8 +82,7 @@ def _lut8(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales:
     if input.numel() >= GEMM_ROWS * input.shape[-1]:  # the weights, dequantized, rounded to bf16 too
         w = dequantize_2x8(hf_codes, hf_books, scales).bfloat16().float()
         return F.linear(x, w, bias).to(input.dtype)
-    return lut8_matmat(x, hf_codes, hf_books, scales, bias).to(input.dtype)
-
+    return lut_matmat(x, hf_codes, hf_books, scales, bias, int8_tables=True).to(input.dtype)
 
 
 def _lut8_meta(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
