@@ -13,7 +13,8 @@ Face's `aqlm` layout (what users publish, and what we keep on disk):
 
 `zoo::code2x8_lut_matmat(input, codes, codebooks, scales, *, bias=None)` is `input @ W^T + bias`; eagerly it
 dequantizes (here), and `lut_matmat` is the spec's lookup-table algorithm, kept as a reference (the runtime kernel
-dequantizes codewords in registers instead: faster on x86, README "AQLM").
+dequantizes codewords in registers instead: faster on x86, README "AQLM"); with int8_tables it is the meaning of
+the lut8 op's decode rows (common/quant/aqlm_lut8.py).
 Its runtime kernel is runners/kernels/aqlm.cpp (library "aqlm" in common/kernels.py): linked into the C++ runners,
 loaded into the Python runtime. The quantizer: common/quant/aqlm_fit.py (a layer) and aqlm_model.py (a model).
 """
