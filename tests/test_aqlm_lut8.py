@@ -45,15 +45,17 @@ def _table_steps(x: torch.Tensor, layer: AqlmLinear) -> torch.Tensor:
 
 
 def test_codes_pack_in_lane_order_and_round_trip() -> None:
-    """100 outputs: two blocks of 64, the second part padding (code 0); lane 2j is output j, lane 2j + 1 output
-    32 + j; books bf16 [2, 4, 256, 2], codeword k's coordinates 2q, 2q + 1 at [c, q, k]."""
-    codes, codebooks, _, _ = _random(100, 40)
+    """100 outputs, 11 groups: units of 8 groups x 64 outputs, block-major ([2, 2, 8, 2, 64]), the last of each
+    padding (code 0); lane 2j is output j, lane 2j + 1 output 32 + j; books bf16 [2, 4, 256, 2], codeword k's
+    coordinates 2q, 2q + 1 at [c, q, k]."""
+    codes, codebooks, _, _ = _random(100, 88)
     packed = pack_codes(codes)
-    assert packed.shape == (2, 5, 2, 64) and packed.dtype == torch.int8
-    assert torch.equal(packed[0, 3, 1, 2 * 5], codes[5, 3, 1]) and torch.equal(packed[0, 3, 1, 2 * 5 + 1], codes[37, 3, 1])
-    # block 1: outputs 64..95 in the even lanes, 96..99 in odd lanes 1..7, padding after
-    assert torch.equal(packed[1, 2, 0, 2 * 3 + 1], codes[99, 2, 0]) and not packed[1, :, :, 9::2].any()
-    assert torch.equal(unpack_codes(packed, 100), codes)
+    assert packed.shape == (2, 2, 8, 2, 64) and packed.dtype == torch.int8
+    assert torch.equal(packed[0, 0, 3, 1, 2 * 5], codes[5, 3, 1]) and torch.equal(packed[0, 0, 3, 1, 2 * 5 + 1], codes[37, 3, 1])
+    # group 10 is group 2 of group block 1; outputs 64..95 in output block 1's even lanes, 96..99 in odd lanes 1..7
+    assert torch.equal(packed[1, 1, 2, 0, 2 * 3 + 1], codes[99, 10, 0]) and torch.equal(packed[1, 0, 2, 1, 0], codes[0, 10, 1])
+    assert not packed[:, 1, :, :, 9::2].any() and not packed[1, :, 3:].any()
+    assert torch.equal(unpack_codes(packed, 100, 11), codes)
     books = pack_books(codebooks)
     assert books.shape == (2, 4, 256, 2) and books.dtype == torch.bfloat16
     assert books[1, 3, 200, 0] == codebooks[1, 200, 0, 6].float().bfloat16()
@@ -88,20 +90,21 @@ def test_op_is_the_exact_product_within_its_rounding(n_in: int) -> None:
         assert (err <= bound + 1e-6).all() and err.max() > 1e-4, (n_rows, err.max())
 
 
-@pytest.mark.parametrize("rows", [1, 3, 7, 8, 13])
-def test_pte_runs_the_kernel_as_the_reference(rows: int) -> None:
+@pytest.mark.parametrize("rows, n_in", [(1, 200), (3, 200), (7, 200), (8, 200), (13, 200), (1, 136), (3, 136)])
+def test_pte_runs_the_kernel_as_the_reference(rows: int, n_in: int) -> None:
     """A program holding zoo::code2x8_lut8_matmat.out in the Python runtime (library "aqlm") against the op in
     eager: below 8 rows the table path (200 inputs = 3 blocks of 8 groups and one of 1; 100 outputs = a block of 64
-    and a part), within one table step of any block (truncating instead of rounding would be off by ~8); from 8 rows
-    the GEMM over the packed codes in bf16 (vdpbf16ps, or fp32 on rounded operands), within fp32 rounding."""
+    and a part; 136 inputs = 3 blocks, 6 units, so that two threads share the middle block), within one table step
+    of any block (truncating instead of rounding would be off by ~8); from 8 rows the GEMM over the packed codes in
+    bf16 (vdpbf16ps, or fp32 on rounded operands), within fp32 rounding."""
     from executorch.exir import EdgeCompileConfig, to_edge
     from executorch.runtime import Runtime
 
     from common.kernels import load_kernel_libraries, runtime_operator_names
 
-    layer = _layer(100, 200, seed=rows)
+    layer = _layer(100, n_in, seed=rows)
     packed = AqlmLut8Linear(layer).eval()
-    x = torch.randn(1, rows, 200, generator=torch.Generator().manual_seed(rows))
+    x = torch.randn(1, rows, n_in, generator=torch.Generator().manual_seed(rows))
     program = to_edge(torch.export.export(packed, (x,)),
                       compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
     load_kernel_libraries()
@@ -195,10 +198,10 @@ from common.quant.aqlm_lut8 import AqlmLut8Linear
 from tests.test_aqlm_lut8 import _layer, _table_steps
 ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)  # this build of the aqlm library, not the usual one
 worst = []
-for rows in (1, 3, 8, 13):
-    layer = _layer(100, 200, seed=rows)
+for rows, n_in in ((1, 200), (3, 200), (1, 136), (8, 200), (13, 200)):
+    layer = _layer(100, n_in, seed=rows)
     packed = AqlmLut8Linear(layer).eval()
-    x = torch.randn(1, rows, 200, generator=torch.Generator().manual_seed(rows))
+    x = torch.randn(1, rows, n_in, generator=torch.Generator().manual_seed(rows))
     program = to_edge(torch.export.export(packed, (x,)),
                       compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
     out = Runtime.get().load_program(program.buffer).load_method("forward").execute([x])[0]
@@ -213,7 +216,8 @@ print(" ".join(f"{w:.3g}" for w in worst))
 def test_kernel_paths_of_other_cpus_give_the_op(tmp_path: Path) -> None:
     """The aqlm library built without VBMI and AVX512_BF16 (-mno-avx512vbmi -mno-avx512bf16: the paths CPUs without
     them take, tables read a byte at a time and bf16-rounded operands in fp32 FMAs) gives the op's numbers too: in
-    a fresh process that loads only that build, the kernel against eager for 1, 3 (tables) and 8, 13 rows (GEMM)."""
+    a fresh process that loads only that build, the kernel against eager for 1, 3 (tables; 1 also on 136 inputs,
+    a block shared by two threads) and 8, 13 rows (GEMM)."""
     import subprocess
     import sys
 
@@ -225,4 +229,4 @@ def test_kernel_paths_of_other_cpus_give_the_op(tmp_path: Path) -> None:
                           cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     worst = [float(v) for v in proc.stdout.split()]
-    assert len(worst) == 4 and max(worst[:2]) <= 1 and max(worst[2:]) < 1e-4, worst
+    assert len(worst) == 5 and max(worst[:3]) <= 1 and max(worst[3:]) < 1e-4, worst

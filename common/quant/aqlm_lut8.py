@@ -14,10 +14,12 @@ dequantize-once GEMM at twice its multiply-adds a cycle). The rounding is noise 
 get; in exchange a 256-entry table is four AVX-512 registers that VBMI reads for 64 outputs at once
 (runners/kernels/aqlm.cpp).
 
-Layout (`pack_codes`): codes [ceil(O/64), G, 2, 64] int8, lane 2j of a block the output 64b + j and lane 2j + 1
-the output 64b + 32 + j (the kernel widens even and odd bytes apart: this order comes out sorted); rows past O
-have code 0 and are never written. Books (`pack_books`) bf16 [2, 4, 256, 2]: codeword k's coordinates 2q, 2q + 1
-at [c, q, k] (16 codewords' pairs a vector when the kernel builds a table), half the fp32 codebooks' bytes.
+Layout (`pack_codes`): codes [ceil(G/8), ceil(O/64), 8, 2, 64] int8, block-major: the kernel's unit of work, one
+block of 8 groups (a table scale) for 64 outputs, is 1 KiB of consecutive bytes, and a thread's share of the
+units one stream. Within a unit, lane 2j is the output 64b + j and lane 2j + 1 the output 64b + 32 + j (the kernel
+widens even and odd bytes apart: this order comes out sorted); rows past O and groups past G have code 0 and are
+never read. Books (`pack_books`) bf16 [2, 4, 256, 2]: codeword k's coordinates 2q, 2q + 1 at [c, q, k] (16
+codewords' pairs a vector when the kernel builds a table), half the fp32 codebooks' bytes.
 """
 
 from __future__ import annotations
@@ -27,9 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.oplib import out_variant
-from common.quant.aqlm import CODEBOOK_SIZE, IN_GROUP, NUM_CODEBOOKS, AqlmLinear, dequantize_2x8, lut_matmat
+from common.quant.aqlm import (
+    CODEBOOK_SIZE,
+    IN_GROUP,
+    NUM_CODEBOOKS,
+    TABLE_BLOCK,
+    AqlmLinear,
+    dequantize_2x8,
+    lut_matmat,
+)
 
-LANES = 64  # outputs per code block
+LANES = 64  # outputs per unit of codes
 GEMM_ROWS = 8  # from this many input rows (prefill) the op is the bf16 product: the kernel's GEMM (kGemmRows)
 
 _LIB = torch.library.Library("zoo", "FRAGMENT")
@@ -46,22 +56,22 @@ def _lane_order() -> torch.Tensor:
 
 
 def pack_codes(codes: torch.Tensor) -> torch.Tensor:
-    """HF codes [O, G, 2] -> the kernel's [ceil(O/64), G, 2, 64]."""
+    """HF codes [O, G, 2] -> the kernel's [ceil(G/8), ceil(O/64), 8, 2, 64]."""
     n_out, n_groups, _ = codes.shape
-    blocks = -(-n_out // LANES)
-    padded = codes.new_zeros(blocks * LANES, n_groups, NUM_CODEBOOKS)
-    padded[:n_out] = codes
-    by_block = padded.reshape(blocks, LANES, n_groups, NUM_CODEBOOKS)[:, _lane_order()]
-    return by_block.permute(0, 2, 3, 1).contiguous()
+    out_blocks, group_blocks = -(-n_out // LANES), -(-n_groups // TABLE_BLOCK)
+    padded = codes.new_zeros(out_blocks * LANES, group_blocks * TABLE_BLOCK, NUM_CODEBOOKS)
+    padded[:n_out, :n_groups] = codes
+    units = padded.reshape(out_blocks, LANES, group_blocks, TABLE_BLOCK, NUM_CODEBOOKS)[:, _lane_order()]
+    return units.permute(2, 0, 3, 4, 1).contiguous()
 
 
-def unpack_codes(packed: torch.Tensor, n_out: int) -> torch.Tensor:
+def unpack_codes(packed: torch.Tensor, n_out: int, n_groups: int) -> torch.Tensor:
     """The kernel's codes -> HF's [O, G, 2]."""
-    blocks, n_groups = packed.shape[:2]
-    lanes = packed.permute(0, 3, 1, 2)  # [B, 64, G, 2] in lane order
+    group_blocks, out_blocks = packed.shape[:2]
+    lanes = packed.permute(1, 4, 0, 2, 3)  # [OB, 64, GB, 8, 2] in lane order
     rows = torch.empty_like(lanes)
     rows[:, _lane_order()] = lanes
-    return rows.reshape(blocks * LANES, n_groups, NUM_CODEBOOKS)[:n_out]
+    return rows.reshape(out_blocks * LANES, group_blocks * TABLE_BLOCK, NUM_CODEBOOKS)[:n_out, :n_groups]
 
 
 def pack_books(codebooks: torch.Tensor) -> torch.Tensor:
@@ -77,7 +87,8 @@ def unpack_books(books: torch.Tensor) -> torch.Tensor:
 
 def _lut8(input: torch.Tensor, codes: torch.Tensor, books: torch.Tensor, scales: torch.Tensor, *,
           bias: torch.Tensor | None = None) -> torch.Tensor:
-    hf_codes, hf_books = unpack_codes(codes, scales.numel()), unpack_books(books)
+    hf_codes = unpack_codes(codes, scales.numel(), input.shape[-1] // IN_GROUP)
+    hf_books = unpack_books(books)
     x = input.float().bfloat16().float()  # both paths multiply bf16 inputs by bf16 codebooks, summing in fp32
     if input.numel() >= GEMM_ROWS * input.shape[-1]:  # the weights, dequantized, rounded to bf16 too
         w = dequantize_2x8(hf_codes, hf_books, scales).bfloat16().float()
@@ -96,7 +107,7 @@ _LIB.impl("code2x8_lut8_matmat", _lut8_meta, "Meta")
 
 
 class AqlmLut8Linear(nn.Module):
-    """An AqlmLinear's weights repacked for `zoo::code2x8_lut8_matmat`: codes (padded to 64 rows a block), bf16
+    """An AqlmLinear's weights repacked for `zoo::code2x8_lut8_matmat`: codes (`pack_codes`), bf16
     codebooks, fp32 scales and bias."""
 
     def __init__(self, linear: AqlmLinear):

@@ -61,11 +61,13 @@ inline v8 load8(const float* p) {
   return v;
 }
 
-constexpr int64_t kLanes = 64;  // code2x8_lut8_matmat: outputs per block of codes (one zmm of code bytes)
+constexpr int64_t kLanes = 64;  // code2x8_lut8_matmat: outputs per unit of codes (one zmm of code bytes)
+constexpr int64_t kBlockGroups = 8;  // and groups: a table scale's; 16 reads of <= 255 a block: no 16-bit overflow
 
 struct Aqlm {
-  // [O, G, 2], or packed (code2x8_lut8_matmat): [ceil(O/64), G, 2, 64], lane 2j of a block output 64b + j and
-  // lane 2j + 1 output 64b + 32 + j (the lookup kernel widens even and odd bytes apart: this order comes out sorted)
+  // [O, G, 2], or packed (code2x8_lut8_matmat): [ceil(G/8), ceil(O/64), 8, 2, 64], units of 8 groups x 64 outputs
+  // block-major; lane 2j of a unit output 64b + j and lane 2j + 1 output 64b + 32 + j (the lookup kernel widens
+  // even and odd bytes apart: this order comes out sorted)
   const int8_t* codes;
   const float* books;   // [2, 256, 8]
   const float* scales;  // [O]
@@ -171,19 +173,20 @@ inline void transpose8(v8 r[8]) {
 void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
   static_assert(kLanes / 2 % kNR == 0, "a tile's outputs share one half of a packed block: codes a fixed stride apart");
   const int64_t n = std::min<int64_t>(kNR, w.O - o0);
-  // the tile's codes of group j, book c, output o0 + i: codes[j * step_g + c * step_c + i * step_o]
+  // the tile's codes of group j = 8a + r, book c, output o0 + i: codes[a * step_a + r * step_g + c * step_c + i * step_o]
   const auto* codes = reinterpret_cast<const uint8_t*>(w.codes);
-  int64_t step_g = kBooks, step_c = 1, step_o = w.G * kBooks;
+  int64_t step_g = kBooks, step_c = 1, step_o = w.G * kBooks, step_a = kBlockGroups * step_g;
   if (w.packed) {
     const int64_t j0 = o0 % kLanes;
-    codes += o0 / kLanes * w.G * kBooks * kLanes + (j0 < kLanes / 2 ? 2 * j0 : 2 * (j0 - kLanes / 2) + 1);
+    codes += o0 / kLanes * kBlockGroups * kBooks * kLanes + (j0 < kLanes / 2 ? 2 * j0 : 2 * (j0 - kLanes / 2) + 1);
     step_g = kBooks * kLanes, step_c = kLanes, step_o = 2;
+    step_a = (w.O + kLanes - 1) / kLanes * kBlockGroups * step_g;
   } else {
     codes += o0 * w.G * kBooks;
   }
   for (int64_t j = 0; j < w.G; ++j) {
     float* dst = wt + j * kGroup * kNR;
-    const uint8_t* cj = codes + j * step_g;
+    const uint8_t* cj = codes + j / kBlockGroups * step_a + j % kBlockGroups * step_g;
     for (int64_t h = 0; h < kNR; h += kGroup) {
       v8 r[kGroup];
       for (int64_t c = 0; c < kGroup; ++c) {
@@ -397,10 +400,10 @@ Tensor& code2x8_lut_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, c
 // and the exact kernel above two codeword loads and two FMAs a group. Without VBMI the same tables are read a byte
 // at a time: the same numbers, slower. From kGemmRows input rows the op runs the GEMM above with both operands
 // rounded to bf16 (prefill): tables built per row would cost more than the dequantize-once GEMM.
-// Parallel over blocks of 8 groups (each thread builds the tables it reads: no barrier); each part sums its blocks
-// for every output into its own partial sums, added in part order at the end.
+// Parallel over units (a block of 8 groups for 64 outputs: 1 KiB of codes), block-major, in equal consecutive
+// shares: each thread builds the tables it reads (no barrier; a block two threads share is built by both) and
+// streams its codes in order; each part sums into its own partial sums, added in part order at the end.
 
-constexpr int64_t kBlockGroups = 8;  // groups sharing a table scale; 16 reads of <= 255 a block: no 16-bit overflow
 constexpr int64_t kTable = kBooks * kCodes;  // bytes of one group's two tables
 
 // fp32 tables of groups xg (R of them, 8 inputs each, `stride` apart) for codebook c into f (R x 256, 256 apart),
@@ -453,7 +456,11 @@ inline void bf16_tables(const uint16_t* bb, int64_t c, const uint32_t* xp, int64
     for (int r = 0; r < R; ++r)
       for (int64_t v = 0; v < kHalf; ++v) {
         _mm512_store_ps(f + r * kTable + h * kCodes / 2 + 16 * v, acc[r][v]);
+#if defined(__AVX512DQ__)
+        amax = (v16)_mm512_range_ps((__m512)amax, acc[r][v], 0x0B);  // imm 0b1011: larger |.|, sign cleared
+#else
         amax = (v16)_mm512_max_ps((__m512)amax, _mm512_abs_ps(acc[r][v]));
+#endif
       }
   }
 }
@@ -495,11 +502,19 @@ float build_tables(const TableInputs& in, int64_t G, int64_t b, uint8_t* t) {
   for (int i = 0; i < 16; ++i) m = std::max(m, amax[i]);
   const float inv = m > 0.0f ? 127.0f / m : 0.0f;
 #if ZOO_LUT8_VBMI
+  // 64 entries at a time: cvtps rounds half to even (MXCSR's default), as torch.round; two saturating packs (no
+  // entry saturates: |q| <= 127) leave entry 16j + 4i + k at byte 16i + 4j + k (packs work within 128-bit lanes),
+  // which one vpermb puts back; xor 0x80 is the +128.
+  alignas(64) static constexpr uint8_t kUnpack[64] = {
+      0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51, 4,  5,  6,  7,  20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+      8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59, 12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
   const __m512 iv = _mm512_set1_ps(inv);
-  const __m512i off = _mm512_set1_epi32(128);
-  for (int64_t i = 0; i < n * kTable; i += 16) {  // cvtps: round half to even (MXCSR's default), as torch.round
-    const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(f + i), iv));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(t + i), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, off)));
+  const __m512i order = _mm512_load_si512(kUnpack), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t i = 0; i < n * kTable; i += 64) {
+    __m512i q[4];
+    for (int j = 0; j < 4; ++j) q[j] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(f + i + 16 * j), iv));
+    const __m512i bytes = _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
+    _mm512_storeu_si512(t + i, _mm512_xor_si512(_mm512_permutexvar_epi8(order, bytes), flip));
   }
 #else
   for (int64_t i = 0; i < n * kTable; ++i)  // nearbyint: round half to even, as torch.round
@@ -519,6 +534,10 @@ inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s
     for (int64_t c = 0; c < kBooks; ++c) {
       const uint8_t* tc = t + (g * kBooks + c) * kCodes;
       const __m512i idx = _mm512_loadu_si512(codes + (g * kBooks + c) * kLanes);
+      // the part's codes are one stream: fetch 2 KiB ahead into L1 and 16 KiB ahead into L2 (20 % off a decode step
+      // of SmolLM2's linears with the weights out of cache; a prefetch past the end does not fault)
+      _mm_prefetch(reinterpret_cast<const char*>(codes + (g * kBooks + c) * kLanes + 2048), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(codes + (g * kBooks + c) * kLanes + 16384), _MM_HINT_T1);
       const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(tc), idx, _mm512_loadu_si512(tc + 64));
       const __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(tc + 128), idx, _mm512_loadu_si512(tc + 192));
       const __m512i v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi);  // code bit 7: upper 128
@@ -537,8 +556,10 @@ inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s
 }
 #endif
 
-// One part: blocks [b0, b1) of every row, partial sums p [M][O] (written, not added to). `books`: TableInputs'.
-void run_part(const Aqlm& w, const void* books, const float* x, int64_t M, int64_t b0, int64_t b1, float* p) {
+// One part: units [u0, u1) of every row, a unit being one output block's reads of one block of groups (block-major:
+// unit u = block u / OB, output block u % OB), so that parts split evenly even where the blocks do not; a block that
+// two parts share has its tables built by both. Partial sums p [M][O] (written, not added to). `books`: TableInputs'.
+void run_part(const Aqlm& w, const void* books, const float* x, int64_t M, int64_t u0, int64_t u1, float* p) {
   const int64_t I = w.G * kGroup, OB = (w.O + kLanes - 1) / kLanes;
   thread_local std::vector<uint8_t> tables;  // one block's
   thread_local std::vector<float> row, sums;  // one input row in bf16 (pairs, or rounded floats); its sums [OB][64]
@@ -549,12 +570,13 @@ void run_part(const Aqlm& w, const void* books, const float* x, int64_t M, int64
   for (int64_t m = 0; m < M; ++m) {
     to_bf16(x + m * I, I, row.data());
     std::fill(sums.begin(), sums.end(), 0.0f);
-    // block by block: its 8 groups' tables (8 KiB) stay in L1 while every output block reads them
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
+    // block by block: its 8 groups' tables (8 KiB) stay in L1 while the part's output blocks read them
+    for (int64_t u = u0; u < u1;) {
+      const int64_t b = u / OB, g0 = b * kBlockGroups, n = std::min(kBlockGroups, w.G - g0);
+      const int64_t ob_end = std::min(OB, u1 - b * OB);
       const float scale = build_tables(in, w.G, b, tables.data());
-      for (int64_t ob = 0; ob < OB; ++ob) {
-        const int8_t* codes = w.codes + (ob * w.G + g0) * kBooks * kLanes;
+      for (int64_t ob = u - b * OB; ob < ob_end; ++ob) {
+        const int8_t* codes = w.codes + (b * OB + ob) * kBlockGroups * kBooks * kLanes;  // one unit, 1 KiB
         float* f = sums.data() + ob * kLanes;
 #if ZOO_LUT8_VBMI
         __m512 acc[4];
@@ -574,6 +596,7 @@ void run_part(const Aqlm& w, const void* books, const float* x, int64_t M, int64
         }
 #endif
       }
+      u = (b + 1) * OB;
     }
     std::memcpy(p + m * w.O, sums.data(), static_cast<size_t>(w.O) * sizeof(float));
   }
@@ -590,23 +613,28 @@ void lut8_rows(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, 
         books_f32[(c * kGroup + e) * kCodes + k] = bf16_to_float(books[((c * kGroup / 2 + e / 2) * kCodes + k) * 2 + e % 2]);
   table_books = books_f32.data();
 #endif
-  const int64_t blocks = (w.G + kBlockGroups - 1) / kBlockGroups;
-  const int64_t parts = std::max<int64_t>(1, std::min(executorch::extension::get_thread_count(), blocks));
+  const int64_t units = (w.G + kBlockGroups - 1) / kBlockGroups * ((w.O + kLanes - 1) / kLanes);
+  const int64_t parts = std::max<int64_t>(1, std::min(executorch::extension::get_thread_count(), units));
   thread_local std::vector<float> partial;  // the calling thread's: the workers see it through `rest`
-  partial.resize(static_cast<size_t>((parts - 1) * M * w.O));
+  const int64_t n = M * w.O;
+  partial.resize(static_cast<size_t>((parts - 1) * n));
   float* rest = partial.data();
   executorch::extension::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part)
-      run_part(w, table_books, x, M, part * blocks / parts, (part + 1) * blocks / parts,
-               part == 0 ? y : rest + (part - 1) * M * w.O);
+      run_part(w, table_books, x, M, part * units / parts, (part + 1) * units / parts,
+               part == 0 ? y : rest + (part - 1) * n);
   });
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t o = 0; o < w.O; ++o) {
-      const int64_t i = m * w.O + o;
-      float sum = y[i];
-      for (int64_t part = 1; part < parts; ++part) sum += rest[(part - 1) * M * w.O + i];
-      y[i] = sum * w.scales[o] + (w.bias ? w.bias[o] : 0.0f);
-    }
+  float* __restrict out = y;
+  for (int64_t part = 1; part < parts; ++part) {  // in part order
+    const float* __restrict r = rest + (part - 1) * n;
+    for (int64_t i = 0; i < n; ++i) out[i] += r[i];
+  }
+  const float* __restrict scales = w.scales;
+  for (int64_t m = 0; m < M; ++m, out += w.O) {
+    for (int64_t o = 0; o < w.O; ++o) out[o] *= scales[o];
+    if (w.bias)
+      for (int64_t o = 0; o < w.O; ++o) out[o] += w.bias[o];
+  }
 }
 
 // The op's books, bf16 [2][4][256][2], as codewords [2][256][8] of floats (the GEMM path's layout).
@@ -625,16 +653,18 @@ Tensor& code2x8_lut8_matmat_out(KernelRuntimeContext& ctx, const Tensor& input, 
       ctx,
       input.scalar_type() == ScalarType::Float && codes.scalar_type() == ScalarType::Char &&
           books.scalar_type() == ScalarType::BFloat16 && scales.scalar_type() == ScalarType::Float &&
-          codes.dim() == 4 && codes.size(2) == kBooks && codes.size(3) == kLanes &&
+          codes.dim() == 5 && codes.size(2) == kBlockGroups && codes.size(3) == kBooks && codes.size(4) == kLanes &&
           books.numel() == kBooks * kCodes * kGroup && input.dim() >= 1,
       InvalidArgument, out,
-      "code2x8_lut8_matmat: expected float input, int8 codes [O/64, I/8, 2, 64], bf16 books [2, 4, 256, 2], scales");
-  const int64_t O = scales.numel(), G = codes.size(1), I = G * kGroup;
-  ET_KERNEL_CHECK_MSG(ctx, input.size(input.dim() - 1) == I && codes.size(0) == (O + kLanes - 1) / kLanes,
+      "code2x8_lut8_matmat: expected float input, int8 codes [I/64, O/64, 8, 2, 64], bf16 books [2, 4, 256, 2], "
+      "scales");
+  const int64_t O = scales.numel(), I = input.size(input.dim() - 1), G = I / kGroup;
+  ET_KERNEL_CHECK_MSG(ctx, I % kGroup == 0 && codes.size(0) == (G + kBlockGroups - 1) / kBlockGroups &&
+                      codes.size(1) == (O + kLanes - 1) / kLanes,
                       InvalidArgument, out,
-                      "code2x8_lut8_matmat: input [..., %zd] does not match codes [%zd, %zd, 2, 64] / scales [%zd]",
-                      static_cast<ssize_t>(input.size(input.dim() - 1)), static_cast<ssize_t>(codes.size(0)),
-                      static_cast<ssize_t>(G), static_cast<ssize_t>(O));
+                      "code2x8_lut8_matmat: input [..., %zd] does not match codes [%zd, %zd, 8, 2, 64] / scales [%zd]",
+                      static_cast<ssize_t>(I), static_cast<ssize_t>(codes.size(0)), static_cast<ssize_t>(codes.size(1)),
+                      static_cast<ssize_t>(O));
   const float* bp = nullptr;
   if (!resize_output(ctx, "code2x8_lut8_matmat", input, bias, O, out, &bp)) return out;
   const int64_t M = input.numel() / std::max<int64_t>(I, 1);
