@@ -36,7 +36,7 @@ def weight_bytes(module: nn.Module) -> int:
     per-channel scales: executorch/backends/xnnpack/operators/node_visitor.py); a float weight as it is."""
     if isinstance(module, AqlmLinear):
         return sum(t.numel() * t.element_size() for t in (module.codes, module.codebooks, module.scales))
-    if isinstance(module, AqlmLut8Linear):  # the same, repacked (codes padded to 64 rows)
+    if isinstance(module, AqlmLut8Linear):  # the same, repacked (codes padded to 64 rows and 8 groups)
         return sum(t.numel() * t.element_size() for t in (module.codes, module.books, module.scales))
     if isinstance(module, BlockOffsetLinear):  # a GGUF's int4 blocks: the symmetric part, group sums and offsets
         return sum(weight_bytes(m) for m in (module.linear, module.group_sums, module.offsets))
