@@ -173,7 +173,8 @@ inline void transpose8(v8 r[8]) {
 void dequantize_tile(const Aqlm& w, int64_t o0, float* wt) {
   static_assert(kLanes / 2 % kNR == 0, "a tile's outputs share one half of a packed block: codes a fixed stride apart");
   const int64_t n = std::min<int64_t>(kNR, w.O - o0);
-  // the tile's codes of group j = 8a + r, book c, output o0 + i: codes[a * step_a + r * step_g + c * step_c + i * step_o]
+  // the tile's codes of group j = 8a + r, book c, output o0 + i:
+  // codes[a * step_a + r * step_g + c * step_c + i * step_o]
   const auto* codes = reinterpret_cast<const uint8_t*>(w.codes);
   int64_t step_g = kBooks, step_c = 1, step_o = w.G * kBooks, step_a = kBlockGroups * step_g;
   if (w.packed) {
@@ -505,9 +506,10 @@ float build_tables(const TableInputs& in, int64_t G, int64_t b, uint8_t* t) {
   // 64 entries at a time: cvtps rounds half to even (MXCSR's default), as torch.round; two saturating packs (no
   // entry saturates: |q| <= 127) leave entry 16j + 4i + k at byte 16i + 4j + k (packs work within 128-bit lanes),
   // which one vpermb puts back; xor 0x80 is the +128.
-  alignas(64) static constexpr uint8_t kUnpack[64] = {
-      0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51, 4,  5,  6,  7,  20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
-      8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59, 12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
+  alignas(64) static constexpr uint8_t kUnpack[64] = {  // [e]: the byte the packs left entry e at
+      0, 1, 2,  3,  16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51, 4,  5,  6,  7,  20, 21,
+      22, 23, 36, 37, 38, 39, 52, 53, 54, 55, 8,  9,  10, 11, 24, 25, 26, 27, 40, 41, 42, 43,
+      56, 57, 58, 59, 12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
   const __m512 iv = _mm512_set1_ps(inv);
   const __m512i order = _mm512_load_si512(kUnpack), flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t i = 0; i < n * kTable; i += 64) {
@@ -534,8 +536,9 @@ inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s
     for (int64_t c = 0; c < kBooks; ++c) {
       const uint8_t* tc = t + (g * kBooks + c) * kCodes;
       const __m512i idx = _mm512_loadu_si512(codes + (g * kBooks + c) * kLanes);
-      // the part's codes are one stream: fetch 2 KiB ahead into L1 and 16 KiB ahead into L2 (20 % off a decode step
-      // of SmolLM2's linears with the weights out of cache; a prefetch past the end does not fault)
+      // the part's codes are one stream: fetch 2 KiB ahead into L1 and 16 KiB ahead into L2 (a decode step of
+      // SmolLM2's linears with the weights out of cache: 20 % faster in a harness; a prefetch past the end does
+      // not fault)
       _mm_prefetch(reinterpret_cast<const char*>(codes + (g * kBooks + c) * kLanes + 2048), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(codes + (g * kBooks + c) * kLanes + 16384), _MM_HINT_T1);
       const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(tc), idx, _mm512_loadu_si512(tc + 64));
