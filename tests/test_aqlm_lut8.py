@@ -213,18 +213,19 @@ print(" ".join(f"{w:.3g}" for w in worst))
 """
 
 
-def test_kernel_paths_of_other_cpus_give_the_op(tmp_path: Path) -> None:
-    """The aqlm library built without VBMI and AVX512_BF16 (-mno-avx512vbmi -mno-avx512bf16: the paths CPUs without
-    them take, tables read a byte at a time and bf16-rounded operands in fp32 FMAs) gives the op's numbers too: in
-    a fresh process that loads only that build, the kernel against eager for 1, 3 (tables; 1 also on 136 inputs,
-    a block shared by two threads) and 8, 13 rows (GEMM)."""
+@pytest.mark.parametrize("flags", [("-mno-avx512vbmi", "-mno-avx512bf16"), ("-mno-avx512f",)],
+                         ids=["avx512-without-vbmi-bf16", "avx2"])
+def test_kernel_paths_of_other_cpus_give_the_op(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    """The aqlm library built without VBMI and AVX512_BF16 (the paths CPUs without them take, tables read a byte at
+    a time and bf16-rounded operands in fp32 FMAs), and without AVX-512 at all (an AVX2 machine: the same paths on
+    256-bit vectors), gives the op's numbers too: in a fresh process that loads only that build, the kernel against
+    eager for 1, 3 (tables; 1 also on 136 inputs, a block shared by two threads) and 8, 13 rows (GEMM)."""
     import subprocess
     import sys
 
     from common.kernels import ROOT, build_shared_library, library_for
 
-    lib = build_shared_library(library_for("zoo::code2x8_lut8_matmat"), tmp_path / "build",
-                               ("-mno-avx512vbmi", "-mno-avx512bf16"))
+    lib = build_shared_library(library_for("zoo::code2x8_lut8_matmat"), tmp_path / "build", flags)
     proc = subprocess.run([sys.executable, "-c", _PORTABLE_CHECK, str(lib)], capture_output=True, text=True,
                           cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
