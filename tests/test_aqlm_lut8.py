@@ -97,26 +97,33 @@ def test_pte_runs_the_kernel_as_the_reference(rows: int, n_in: int) -> None:
     and a part; 136 inputs = 3 blocks, 6 units, so that two threads share the middle block), within one table step
     of any block (truncating instead of rounding would be off by ~8); from 8 rows the GEMM over the packed codes in
     bf16 (vdpbf16ps, or fp32 on rounded operands), within fp32 rounding."""
+    from common.kernels import load_kernel_libraries, runtime_operator_names
+
+    load_kernel_libraries()
+    assert "zoo::code2x8_lut8_matmat.out" in runtime_operator_names()
+    out, ref, step = _kernel_and_op(rows, n_in)
+    if rows >= GEMM_ROWS:
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        return
+    err = (out - ref).abs().reshape(rows, -1)
+    assert (err <= step / 2 + 1e-5).all(), (err.max(), step.min())
+
+
+def _kernel_and_op(rows: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random 100-output lut8 linear on `rows` rows of `n_in` inputs, as a one-op program in the Python runtime
+    (whichever aqlm library is loaded) and in eager (below 8 rows the table reference on bf16-rounded operands):
+    (the program's output, eager's, one table step of every block summed [rows, O])."""
     from executorch.exir import EdgeCompileConfig, to_edge
     from executorch.runtime import Runtime
-
-    from common.kernels import load_kernel_libraries, runtime_operator_names
 
     layer = _layer(100, n_in, seed=rows)
     packed = AqlmLut8Linear(layer).eval()
     x = torch.randn(1, rows, n_in, generator=torch.Generator().manual_seed(rows))
     program = to_edge(torch.export.export(packed, (x,)),
                       compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-    load_kernel_libraries()
-    assert "zoo::code2x8_lut8_matmat.out" in runtime_operator_names()
     out = Runtime.get().load_program(program.buffer).load_method("forward").execute([x])[0]
-    if rows >= GEMM_ROWS:
-        torch.testing.assert_close(out, packed(x), atol=1e-4, rtol=1e-4)
-        return
-    ref = packed(x)  # eager: the table reference on bf16-rounded operands
-    step = layer.scales.reshape(1, -1) * _table_steps(x.bfloat16().float(), layer).reshape(-1, 1)  # [rows, O]
-    err = (out - ref).abs().reshape(rows, -1)
-    assert (err <= step / 2 + 1e-5).all(), (err.max(), step.min())
+    step = layer.scales.reshape(1, -1) * _table_steps(x.bfloat16().float(), layer).reshape(-1, 1)
+    return out, packed(x), step
 
 
 def test_tiny_aqlm_model_with_int8_tables(tmp_path: Path, capsys) -> None:
@@ -191,23 +198,15 @@ def _eager(model):
 
 
 _PORTABLE_CHECK = """
-import sys, ctypes, torch
-from executorch.exir import EdgeCompileConfig, to_edge
-from executorch.runtime import Runtime
-from common.quant.aqlm_lut8 import AqlmLut8Linear
-from tests.test_aqlm_lut8 import _layer, _table_steps
+import sys, ctypes
+import executorch.runtime  # the runtime whose registry the library's kernels join, loaded first as before
+from tests.test_aqlm_lut8 import _kernel_and_op
 ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)  # this build of the aqlm library, not the usual one
 worst = []
 for rows, n_in in ((1, 200), (3, 200), (1, 136), (8, 200), (13, 200)):
-    layer = _layer(100, n_in, seed=rows)
-    packed = AqlmLut8Linear(layer).eval()
-    x = torch.randn(1, rows, n_in, generator=torch.Generator().manual_seed(rows))
-    program = to_edge(torch.export.export(packed, (x,)),
-                      compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-    out = Runtime.get().load_program(program.buffer).load_method("forward").execute([x])[0]
-    err = (out - packed(x)).abs().reshape(rows, -1)
+    out, ref, step = _kernel_and_op(rows, n_in)
+    err = (out - ref).abs().reshape(rows, -1)
     # tables: err over half a table step of every block (as test_pte_runs_the_kernel_as_the_reference); GEMM: err
-    step = layer.scales.reshape(1, -1) * _table_steps(x.bfloat16().float(), layer).reshape(-1, 1)
     worst.append(float((err / (step / 2 + 1e-5)).max()) if rows < 8 else float(err.max()))
 print(" ".join(f"{w:.3g}" for w in worst))
 """

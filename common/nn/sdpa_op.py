@@ -31,7 +31,6 @@ def _custom_sdpa(query, key, value, start_pos, attn_mask=None, dropout_p=0.0, is
     return torch.ops.llama.custom_sdpa(query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale)
 
 
-
 _LIB.impl("custom_sdpa", _custom_sdpa, "CompositeExplicitAutograd")
 _LIB.impl("custom_sdpa.out", out_variant(_custom_sdpa), "CompositeExplicitAutograd")
 _LIB.impl("custom_sdpa", _custom_sdpa, "Meta")  # the llama op's meta checks and shape

@@ -80,7 +80,6 @@ def _code2x8(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, 
     return F.linear(input, dequantize_2x8(codes, codebooks, scales).to(input.dtype), bias)
 
 
-
 def _code2x8_meta(input: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, scales: torch.Tensor, *,
                   bias: torch.Tensor | None = None) -> torch.Tensor:
     return input.new_empty((*input.shape[:-1], codes.shape[0]))

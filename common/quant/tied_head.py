@@ -30,7 +30,6 @@ def _linear_q8(input: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -
     return torch.nn.functional.linear(input, dequantize_q8(codes, scales))
 
 
-
 def _linear_q8_meta(input: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return input.new_empty((*input.shape[:-1], codes.shape[0]))
 

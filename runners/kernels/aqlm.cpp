@@ -14,7 +14,7 @@
 //    output rows.
 //
 // `zoo::code2x8_lut8_matmat.out` (common/quant/aqlm_lut8.py; `export --aqlm-kernel lut8`): the same weights with
-// codes packed 64 outputs a block and bf16 codebooks; decode rows on int8 lookup tables, prefill rows on the GEMM
+// codes in units of 8 groups x 64 outputs and bf16 codebooks; decode rows on int8 lookup tables, prefill rows on the GEMM
 // above in bf16 (below, before the registrations).
 //
 // A self-registering kernel file (runners/kernels/README.md): linked into every runner as an object file, and
@@ -525,8 +525,8 @@ float build_tables(const TableInputs& in, int64_t G, int64_t b, uint8_t* t) {
   return m / 127.0f;
 }
 
-// f[0..64) += s * (sum over groups [0, n) of the block's table reads), outputs in order: codes [n][2][64] (this
-// output block's), t [n][2][256].
+// f[0..64) += s * (sum over groups [0, n) of the block's table reads), outputs in order: codes [n][2][64] (one
+// unit's), t [n][2][256].
 #if ZOO_LUT8_VBMI
 inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s, __m512 f[4]) {
   // Unsigned bytes v summed in 16-bit lanes wrap modulo 2^16: lanes = 256 * sum(odd bytes) + sum(even bytes), each
@@ -561,17 +561,16 @@ inline void read_block(const int8_t* codes, const uint8_t* t, int64_t n, float s
 
 // One part: units [u0, u1) of every row, a unit being one output block's reads of one block of groups (block-major:
 // unit u = block u / OB, output block u % OB), so that parts split evenly even where the blocks do not; a block that
-// two parts share has its tables built by both. Partial sums p [M][O] (written, not added to). `books`: TableInputs'.
-void run_part(const Aqlm& w, const void* books, const float* x, int64_t M, int64_t u0, int64_t u1, float* p) {
+// two parts share has its tables built by both. `rows`: the input rows as TableInputs' x, I floats apart; `books`:
+// TableInputs'. Partial sums p [M][O] (written, not added to).
+void run_part(const Aqlm& w, const void* books, const float* rows, int64_t M, int64_t u0, int64_t u1, float* p) {
   const int64_t I = w.G * kGroup, OB = (w.O + kLanes - 1) / kLanes;
   thread_local std::vector<uint8_t> tables;  // one block's
-  thread_local std::vector<float> row, sums;  // one input row in bf16 (pairs, or rounded floats); its sums [OB][64]
+  thread_local std::vector<float> sums;  // one row's [OB][64]
   tables.resize(static_cast<size_t>(kBlockGroups * kTable));
-  row.resize(static_cast<size_t>(I));
   sums.resize(static_cast<size_t>(OB * kLanes));
-  const TableInputs in{row.data(), books};
   for (int64_t m = 0; m < M; ++m) {
-    to_bf16(x + m * I, I, row.data());
+    const TableInputs in{rows + m * I, books};
     std::fill(sums.begin(), sums.end(), 0.0f);
     // block by block: its 8 groups' tables (8 KiB) stay in L1 while the part's output blocks read them
     for (int64_t u = u0; u < u1;) {
@@ -616,6 +615,11 @@ void lut8_rows(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, 
         books_f32[(c * kGroup + e) * kCodes + k] = bf16_to_float(books[((c * kGroup / 2 + e / 2) * kCodes + k) * 2 + e % 2]);
   table_books = books_f32.data();
 #endif
+  const int64_t I = w.G * kGroup;
+  thread_local std::vector<float> bf16_rows;  // the input rows in bf16 (pairs, or rounded floats), I floats apart:
+  bf16_rows.resize(static_cast<size_t>(M * I));  // once a call, as the books; the workers read them through `rows`
+  for (int64_t m = 0; m < M; ++m) to_bf16(x + m * I, I, bf16_rows.data() + m * I);
+  const float* rows = bf16_rows.data();
   const int64_t units = (w.G + kBlockGroups - 1) / kBlockGroups * ((w.O + kLanes - 1) / kLanes);
   const int64_t parts = std::max<int64_t>(1, std::min(executorch::extension::get_thread_count(), units));
   thread_local std::vector<float> partial;  // the calling thread's: the workers see it through `rest`
@@ -624,7 +628,7 @@ void lut8_rows(const Aqlm& w, const uint16_t* books, const float* x, int64_t M, 
   float* rest = partial.data();
   executorch::extension::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part)
-      run_part(w, table_books, x, M, part * units / parts, (part + 1) * units / parts,
+      run_part(w, table_books, rows, M, part * units / parts, (part + 1) * units / parts,
                part == 0 ? y : rest + (part - 1) * n);
   });
   float* __restrict out = y;
